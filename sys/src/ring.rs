@@ -1,0 +1,755 @@
+//! The ring: submission and completion queues shared with the kernel.
+//!
+//! A [`Ring`] owns the io_uring fd and its mappings (or, for tests, a ring of
+//! the simulated kernel in [`crate::sim`], which lays out the same memory and
+//! follows the same protocol). The queue code here is the same for both.
+//!
+//! # Memory ordering
+//!
+//! The SQ and CQ are single-producer/single-consumer queues whose other end is
+//! the kernel. The kernel's side (`io_uring/io_uring.c`) uses
+//! `smp_load_acquire`/`smp_store_release` on the indices; each ordering below
+//! says which of those it pairs with. Index arithmetic is wrapping `u32` and
+//! lives in [`index`] as pure functions.
+#![allow(unsafe_code)]
+
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{self, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::abi;
+use crate::cqe::Cqe;
+use crate::mmap::Mmap;
+use crate::sim::{SimKernel, SimRing};
+use crate::sqe::Sqe;
+use crate::syscall::{self, EnterWait};
+
+/// Wrapping `u32` index arithmetic of the rings, shared with the simulated kernel.
+///
+/// Heads and tails are free-running counters; only `index & mask` addresses a
+/// slot. All functions are total: any pair of `u32` values gives an answer.
+pub mod index {
+    /// Number of entries between `head` and `tail` (tail may have wrapped past `u32::MAX`).
+    pub const fn len(head: u32, tail: u32) -> u32 {
+        tail.wrapping_sub(head)
+    }
+
+    /// Free slots in a queue of `entries` slots.
+    ///
+    /// Saturates at zero if the indices are inconsistent (a corrupt ring never
+    /// makes a producer write past the consumer).
+    pub const fn space(head: u32, tail: u32, entries: u32) -> u32 {
+        entries.saturating_sub(len(head, tail))
+    }
+
+    /// The slot an index addresses.
+    pub const fn slot(index: u32, mask: u32) -> u32 {
+        index & mask
+    }
+
+    /// True when `entries` is a valid ring size (a power of two, at least one).
+    pub const fn valid_entries(entries: u32) -> bool {
+        entries.is_power_of_two()
+    }
+}
+
+/// How to set a ring up. [`RingConfig::default`] asks for the best flags; setup
+/// drops the ones the running kernel rejects (see [`Ring::with_config`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RingConfig {
+    /// SQ size (rounded up to a power of two by the kernel). At least 1.
+    pub sq_entries: u32,
+    /// CQ size; `0` means twice the SQ (the protocol needs CQ ≥ 2 × SQ).
+    pub cq_entries: u32,
+    /// `IORING_SETUP_SINGLE_ISSUER`: only the creating thread submits.
+    pub single_issuer: bool,
+    /// `IORING_SETUP_DEFER_TASKRUN`: completions run only when the owner enters
+    /// with `GETEVENTS`. Implies `single_issuer`; not with SQPOLL.
+    pub defer_taskrun: bool,
+    /// `IORING_SETUP_COOP_TASKRUN` + `TASKRUN_FLAG`: no IPI to interrupt the owner.
+    pub coop_taskrun: bool,
+    /// `IORING_SETUP_SUBMIT_ALL`: keep submitting a batch after one SQE fails.
+    pub submit_all: bool,
+    /// `IORING_SETUP_NO_SQARRAY`: no SQ index array.
+    pub no_sqarray: bool,
+    /// `IORING_SETUP_SQPOLL` with this idle time before the poller sleeps.
+    pub sqpoll_idle: Option<Duration>,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            sq_entries: 256,
+            cq_entries: 0,
+            single_issuer: true,
+            defer_taskrun: true,
+            coop_taskrun: true,
+            submit_all: true,
+            no_sqarray: true,
+            sqpoll_idle: None,
+        }
+    }
+}
+
+impl RingConfig {
+    /// A default configuration with `sq_entries` SQ slots.
+    pub fn with_entries(sq_entries: u32) -> Self {
+        RingConfig { sq_entries, ..RingConfig::default() }
+    }
+
+    /// The optional setup flags asked for, newest kernel feature first: the
+    /// order in which setup drops them when the kernel answers `EINVAL`.
+    fn optional_flags(&self) -> Vec<u32> {
+        let mut flags = Vec::new();
+        if self.no_sqarray {
+            flags.push(abi::IORING_SETUP_NO_SQARRAY); // 6.6
+        }
+        if self.defer_taskrun && self.sqpoll_idle.is_none() {
+            flags.push(abi::IORING_SETUP_DEFER_TASKRUN); // 6.1
+        }
+        if self.single_issuer || self.defer_taskrun {
+            flags.push(abi::IORING_SETUP_SINGLE_ISSUER); // 6.0
+        }
+        if self.coop_taskrun && self.sqpoll_idle.is_none() {
+            flags.push(abi::IORING_SETUP_COOP_TASKRUN | abi::IORING_SETUP_TASKRUN_FLAG); // 5.19
+        }
+        if self.submit_all {
+            flags.push(abi::IORING_SETUP_SUBMIT_ALL); // 5.18
+        }
+        flags
+    }
+}
+
+/// Why `io_uring_setup` failed, with the likely cause named.
+#[derive(Debug)]
+pub struct SetupError {
+    source: io::Error,
+    flags: u32,
+}
+
+impl SetupError {
+    /// The `errno` the kernel returned.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
+
+    /// True when io_uring as a whole is unavailable here (not a bad argument):
+    /// the runtime may fall back to its portable backend.
+    pub fn io_uring_unavailable(&self) -> bool {
+        matches!(self.raw_os_error(), Some(libc::ENOSYS | libc::EPERM | libc::EACCES | libc::ENOMEM))
+    }
+
+    /// A sentence naming the likely cause of this errno.
+    pub fn likely_cause(&self) -> &'static str {
+        match self.raw_os_error() {
+            Some(libc::ENOSYS) => "this kernel has no io_uring (built without CONFIG_IO_URING, or older than 5.1)",
+            Some(libc::EPERM | libc::EACCES) => {
+                "io_uring is forbidden here: a seccomp profile (containers often block it) or the sysctl kernel.io_uring_disabled"
+            }
+            Some(libc::ENOMEM) => "the kernel could not pin ring memory: raise the memlock limit (ulimit -l) or ask for fewer entries",
+            Some(libc::EINVAL) => "the kernel rejected the arguments: entries must be 1..=32768 and the flags supported",
+            Some(libc::EMFILE | libc::ENFILE) => "no file descriptor left for the ring (RLIMIT_NOFILE)",
+            _ => "unexpected error from io_uring_setup",
+        }
+    }
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "io_uring_setup failed (flags {:#x}): {}: {}", self.flags, self.source, self.likely_cause())
+    }
+}
+
+impl std::error::Error for SetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl From<SetupError> for io::Error {
+    fn from(e: SetupError) -> io::Error {
+        io::Error::new(e.source.kind(), e)
+    }
+}
+
+/// Why an SQE could not be queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushError {
+    /// The SQ stayed full even after submitting what it held (the kernel is
+    /// refusing work, e.g. `EBUSY` while the CQ overflows): reap completions first.
+    Full,
+    /// The entry points at user memory: only the owning submission API may push it.
+    NeedsOwner,
+}
+
+impl fmt::Display for PushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PushError::Full => f.write_str("submission queue full"),
+            PushError::NeedsOwner => f.write_str("entry references user memory; submit it through an owning op"),
+        }
+    }
+}
+
+impl std::error::Error for PushError {}
+
+/// A shareable reference to a ring's fd: the target of `MSG_RING` from other rings.
+///
+/// It keeps the fd open (not the mappings) for as long as any clone lives, so
+/// a message can never reach an fd number that was closed and reused.
+#[derive(Clone)]
+pub struct RingFd {
+    raw: RawFd,
+    _keep: Arc<dyn Any + Send + Sync>,
+}
+
+impl RingFd {
+    /// The fd number, valid while this value lives.
+    pub fn raw(&self) -> RawFd {
+        self.raw
+    }
+}
+
+impl fmt::Debug for RingFd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RingFd").field(&self.raw).finish()
+    }
+}
+
+/// Who answers `io_uring_enter` for this ring.
+enum Kernel {
+    /// The running kernel. Field order is drop order: mappings before the fd.
+    Linux { _maps: Vec<Mmap>, fd: Arc<OwnedFd> },
+    /// The simulated kernel of [`crate::sim`]; it owns the ring memory.
+    Sim(SimRing),
+}
+
+/// A pointer to an index word shared with the kernel.
+#[derive(Clone, Copy)]
+struct Shared(NonNull<AtomicU32>);
+
+impl Shared {
+    /// # Safety
+    ///
+    /// `base + offset` must be a 4-byte aligned word inside a region that
+    /// outlives every use of the returned value (the `Ring` holds the region).
+    unsafe fn at(base: NonNull<u8>, offset: u32) -> Shared {
+        // SAFETY: in bounds of the region by the caller's contract.
+        Shared(unsafe { base.add(offset as usize) }.cast())
+    }
+
+    fn get(&self) -> &AtomicU32 {
+        // SAFETY: established by `Shared::at`: aligned, in a live region that the
+        // Ring owns; the kernel accesses it only atomically too.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+struct Sq {
+    head: Shared,
+    tail: Shared,
+    flags: Shared,
+    dropped: Shared,
+    sqes: NonNull<abi::io_uring_sqe>,
+    mask: u32,
+    entries: u32,
+    /// Our copy of the tail: we are the only producer.
+    local_tail: u32,
+}
+
+struct Cq {
+    head: Shared,
+    tail: Shared,
+    overflow: Shared,
+    cqes: NonNull<abi::io_uring_cqe>,
+    mask: u32,
+    entries: u32,
+    /// Our copy of the head: we are the only consumer.
+    local_head: u32,
+}
+
+/// An io_uring instance: its fd, its SQ and CQ, on the kernel or on the simulator.
+///
+/// A `Ring` is `Send` but not `Sync`: one thread at a time produces SQEs and
+/// consumes CQEs. With `SINGLE_ISSUER` (the default) that thread must be the
+/// one that created it.
+pub struct Ring {
+    sq: Sq,
+    cq: Cq,
+    params: abi::io_uring_params,
+    fd: RingFd,
+    kernel: Kernel,
+}
+
+// SAFETY: every pointer in `Sq`/`Cq` points into memory owned by `kernel`,
+// which moves with the Ring; the kernel side is thread-agnostic. `Ring` has no
+// `&self` method that mutates through those pointers except atomics, so it is
+// not `Sync`, only `Send`.
+unsafe impl Send for Ring {}
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("fd", &self.fd.raw)
+            .field("sq_entries", &self.sq.entries)
+            .field("cq_entries", &self.cq.entries)
+            .field("setup_flags", &format_args!("{:#x}", self.params.flags))
+            .field("simulated", &matches!(self.kernel, Kernel::Sim(_)))
+            .finish()
+    }
+}
+
+/// The lengths of the three regions a ring maps, from the kernel's `params`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionSizes {
+    /// Bytes of the SQ ring region (indices, flags, and the index array if any).
+    pub sq_ring: usize,
+    /// Bytes of the CQ ring region (indices and the CQE array).
+    pub cq_ring: usize,
+    /// Bytes of the SQE array.
+    pub sqes: usize,
+    /// True when SQ and CQ share one mapping (`IORING_FEAT_SINGLE_MMAP`).
+    pub single_mmap: bool,
+}
+
+impl RegionSizes {
+    /// Computes the region sizes the kernel described in `params`.
+    pub fn from_params(p: &abi::io_uring_params) -> RegionSizes {
+        let cqe_size = if p.flags & abi::IORING_SETUP_CQE32 != 0 { 32 } else { 16 };
+        let sqe_size = if p.flags & abi::IORING_SETUP_SQE128 != 0 { 128 } else { 64 };
+        let o = &p.sq_off;
+        let header_end = [o.head, o.tail, o.ring_mask, o.ring_entries, o.flags, o.dropped]
+            .into_iter()
+            .max()
+            .unwrap_or(0) as usize
+            + 4;
+        let sq_ring = if p.flags & abi::IORING_SETUP_NO_SQARRAY != 0 {
+            header_end
+        } else {
+            (o.array as usize + p.sq_entries as usize * 4).max(header_end)
+        };
+        let cq_ring = p.cq_off.cqes as usize + p.cq_entries as usize * cqe_size;
+        let single_mmap = p.features & abi::IORING_FEAT_SINGLE_MMAP != 0;
+        let (sq_ring, cq_ring) = if single_mmap {
+            let both = sq_ring.max(cq_ring);
+            (both, both)
+        } else {
+            (sq_ring, cq_ring)
+        };
+        RegionSizes { sq_ring, cq_ring, sqes: p.sq_entries as usize * sqe_size, single_mmap }
+    }
+}
+
+impl Ring {
+    /// Sets up a ring with `sq_entries` SQ slots and the best flags this kernel takes.
+    ///
+    /// # Errors
+    ///
+    /// A [`SetupError`] naming the likely cause (no io_uring, seccomp, memlock, bad entries).
+    pub fn new(sq_entries: u32) -> Result<Ring, SetupError> {
+        Ring::with_config(&RingConfig::with_entries(sq_entries))
+    }
+
+    /// Sets up a ring as `config` asks, dropping the newest optional flag and
+    /// retrying each time the kernel answers `EINVAL`.
+    ///
+    /// # Errors
+    ///
+    /// A [`SetupError`] naming the likely cause; `EINVAL` only when even the
+    /// plainest setup was rejected (bad entry counts).
+    pub fn with_config(config: &RingConfig) -> Result<Ring, SetupError> {
+        let mut optional = config.optional_flags();
+        loop {
+            let mut params = abi::io_uring_params::default();
+            params.flags = optional.iter().fold(0, |acc, f| acc | f);
+            let cq_entries = if config.cq_entries == 0 { config.sq_entries.saturating_mul(2) } else { config.cq_entries };
+            params.flags |= abi::IORING_SETUP_CQSIZE;
+            params.cq_entries = cq_entries;
+            if let Some(idle) = config.sqpoll_idle {
+                params.flags |= abi::IORING_SETUP_SQPOLL;
+                params.sq_thread_idle = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX);
+            }
+            let flags = params.flags;
+            match syscall::setup(config.sq_entries, &mut params) {
+                Ok(fd) => return Ring::map_kernel(fd, params).map_err(|source| SetupError { source, flags }),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !optional.is_empty() => {
+                    optional.remove(0);
+                }
+                Err(source) => return Err(SetupError { source, flags }),
+            }
+        }
+    }
+
+    fn map_kernel(fd: OwnedFd, params: abi::io_uring_params) -> io::Result<Ring> {
+        let sizes = RegionSizes::from_params(&params);
+        let sq_map = Mmap::ring_region(fd.as_fd(), abi::IORING_OFF_SQ_RING, sizes.sq_ring)?;
+        let cq_map = if sizes.single_mmap {
+            None
+        } else {
+            Some(Mmap::ring_region(fd.as_fd(), abi::IORING_OFF_CQ_RING, sizes.cq_ring)?)
+        };
+        let sqe_map = Mmap::ring_region(fd.as_fd(), abi::IORING_OFF_SQES, sizes.sqes)?;
+        let sq_base = sq_map.as_ptr();
+        let cq_base = cq_map.as_ref().map_or(sq_base, Mmap::as_ptr);
+        let sqes = sqe_map.as_ptr().cast();
+        let fd = Arc::new(fd);
+        let ring_fd = RingFd { raw: fd.as_raw_fd(), _keep: fd.clone() };
+        let mut maps = vec![sq_map, sqe_map];
+        maps.extend(cq_map);
+        // SAFETY: the bases come from mappings of the sizes the kernel described in
+        // `params`, and those mappings move into the Ring with the pointers.
+        Ok(unsafe { Ring::from_parts(params, sq_base, cq_base, sqes, ring_fd, Kernel::Linux { _maps: maps, fd }) })
+    }
+
+    /// Sets up a ring on the simulated kernel `kernel`, with the same layout and
+    /// protocol as a kernel ring.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for a bad entry count, or a fault the simulator was told to inject.
+    pub fn sim(kernel: &SimKernel, config: &RingConfig) -> io::Result<Ring> {
+        let mut params = abi::io_uring_params::default();
+        let sim = SimRing::setup(kernel, config, &mut params)?;
+        let (sq_base, cq_base, sqes) = sim.regions();
+        let ring_fd = RingFd { raw: sim.fd(), _keep: sim.keep_alive() };
+        // SAFETY: `SimRing::setup` allocated regions of the sizes described in
+        // `params` and the SimRing (moved into the Ring) keeps them alive.
+        Ok(unsafe { Ring::from_parts(params, sq_base, cq_base, sqes, ring_fd, Kernel::Sim(sim)) })
+    }
+
+    /// # Safety
+    ///
+    /// `sq_base`, `cq_base` and `sqes` must point at regions laid out as `params`
+    /// describes (see [`RegionSizes::from_params`]), owned by `kernel`.
+    unsafe fn from_parts(
+        params: abi::io_uring_params,
+        sq_base: NonNull<u8>,
+        cq_base: NonNull<u8>,
+        sqes: NonNull<abi::io_uring_sqe>,
+        fd: RingFd,
+        kernel: Kernel,
+    ) -> Ring {
+        let so = params.sq_off;
+        let co = params.cq_off;
+        // SAFETY: (every `Shared::at` below) offsets come from `params`, which the
+        // kernel filled for exactly these regions (caller's contract).
+        let (sq, cq) = unsafe {
+            let sq = Sq {
+                head: Shared::at(sq_base, so.head),
+                tail: Shared::at(sq_base, so.tail),
+                flags: Shared::at(sq_base, so.flags),
+                dropped: Shared::at(sq_base, so.dropped),
+                sqes,
+                mask: Shared::at(sq_base, so.ring_mask).get().load(Ordering::Relaxed),
+                entries: Shared::at(sq_base, so.ring_entries).get().load(Ordering::Relaxed),
+                local_tail: 0,
+            };
+            let cq = Cq {
+                head: Shared::at(cq_base, co.head),
+                tail: Shared::at(cq_base, co.tail),
+                overflow: Shared::at(cq_base, co.overflow),
+                cqes: cq_base.add(co.cqes as usize).cast(),
+                mask: Shared::at(cq_base, co.ring_mask).get().load(Ordering::Relaxed),
+                entries: Shared::at(cq_base, co.ring_entries).get().load(Ordering::Relaxed),
+                local_head: 0,
+            };
+            (sq, cq)
+        };
+        let mut ring = Ring { sq, cq, params, fd, kernel };
+        ring.sq.local_tail = ring.sq.tail.get().load(Ordering::Relaxed);
+        ring.cq.local_head = ring.cq.head.get().load(Ordering::Relaxed);
+        if params.flags & abi::IORING_SETUP_NO_SQARRAY == 0 {
+            // Fill the SQ index array with the identity once: slot i is always SQE i,
+            // so pushing never touches the array again.
+            // SAFETY: the array has `sq_entries` u32 slots at `sq_off.array` (caller's
+            // contract); nothing has been submitted yet, so the kernel is not reading it.
+            let array: NonNull<u32> = unsafe { sq_base.add(so.array as usize) }.cast();
+            for i in 0..ring.sq.entries {
+                // SAFETY: `i < sq_entries`, inside the array described above.
+                unsafe { array.add(i as usize).write(i) };
+            }
+        }
+        ring
+    }
+
+    /// The ring's fd number.
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.fd.raw
+    }
+
+    /// A shareable reference to this ring's fd, the target for `MSG_RING`.
+    pub fn ring_fd(&self) -> RingFd {
+        self.fd.clone()
+    }
+
+    /// The fd of a kernel ring, for `io_uring_register` and the like.
+    pub fn kernel_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.kernel {
+            Kernel::Linux { fd, .. } => Some(fd.as_fd()),
+            Kernel::Sim(_) => None,
+        }
+    }
+
+    /// True when this ring runs on the simulated kernel.
+    pub fn is_simulated(&self) -> bool {
+        matches!(self.kernel, Kernel::Sim(_))
+    }
+
+    /// The simulated kernel's ring, for tests that inspect or steer it.
+    pub fn sim_ring(&self) -> Option<&SimRing> {
+        match &self.kernel {
+            Kernel::Sim(s) => Some(s),
+            Kernel::Linux { .. } => None,
+        }
+    }
+
+    /// The parameters the kernel filled in at setup.
+    pub fn params(&self) -> &abi::io_uring_params {
+        &self.params
+    }
+
+    /// The setup flags the kernel accepted (`IORING_SETUP_*`).
+    pub fn setup_flags(&self) -> u32 {
+        self.params.flags
+    }
+
+    /// The kernel's feature bits (`IORING_FEAT_*`).
+    pub fn features(&self) -> u32 {
+        self.params.features
+    }
+
+    /// SQ capacity.
+    pub fn sq_entries(&self) -> u32 {
+        self.sq.entries
+    }
+
+    /// CQ capacity.
+    pub fn cq_entries(&self) -> u32 {
+        self.cq.entries
+    }
+
+    /// SQEs queued and not yet consumed by the kernel.
+    pub fn sq_len(&self) -> u32 {
+        // Acquire pairs with the kernel's release of the SQ head after it has
+        // copied the SQEs (`io_commit_sqring`), so slots before head are free.
+        index::len(self.sq.head.get().load(Ordering::Acquire), self.sq.local_tail)
+    }
+
+    /// Free SQ slots.
+    pub fn sq_space(&self) -> u32 {
+        self.sq.entries - self.sq_len().min(self.sq.entries)
+    }
+
+    /// SQEs the kernel dropped as invalid (`sq_off.dropped`).
+    pub fn sq_dropped(&self) -> u32 {
+        self.sq.dropped.get().load(Ordering::Relaxed)
+    }
+
+    /// Queues an entry that references no user memory (NOP, MSG_RING, cancel,
+    /// poll, fsync, close, …). A full SQ is submitted first, never an error
+    /// unless the kernel refuses to take entries.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::NeedsOwner`] for an entry that points at memory (use the
+    /// owning op API or [`Ring::push_unchecked`]); [`PushError::Full`] when the
+    /// SQ stays full after a submit.
+    pub fn push(&mut self, sqe: &Sqe) -> Result<(), PushError> {
+        if sqe.references_user_memory() {
+            return Err(PushError::NeedsOwner);
+        }
+        // SAFETY: the entry references no user memory, so there is nothing whose
+        // lifetime the kernel could outlive.
+        unsafe { self.push_unchecked(sqe) }
+    }
+
+    /// Queues any entry. A full SQ is submitted first.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::Full`] when the SQ stays full after a submit.
+    ///
+    /// # Safety
+    ///
+    /// Every buffer, iovec, path, address or timespec the entry points at must
+    /// stay valid (and not be accessed in ways that conflict with the kernel's
+    /// access) until the entry's final CQE has been reaped.
+    pub unsafe fn push_unchecked(&mut self, sqe: &Sqe) -> Result<(), PushError> {
+        if self.sq_space() == 0 {
+            // Submission errors surface on the next wait; here only room matters.
+            let _ = self.submit();
+            if self.sq_space() == 0 {
+                return Err(PushError::Full);
+            }
+        }
+        let slot = index::slot(self.sq.local_tail, self.sq.mask);
+        // SAFETY: `slot < sq_entries`, inside the SQE array; the slot is free
+        // because `sq_space() > 0` was read with Acquire on the kernel's head.
+        unsafe { self.sq.sqes.add(slot as usize).write(*sqe.as_raw()) };
+        self.sq.local_tail = self.sq.local_tail.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Publishes queued SQEs to the kernel's view of the SQ tail.
+    fn publish_tail(&self) {
+        // Release pairs with the kernel's acquire of the SQ tail
+        // (`io_sqring_entries`): the SQE writes above become visible before it.
+        self.sq.tail.get().store(self.sq.local_tail, Ordering::Release);
+    }
+
+    fn sqpoll(&self) -> bool {
+        self.params.flags & abi::IORING_SETUP_SQPOLL != 0
+    }
+
+    /// Flags to add to an enter so the kernel wakes the SQPOLL thread if it sleeps.
+    fn sqpoll_wakeup_flag(&self) -> u32 {
+        if !self.sqpoll() {
+            return 0;
+        }
+        // The SeqCst fence orders our tail store before the flag load, pairing
+        // with the kernel's barrier between setting NEED_WAKEUP and re-checking
+        // the tail before it sleeps: one of us sees the other's write.
+        atomic::fence(Ordering::SeqCst);
+        if self.sq.flags.get().load(Ordering::Relaxed) & abi::IORING_SQ_NEED_WAKEUP != 0 {
+            abi::IORING_ENTER_SQ_WAKEUP
+        } else {
+            0
+        }
+    }
+
+    /// Flags the kernel sets in the SQ ring (`IORING_SQ_*`).
+    pub fn sq_flags(&self) -> u32 {
+        // Relaxed: an advisory snapshot; acting on it goes through `io_uring_enter`.
+        self.sq.flags.get().load(Ordering::Relaxed)
+    }
+
+    /// True when completions wait in the kernel and an enter with `GETEVENTS`
+    /// would post them: overflowed CQEs, or deferred task work (`TASKRUN`).
+    pub fn needs_flush(&self) -> bool {
+        self.sq_flags() & (abi::IORING_SQ_CQ_OVERFLOW | abi::IORING_SQ_TASKRUN) != 0
+    }
+
+    /// Submits queued SQEs without waiting. Returns how many the kernel took.
+    ///
+    /// # Errors
+    ///
+    /// The enter `errno` (`EBUSY`/`EAGAIN`: reap completions, then retry).
+    pub fn submit(&mut self) -> io::Result<u32> {
+        self.publish_tail();
+        let pending = self.sq_len();
+        if self.sqpoll() {
+            let wake = self.sqpoll_wakeup_flag();
+            if wake != 0 {
+                self.enter(0, 0, wake, EnterWait::Forever)?;
+            }
+            return Ok(pending);
+        }
+        if pending == 0 {
+            return Ok(0);
+        }
+        self.enter(pending, 0, 0, EnterWait::Forever).map(|(n, _)| n)
+    }
+
+    /// Submits queued SQEs and posts completions the kernel holds back
+    /// (deferred task work, overflowed CQEs) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// The enter `errno` other than `EINTR`, which is retried.
+    pub fn submit_and_flush(&mut self) -> io::Result<u32> {
+        self.submit_and_wait(0, None)
+    }
+
+    /// Submits queued SQEs and waits until at least `min_complete` CQEs are
+    /// ready or `timeout` elapses. Returns how many SQEs the kernel took.
+    ///
+    /// A signal (`EINTR`) is retried with the time that remains. A timeout is
+    /// not an error: the caller sees it as fewer CQEs than asked.
+    ///
+    /// # Errors
+    ///
+    /// The enter `errno`: `EBUSY`/`EAGAIN` (reap, then retry), `EBADF`, …;
+    /// `Unsupported` for a timeout on a kernel without `IORING_FEAT_EXT_ARG`.
+    pub fn submit_and_wait(&mut self, min_complete: u32, timeout: Option<Duration>) -> io::Result<u32> {
+        if timeout.is_some() && self.features() & abi::IORING_FEAT_EXT_ARG == 0 && !self.is_simulated() {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "timed waits need IORING_FEAT_EXT_ARG (Linux 5.11)"));
+        }
+        self.publish_tail();
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let to_submit = if self.sqpoll() { 0 } else { self.sq_len() };
+            let flags = abi::IORING_ENTER_GETEVENTS | self.sqpoll_wakeup_flag();
+            let wait = match (timeout, deadline) {
+                (None, _) => EnterWait::Forever,
+                (Some(_), Some(d)) => EnterWait::Timeout(d.saturating_duration_since(Instant::now())),
+                // A timeout too large to add to now: wait without one.
+                (Some(_), None) => EnterWait::Forever,
+            };
+            match self.enter(to_submit, min_complete, flags, wait) {
+                Ok((n, _timed_out)) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn enter(&self, to_submit: u32, min_complete: u32, flags: u32, wait: EnterWait) -> io::Result<(u32, bool)> {
+        match &self.kernel {
+            // SAFETY: every published SQE was queued through `push` (no user memory)
+            // or `push_unchecked`, whose caller keeps the memory valid until the
+            // final CQE.
+            Kernel::Linux { .. } => unsafe { syscall::enter(self.fd.raw, to_submit, min_complete, flags, wait) },
+            Kernel::Sim(sim) => sim.enter(to_submit, min_complete, flags, wait),
+        }
+    }
+
+    /// CQEs ready to be popped.
+    pub fn cq_len(&self) -> u32 {
+        // Acquire pairs with the kernel's release of the CQ tail after writing the
+        // CQEs (`io_commit_cqring`).
+        index::len(self.cq.local_head, self.cq.tail.get().load(Ordering::Acquire))
+    }
+
+    /// CQEs the kernel had to drop (only on kernels without `IORING_FEAT_NODROP`).
+    pub fn cq_overflow_count(&self) -> u32 {
+        self.cq.overflow.get().load(Ordering::Relaxed)
+    }
+
+    /// True when the kernel holds overflowed CQEs that a `GETEVENTS` enter flushes.
+    pub fn cq_overflow_pending(&self) -> bool {
+        self.sq_flags() & abi::IORING_SQ_CQ_OVERFLOW != 0
+    }
+
+    /// Takes the next completion, if one is ready.
+    pub fn pop_cqe(&mut self) -> Option<Cqe> {
+        // Acquire: see `cq_len`; the CQE at `local_head` is fully written.
+        let tail = self.cq.tail.get().load(Ordering::Acquire);
+        if self.cq.local_head == tail {
+            return None;
+        }
+        let slot = index::slot(self.cq.local_head, self.cq.mask);
+        // SAFETY: `slot < cq_entries` inside the CQE array, and the entry is
+        // published (head != tail, read after the Acquire above); the kernel does
+        // not rewrite it until we move the head past it.
+        let raw = unsafe { self.cq.cqes.add(slot as usize).read() };
+        self.cq.local_head = self.cq.local_head.wrapping_add(1);
+        // Release pairs with the kernel's acquire of the CQ head when it checks
+        // for room: our read of the slot happens before the slot is reused.
+        self.cq.head.get().store(self.cq.local_head, Ordering::Release);
+        Some(Cqe::from_raw(raw))
+    }
+
+    /// Pops every ready completion into `out`; returns how many.
+    pub fn drain_cqes(&mut self, out: &mut Vec<Cqe>) -> usize {
+        let before = out.len();
+        while let Some(c) = self.pop_cqe() {
+            out.push(c);
+        }
+        out.len() - before
+    }
+}
