@@ -12,6 +12,7 @@
 //! | [`abi`] | kernel structures and constants, layouts pinned at compile time |
 //! | [`syscall`] | `io_uring_setup` / `io_uring_enter` / `io_uring_register` as typed functions |
 //! | [`mmap`] | RAII memory mappings of the rings |
+//! | [`os`] | safe wrappers for affinity, CPU time and fd counts |
 //! | [`ring`] | [`Ring`](ring::Ring): the SQ and CQ, submit and wait, on the kernel or on [`sim`] |
 //! | [`sqe`] | safe, pure SQE encoders and a decoder back to a typed op |
 //! | [`cqe`] | the completion type |
@@ -30,6 +31,7 @@ pub mod bufring;
 pub mod check;
 pub mod cqe;
 pub mod mmap;
+pub mod os;
 pub mod msg;
 pub mod probe;
 pub mod register;

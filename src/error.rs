@@ -1,0 +1,136 @@
+//! Error types of the runtime.
+
+use std::any::Any;
+use std::fmt;
+
+/// Errors from building or using a runtime.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The builder was given a configuration that cannot work.
+    InvalidConfig(String),
+    /// The stealable queue of the chosen shard is full; retry later or spawn pinned.
+    Overloaded,
+    /// The runtime is shutting down or has shut down.
+    Closed,
+    /// A shard index out of range.
+    NoSuchShard(usize),
+    /// Setting up a shard failed (ring setup, thread spawn).
+    Io(std::io::Error),
+}
+
+impl fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuntimeError::InvalidConfig(msg) => write!(f, "invalid runtime configuration: {msg}"),
+            RuntimeError::Overloaded => f.write_str("stealable queue is full (backpressure)"),
+            RuntimeError::Closed => f.write_str("runtime is shut down"),
+            RuntimeError::NoSuchShard(s) => write!(f, "no shard {s} in this runtime"),
+            RuntimeError::Io(e) => write!(f, "runtime I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RuntimeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RuntimeError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for RuntimeError {
+    fn from(e: std::io::Error) -> Self {
+        RuntimeError::Io(e)
+    }
+}
+
+/// Why a task did not produce its output.
+pub enum JoinError {
+    /// The task was aborted (or the runtime shut down) before it finished.
+    Cancelled,
+    /// The task panicked; the payload is the panic's.
+    Panicked(Box<dyn Any + Send + 'static>),
+}
+
+impl JoinError {
+    /// True for [`JoinError::Cancelled`].
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, JoinError::Cancelled)
+    }
+
+    /// True for [`JoinError::Panicked`].
+    pub fn is_panic(&self) -> bool {
+        matches!(self, JoinError::Panicked(_))
+    }
+
+    /// The panic payload, if the task panicked.
+    ///
+    /// # Errors
+    ///
+    /// Gives `self` back when the task was cancelled.
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
+        match self {
+            JoinError::Panicked(p) => Ok(p),
+            other => Err(other),
+        }
+    }
+
+    /// The panic message, when the payload is a string.
+    pub fn panic_message(&self) -> Option<&str> {
+        match self {
+            JoinError::Panicked(p) => {
+                p.downcast_ref::<&'static str>().copied().or_else(|| p.downcast_ref::<String>().map(String::as_str))
+            }
+            JoinError::Cancelled => None,
+        }
+    }
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Cancelled => f.write_str("JoinError::Cancelled"),
+            JoinError::Panicked(_) => write!(f, "JoinError::Panicked({:?})", self.panic_message().unwrap_or("..")),
+        }
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Cancelled => f.write_str("task was cancelled"),
+            JoinError::Panicked(_) => write!(f, "task panicked: {}", self.panic_message().unwrap_or("<non-string payload>")),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+/// Why a cross-shard message was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The target already holds `msg_queue_capacity` undelivered messages from this sender.
+    Backpressure,
+    /// The runtime is shut down.
+    Closed,
+    /// The target shard does not exist.
+    NoSuchShard(usize),
+    /// The kernel refused the message (the errno).
+    Os(i32),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Backpressure => f.write_str("target shard's message queue is full for this sender"),
+            SendError::Closed => f.write_str("runtime is shut down"),
+            SendError::NoSuchShard(s) => write!(f, "no shard {s}"),
+            SendError::Os(e) => write!(f, "MSG_RING failed: {}", std::io::Error::from_raw_os_error(*e)),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}

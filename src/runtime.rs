@@ -1,0 +1,985 @@
+//! `RuntimeBuilder`, `Runtime`, `RuntimeHandle`, scheduling and shutdown.
+//!
+//! # Shutdown protocol
+//!
+//! [`Runtime::shutdown`] (also run by `Drop`, and started by
+//! [`RuntimeHandle::shutdown`] from any thread or task) proceeds in order:
+//!
+//! 1. **Refuse new work.** The state moves `RUNNING → CLOSING` (once: the
+//!    protocol is idempotent). Spawns and sends now fail with
+//!    `RuntimeError::Closed` / `SendError::Closed`. A spawn racing with this
+//!    step registers its task *before* re-checking the state, so it is either
+//!    refused or seen by step 2.
+//! 2. **Cancel tasks.** Every registered task is cancelled: it is scheduled on
+//!    the shard that owns it, which drops its future there (so destructors run
+//!    on their own shard, `!Send` ones included) and reports
+//!    `JoinError::Cancelled` to its handle.
+//! 3. **Cancel I/O.** Each shard submits `ASYNC_CANCEL` for whatever it has in
+//!    flight and keeps reaping until its op table is empty or the shutdown
+//!    deadline passes; what the kernel still holds then is leaked, never freed.
+//! 4. **Close rings.** A shard leaves its loop once no live task remains (or
+//!    the deadline passed) and drops its ring. Ring fds stay open while any
+//!    `RingFd` clone lives, so no message can reach a reused fd number.
+//! 5. **Join threads.** The caller joins the shard threads, except its own
+//!    when shutdown is called from inside a shard, and stops the blocking pool.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle as ThreadHandle;
+use std::time::{Duration, Instant};
+
+use spargio_sys::ring::{Ring, RingConfig, RingFd};
+use spargio_sys::sim::SimKernel;
+
+use crate::blocking::BlockingPool;
+use crate::error::{JoinError, RuntimeError};
+use crate::shard::{self, Local};
+use crate::stats::{RuntimeStats, ShardCounters};
+use crate::task::{BoxFuture, Completion, JoinHandle, JoinState, Mobility, Task};
+
+/// Which kernel interface the shards use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// One io_uring per shard; cross-shard messages and doorbells are `MSG_RING`.
+    IoUring,
+    /// No io_uring: shards park on a condition variable and messages travel in
+    /// memory. The same API, for kernels or sandboxes without io_uring.
+    Queue,
+}
+
+/// Where a spawned task runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskPlacement {
+    /// On this shard, never moving.
+    Pinned(usize),
+    /// Pinned, on the shards in turn.
+    RoundRobin,
+    /// Pinned, on the shard this key hashes to: the same key always gives the same shard.
+    Sticky(u64),
+    /// Queued on the current shard (or shard 0 from outside); any idle shard may take it.
+    Stealable,
+    /// Queued on this shard; any idle shard may take it.
+    StealablePreferred(usize),
+}
+
+const RUNNING: u8 = 0;
+const CLOSING: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) shards: usize,
+    pub(crate) ring_entries: u32,
+    pub(crate) steal_budget: usize,
+    pub(crate) stealable_queue_capacity: usize,
+    pub(crate) msg_queue_capacity: u32,
+    pub(crate) thread_name_prefix: String,
+    pub(crate) thread_affinity: Option<Vec<usize>>,
+    pub(crate) sqpoll: Option<bool>,
+    pub(crate) spin_before_park: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) event_interval: u32,
+}
+
+/// Builds a [`Runtime`].
+///
+/// ```
+/// let rt = spargio::RuntimeBuilder::new().shards(2).build().unwrap();
+/// let sum = rt.block_on(async { 1 + 1 }).unwrap();
+/// assert_eq!(sum, 2);
+/// ```
+#[derive(Clone, Debug)]
+pub struct RuntimeBuilder {
+    shards: Option<usize>,
+    ring_entries: u32,
+    steal_budget: usize,
+    stealable_queue_capacity: usize,
+    msg_queue_capacity: u32,
+    thread_name_prefix: String,
+    thread_affinity: Option<Vec<usize>>,
+    backend: Backend,
+    fallback_to_queue: bool,
+    sqpoll: Option<bool>,
+    spin_before_park: Duration,
+    shutdown_timeout: Duration,
+    blocking_threads: usize,
+    sim: Option<SimKernel>,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder::new()
+    }
+}
+
+impl RuntimeBuilder {
+    /// Defaults: one shard per available CPU, io_uring with fallback to the
+    /// Queue backend where io_uring is unavailable.
+    pub fn new() -> Self {
+        RuntimeBuilder {
+            shards: None,
+            ring_entries: 256,
+            steal_budget: 64,
+            stealable_queue_capacity: 65_536,
+            msg_queue_capacity: 4096,
+            thread_name_prefix: "spargio-shard".into(),
+            thread_affinity: None,
+            backend: Backend::IoUring,
+            fallback_to_queue: true,
+            sqpoll: None,
+            spin_before_park: Duration::from_micros(50),
+            shutdown_timeout: Duration::from_secs(5),
+            blocking_threads: 64,
+            sim: None,
+        }
+    }
+
+    /// Number of shards (threads with a ring each). Default: available parallelism.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = Some(n);
+        self
+    }
+
+    /// SQ entries per shard ring (the CQ gets twice as many). Default 256.
+    pub fn ring_entries(mut self, n: u32) -> Self {
+        self.ring_entries = n;
+        self
+    }
+
+    /// Most tasks one steal takes from a victim. Default 64.
+    pub fn steal_budget(mut self, n: usize) -> Self {
+        self.steal_budget = n;
+        self
+    }
+
+    /// Bound of each shard's stealable queue; a spawn into a full queue fails
+    /// with [`RuntimeError::Overloaded`]. Default 65536.
+    pub fn stealable_queue_capacity(mut self, n: usize) -> Self {
+        self.stealable_queue_capacity = n;
+        self
+    }
+
+    /// Undelivered messages one sender may have in flight to one shard before
+    /// sends fail with `SendError::Backpressure`. Default 4096.
+    pub fn msg_queue_capacity(mut self, n: u32) -> Self {
+        self.msg_queue_capacity = n;
+        self
+    }
+
+    /// Shard threads are named `{prefix}-{index}`.
+    pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name_prefix = prefix.into();
+        self
+    }
+
+    /// Pins shard `i` to CPU `cpus[i]`; needs one CPU per shard.
+    pub fn thread_affinity(mut self, cpus: Vec<usize>) -> Self {
+        self.thread_affinity = Some(cpus);
+        self
+    }
+
+    /// Chooses the backend. Default [`Backend::IoUring`].
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// With [`Backend::IoUring`], fall back to [`Backend::Queue`] when io_uring
+    /// is unavailable (ENOSYS, EPERM, ENOMEM at setup). Default true.
+    pub fn fallback_to_queue(mut self, allow: bool) -> Self {
+        self.fallback_to_queue = allow;
+        self
+    }
+
+    /// Throughput preset: `COOP_TASKRUN` rings, and with `sqpoll` a kernel
+    /// submission thread per shard (`IORING_SETUP_SQPOLL`).
+    pub fn io_uring_throughput_mode(mut self, sqpoll: bool) -> Self {
+        self.sqpoll = Some(sqpoll);
+        self
+    }
+
+    /// How long an idle shard keeps polling its queues and ring before it
+    /// sleeps in the kernel. Zero parks at once. Default 50 µs.
+    pub fn spin_before_park(mut self, d: Duration) -> Self {
+        self.spin_before_park = d;
+        self
+    }
+
+    /// Bound on the wait for tasks and I/O to finish at shutdown. Default 5 s.
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.shutdown_timeout = d;
+        self
+    }
+
+    /// Most threads of the blocking pool. Default 64.
+    pub fn blocking_threads(mut self, n: usize) -> Self {
+        self.blocking_threads = n;
+        self
+    }
+
+    /// Runs the shards' rings on a simulated kernel (tests and fault injection).
+    pub fn simulated_kernel(mut self, kernel: SimKernel) -> Self {
+        self.sim = Some(kernel);
+        self
+    }
+
+    fn validate(&self) -> Result<Config, RuntimeError> {
+        let invalid = |m: String| Err(RuntimeError::InvalidConfig(m));
+        let shards = self.shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if shards == 0 {
+            return invalid("shards must be at least 1".into());
+        }
+        if shards > usize::from(u16::MAX) - 1 {
+            return invalid(format!("at most {} shards", u16::MAX - 1));
+        }
+        if self.ring_entries == 0 || self.ring_entries > 32_768 {
+            return invalid(format!("ring_entries must be 1..=32768, got {}", self.ring_entries));
+        }
+        if self.steal_budget == 0 {
+            return invalid("steal_budget must be at least 1".into());
+        }
+        if self.stealable_queue_capacity == 0 {
+            return invalid("stealable_queue_capacity must be at least 1".into());
+        }
+        if self.msg_queue_capacity == 0 {
+            return invalid("msg_queue_capacity must be at least 1".into());
+        }
+        if self.blocking_threads == 0 {
+            return invalid("blocking_threads must be at least 1".into());
+        }
+        if let Some(cpus) = &self.thread_affinity {
+            if cpus.len() != shards {
+                return invalid(format!("thread_affinity names {} CPUs for {shards} shards", cpus.len()));
+            }
+            let have = spargio_sys::os::configured_cpus();
+            if let Some(bad) = cpus.iter().find(|&&c| c >= have) {
+                return invalid(format!("thread_affinity: no CPU {bad} (this machine has {have})"));
+            }
+        }
+        Ok(Config {
+            shards,
+            ring_entries: self.ring_entries,
+            steal_budget: self.steal_budget,
+            stealable_queue_capacity: self.stealable_queue_capacity,
+            msg_queue_capacity: self.msg_queue_capacity,
+            thread_name_prefix: self.thread_name_prefix.clone(),
+            thread_affinity: self.thread_affinity.clone(),
+            sqpoll: self.sqpoll,
+            spin_before_park: self.spin_before_park,
+            shutdown_timeout: self.shutdown_timeout,
+            event_interval: 61,
+        })
+    }
+
+    /// Decides the backend: io_uring if a ring can be set up here.
+    fn resolve_backend(&self) -> Result<(Backend, Option<String>), RuntimeError> {
+        if self.backend == Backend::Queue {
+            return Ok((Backend::Queue, None));
+        }
+        if self.sim.is_some() {
+            return Ok((Backend::IoUring, None));
+        }
+        match Ring::new(2) {
+            Ok(_) => Ok((Backend::IoUring, None)),
+            Err(e) if e.io_uring_unavailable() && self.fallback_to_queue => Ok((Backend::Queue, Some(e.to_string()))),
+            Err(e) => Err(RuntimeError::Io(e.into())),
+        }
+    }
+
+    /// Starts the shard threads.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::InvalidConfig`] for a configuration that cannot work;
+    /// [`RuntimeError::Io`] when io_uring setup fails (and fallback is off or the
+    /// failure is not "io_uring unavailable") or a thread cannot be spawned.
+    pub fn build(self) -> Result<Runtime, RuntimeError> {
+        let config = self.validate()?;
+        let (backend, fallback_reason) = self.resolve_backend()?;
+        let n = config.shards;
+        let foreign_ring = match (backend, &self.sim) {
+            (Backend::Queue, _) => None,
+            (Backend::IoUring, Some(k)) => Some(Ring::sim(k, &foreign_ring_config())?),
+            (Backend::IoUring, None) => Some(Ring::with_config(&foreign_ring_config()).map_err(io_err)?),
+        };
+        let shared = Arc::new(Shared {
+            shards: (0..n).map(|i| ShardShared::new(i, n)).collect(),
+            config: config.clone(),
+            backend,
+            fallback_reason,
+            state: AtomicU8::new(RUNNING),
+            next_task_id: AtomicU64::new(1),
+            round_robin: AtomicUsize::new(0),
+            live_tasks: AtomicUsize::new(0),
+            registry: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
+            foreign_ring: Mutex::new(foreign_ring),
+            blocking: BlockingPool::new(self.blocking_threads, format!("{}-blocking", config.thread_name_prefix)),
+            threads: Mutex::new(Vec::new()),
+            exited: Mutex::new(0),
+            exited_cv: Condvar::new(),
+        });
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), RuntimeError>>();
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let thread_shared = shared.clone();
+            let ready = ready_tx.clone();
+            let sim = self.sim.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-{i}", config.thread_name_prefix))
+                .spawn(move || shard::run(thread_shared, i, sim, ready));
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    shared.begin_shutdown();
+                    return Err(RuntimeError::Io(e));
+                }
+            }
+        }
+        drop(ready_tx);
+        *shared.threads.lock().unwrap() = threads;
+        let runtime = Runtime { handle: RuntimeHandle { shared } };
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e), // `runtime` drops: shutdown and join.
+                Err(_) => return Err(RuntimeError::Io(std::io::Error::other("a shard thread died during start-up"))),
+            }
+        }
+        Ok(runtime)
+    }
+}
+
+fn io_err(e: spargio_sys::ring::SetupError) -> RuntimeError {
+    RuntimeError::Io(e.into())
+}
+
+/// The ring that threads outside the runtime use to send `MSG_RING`s: shared
+/// under a lock, so it must accept submitters from any thread.
+fn foreign_ring_config() -> RingConfig {
+    RingConfig {
+        sq_entries: 16,
+        cq_entries: 64,
+        single_issuer: false,
+        defer_taskrun: false,
+        coop_taskrun: true,
+        ..RingConfig::default()
+    }
+}
+
+/// Builds the ring config of shard rings.
+pub(crate) fn shard_ring_config(config: &Config) -> RingConfig {
+    let mut ring = RingConfig::with_entries(config.ring_entries);
+    if let Some(sqpoll) = config.sqpoll {
+        if sqpoll {
+            ring.sqpoll_idle = Some(Duration::from_millis(50));
+        }
+        ring.defer_taskrun = false;
+        ring.coop_taskrun = true;
+    }
+    ring
+}
+
+/// How a sleeping shard is woken.
+pub(crate) enum Unparker {
+    /// A `MSG_RING` doorbell into the shard's ring.
+    Ring(RingFd),
+    /// A condition variable (Queue backend).
+    Condvar(Arc<Parker>),
+}
+
+/// The Queue backend's park primitive.
+#[derive(Default)]
+pub(crate) struct Parker {
+    notified: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Parker {
+    pub(crate) fn unpark(&self) {
+        *self.notified.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_one();
+    }
+
+    pub(crate) fn park(&self, timeout: Option<Duration>) {
+        let mut notified = self.notified.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        while !*notified {
+            match deadline {
+                None => notified = self.cv.wait(notified).unwrap_or_else(|p| p.into_inner()),
+                Some(at) => {
+                    let now = Instant::now();
+                    if now >= at {
+                        break;
+                    }
+                    notified = self.cv.wait_timeout(notified, at - now).unwrap_or_else(|p| p.into_inner()).0;
+                }
+            }
+        }
+        *notified = false;
+    }
+}
+
+/// A message travelling in memory (Queue backend, or from outside the runtime
+/// when the message must not go through a ring).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QueuedMsg {
+    pub(crate) from: u16,
+    pub(crate) tag: u16,
+    pub(crate) val: u32,
+}
+
+/// What other threads see of one shard.
+pub(crate) struct ShardShared {
+    pub(crate) id: usize,
+    /// Pinned and local tasks scheduled from other threads.
+    pub(crate) inbox: Mutex<VecDeque<Arc<Task>>>,
+    pub(crate) inbox_len: AtomicUsize,
+    /// Stealable tasks queued on this shard.
+    pub(crate) stealable: Mutex<VecDeque<Arc<Task>>>,
+    pub(crate) stealable_len: AtomicUsize,
+    /// Messages that travel in memory.
+    pub(crate) queued_msgs: Mutex<VecDeque<QueuedMsg>>,
+    pub(crate) queued_msgs_len: AtomicUsize,
+    /// Undelivered messages per sender (index `shards` = outside the runtime).
+    pub(crate) msg_inflight: Box<[AtomicUsize]>,
+    /// True while the shard sleeps (or is about to) and needs a doorbell.
+    pub(crate) parked: AtomicBool,
+    pub(crate) unparker: OnceLock<Unparker>,
+    pub(crate) counters: ShardCounters,
+}
+
+impl ShardShared {
+    fn new(id: usize, shards: usize) -> Self {
+        ShardShared {
+            id,
+            inbox: Mutex::new(VecDeque::new()),
+            inbox_len: AtomicUsize::new(0),
+            stealable: Mutex::new(VecDeque::new()),
+            stealable_len: AtomicUsize::new(0),
+            queued_msgs: Mutex::new(VecDeque::new()),
+            queued_msgs_len: AtomicUsize::new(0),
+            msg_inflight: (0..=shards).map(|_| AtomicUsize::new(0)).collect(),
+            parked: AtomicBool::new(false),
+            unparker: OnceLock::new(),
+            counters: ShardCounters::default(),
+        }
+    }
+
+    pub(crate) fn lock_stealable(&self) -> MutexGuard<'_, VecDeque<Arc<Task>>> {
+        self.stealable.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn lock_inbox(&self) -> MutexGuard<'_, VecDeque<Arc<Task>>> {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True when other threads left work for this shard.
+    pub(crate) fn has_remote_work(&self) -> bool {
+        // SeqCst: the park protocol's load after `parked = true` (see `Shared::unpark`).
+        self.inbox_len.load(Ordering::SeqCst) > 0
+            || self.stealable_len.load(Ordering::SeqCst) > 0
+            || self.queued_msgs_len.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// State shared by all shards and handles of one runtime.
+pub(crate) struct Shared {
+    pub(crate) shards: Box<[ShardShared]>,
+    pub(crate) config: Config,
+    pub(crate) backend: Backend,
+    fallback_reason: Option<String>,
+    state: AtomicU8,
+    next_task_id: AtomicU64,
+    round_robin: AtomicUsize,
+    live_tasks: AtomicUsize,
+    /// Every live task, sharded by id, so shutdown can cancel tasks that sit in no queue.
+    registry: Box<[Mutex<HashMap<u64, Arc<Task>>>]>,
+    /// The ring threads outside the runtime send `MSG_RING`s from.
+    foreign_ring: Mutex<Option<Ring>>,
+    pub(crate) blocking: BlockingPool,
+    threads: Mutex<Vec<ThreadHandle<()>>>,
+    exited: Mutex<usize>,
+    exited_cv: Condvar,
+}
+
+impl Shared {
+    pub(crate) fn is_closing(&self) -> bool {
+        self.state.load(Ordering::SeqCst) != RUNNING
+    }
+
+    pub(crate) fn live_tasks(&self) -> usize {
+        self.live_tasks.load(Ordering::SeqCst)
+    }
+
+    fn registry_for(&self, id: u64) -> MutexGuard<'_, HashMap<u64, Arc<Task>>> {
+        self.registry[(id % self.registry.len() as u64) as usize].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called by a task when it ends.
+    pub(crate) fn task_finished(&self, task: &Task) {
+        self.registry_for(task.id).remove(&task.id);
+        if self.live_tasks.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_closing() {
+            self.unpark_all();
+        }
+    }
+
+    /// Routes a scheduled task to the queue of the shard that owns it.
+    pub(crate) fn schedule(self: &Arc<Self>, task: Arc<Task>) {
+        let owner = task.owner();
+        let task = match shard::try_schedule_local(self, task) {
+            Ok(()) => return,
+            Err(task) => task,
+        };
+        let target = &self.shards[owner];
+        match task.mobility {
+            Mobility::Stealable => {
+                target.lock_stealable().push_back(task);
+                target.stealable_len.fetch_add(1, Ordering::SeqCst);
+            }
+            Mobility::Pinned | Mobility::Local => {
+                target.lock_inbox().push_back(task);
+                target.inbox_len.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        self.unpark(owner);
+    }
+
+    /// Wakes `shard` if it is parked: one doorbell, only when needed.
+    ///
+    /// The caller published its work first (a SeqCst increment of one of the
+    /// shard's queue lengths); the shard stores `parked = true` (SeqCst) and then
+    /// re-checks those lengths before sleeping. SeqCst on both sides means at
+    /// least one sees the other: either the shard finds the work, or this swap
+    /// finds `parked` and rings.
+    pub(crate) fn unpark(&self, shard: usize) {
+        let s = &self.shards[shard];
+        if s.parked.swap(false, Ordering::SeqCst) {
+            s.counters.doorbells_sent.fetch_add(1, Ordering::Relaxed);
+            self.ring_doorbell(shard);
+        } else {
+            s.counters.doorbells_skipped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn unpark_all(&self) {
+        for i in 0..self.shards.len() {
+            self.shards[i].parked.store(false, Ordering::SeqCst);
+            self.ring_doorbell(i);
+        }
+    }
+
+    /// Wakes one parked shard other than `except`, so it can steal.
+    pub(crate) fn unpark_one_idle(&self, except: usize) {
+        let n = self.shards.len();
+        for k in 1..n {
+            let i = (except + k) % n;
+            if self.shards[i].parked.load(Ordering::SeqCst) {
+                self.unpark(i);
+                return;
+            }
+        }
+    }
+
+    fn ring_doorbell(&self, shard: usize) {
+        match self.shards[shard].unparker.get() {
+            None => {} // Not started yet: it checks its queues before its first park.
+            Some(Unparker::Condvar(p)) => p.unpark(),
+            Some(Unparker::Ring(fd)) => {
+                if let Err(fd) = shard::doorbell_from_shard(self, fd) {
+                    self.foreign_doorbell(&fd);
+                }
+            }
+        }
+    }
+
+    fn foreign_doorbell(&self, target: &RingFd) {
+        let mut guard = self.foreign_ring.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ring) = guard.as_mut() {
+            shard::push_doorbell(ring, target);
+            shard::submit_foreign(ring);
+        }
+    }
+
+    /// Sends a message through the shared foreign ring. Returns the errno on failure.
+    pub(crate) fn foreign_msg_ring(&self, target: &RingFd, user_data: u64, val: u32) -> Result<(), i32> {
+        let mut guard = self.foreign_ring.lock().unwrap_or_else(|p| p.into_inner());
+        let ring = guard.as_mut().ok_or(libc::ESHUTDOWN)?;
+        shard::send_msg_ring_blocking(ring, target, user_data, val)
+    }
+
+    fn begin_shutdown(&self) -> bool {
+        // Step 1: refuse new work.
+        if self.state.compare_exchange(RUNNING, CLOSING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            return false;
+        }
+        // Step 2: cancel every registered task (each is dropped on its own shard).
+        let tasks: Vec<Arc<Task>> = self
+            .registry
+            .iter()
+            .flat_map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect::<Vec<_>>())
+            .collect();
+        for t in tasks {
+            t.cancel();
+        }
+        self.unpark_all();
+        true
+    }
+
+    /// Called by a shard thread as it leaves.
+    pub(crate) fn shard_exited(&self) {
+        *self.exited.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.exited_cv.notify_all();
+    }
+
+    fn shutdown_and_join(&self) {
+        self.begin_shutdown();
+        let me = std::thread::current().id();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            if t.thread().id() == me {
+                continue; // Shutdown from inside a shard: that shard leaves by itself.
+            }
+            let _ = t.join();
+        }
+        self.foreign_ring.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.blocking.shutdown();
+        self.state.store(CLOSED, Ordering::SeqCst);
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_task_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn resolve(&self, placement: TaskPlacement) -> Result<(usize, Mobility), RuntimeError> {
+        let n = self.shards.len();
+        let check = |s: usize| if s < n { Ok(s) } else { Err(RuntimeError::NoSuchShard(s)) };
+        Ok(match placement {
+            TaskPlacement::Pinned(s) => (check(s)?, Mobility::Pinned),
+            TaskPlacement::RoundRobin => (self.round_robin.fetch_add(1, Ordering::Relaxed) % n, Mobility::Pinned),
+            TaskPlacement::Sticky(key) => ((mix64(key) % n as u64) as usize, Mobility::Pinned),
+            TaskPlacement::Stealable => (shard::current_shard_of(self).unwrap_or(0), Mobility::Stealable),
+            TaskPlacement::StealablePreferred(s) => (check(s)?, Mobility::Stealable),
+        })
+    }
+
+    /// Creates, registers and queues a task.
+    pub(crate) fn spawn_task(
+        self: &Arc<Self>,
+        shard: usize,
+        mobility: Mobility,
+        future: Option<BoxFuture>,
+        join: Arc<dyn Completion>,
+    ) -> Result<Arc<Task>, RuntimeError> {
+        if self.is_closing() {
+            return Err(RuntimeError::Closed);
+        }
+        let target = &self.shards[shard];
+        if mobility == Mobility::Stealable
+            && target.stealable_len.load(Ordering::Relaxed) >= self.config.stealable_queue_capacity
+        {
+            target.counters.stealable_backpressure.fetch_add(1, Ordering::Relaxed);
+            return Err(RuntimeError::Overloaded);
+        }
+        let id = self.next_id();
+        let task = Task::new(id, shard, mobility, future, join, Arc::downgrade(self));
+        self.live_tasks.fetch_add(1, Ordering::SeqCst);
+        self.registry_for(id).insert(id, task.clone());
+        // Re-check after registering: either shutdown's scan sees this task, or we see CLOSING.
+        if self.is_closing() {
+            self.registry_for(id).remove(&id);
+            self.live_tasks.fetch_sub(1, Ordering::SeqCst);
+            return Err(RuntimeError::Closed);
+        }
+        target.counters.spawned.fetch_add(1, Ordering::Relaxed);
+        self.schedule(task.clone());
+        if mobility == Mobility::Stealable {
+            // More queued work than one shard is about to run: let an idle shard steal.
+            self.unpark_one_idle(shard);
+        }
+        Ok(task)
+    }
+}
+
+/// A 64-bit mixer (splitmix64 finaliser) so sticky keys spread over shards.
+fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Wraps a future so its output lands in `state`.
+fn harness<F>(fut: F, state: Arc<JoinState<F::Output>>) -> BoxFuture
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    Box::pin(async move {
+        let out = fut.await;
+        state.complete(out);
+    })
+}
+
+/// A running runtime: shard threads, their rings, and a blocking pool.
+///
+/// Dropping it shuts it down (see the module's shutdown protocol).
+#[derive(Debug)]
+pub struct Runtime {
+    handle: RuntimeHandle,
+}
+
+impl Runtime {
+    /// A runtime with the default configuration.
+    ///
+    /// # Errors
+    ///
+    /// As [`RuntimeBuilder::build`].
+    pub fn new() -> Result<Runtime, RuntimeError> {
+        RuntimeBuilder::new().build()
+    }
+
+    /// A builder.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::new()
+    }
+
+    /// A cheap, cloneable handle for spawning and messaging.
+    pub fn handle(&self) -> &RuntimeHandle {
+        &self.handle
+    }
+
+    /// Runs `fut` as a task pinned to shard 0 and blocks this thread until it ends.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Closed`] if the runtime is shutting down, or if the task
+    /// was cancelled by shutdown.
+    ///
+    /// # Panics
+    ///
+    /// Panics when called from a shard thread (it would block that shard), and
+    /// resumes the task's panic if it panicked.
+    pub fn block_on<F>(&self, fut: F) -> Result<F::Output, RuntimeError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        assert!(
+            shard::current_shard_of(&self.handle.shared).is_none(),
+            "Runtime::block_on called from inside a spargio shard: await the future (or a JoinHandle) instead"
+        );
+        let handle = self.handle.spawn_pinned(0, fut)?;
+        match crate::task::block_on_thread(handle) {
+            Ok(v) => Ok(v),
+            Err(JoinError::Cancelled) => Err(RuntimeError::Closed),
+            Err(JoinError::Panicked(p)) => std::panic::resume_unwind(p),
+        }
+    }
+
+    /// Shuts the runtime down and joins its threads. Idempotent.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+
+    /// Why the runtime runs on the Queue backend though io_uring was asked for.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.handle.shared.fallback_reason.as_deref()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.handle.shared.shutdown_and_join();
+    }
+}
+
+/// A handle to a runtime: `Clone + Send + Sync`, usable from any thread.
+#[derive(Clone)]
+pub struct RuntimeHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RuntimeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeHandle")
+            .field("shards", &self.shared.shards.len())
+            .field("backend", &self.shared.backend)
+            .finish()
+    }
+}
+
+impl RuntimeHandle {
+    /// The handle of the runtime whose shard runs the calling code, if any.
+    pub fn current() -> Option<RuntimeHandle> {
+        shard::with_local(|l: &Local| RuntimeHandle { shared: l.shared.clone() })
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shared.shards.len()
+    }
+
+    /// The backend the shards run on.
+    pub fn backend(&self) -> Backend {
+        self.shared.backend
+    }
+
+    /// Spawns `fut` with the given placement.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Closed`] after shutdown began; [`RuntimeError::NoSuchShard`]
+    /// for a shard index out of range; [`RuntimeError::Overloaded`] when the
+    /// target's stealable queue is full.
+    pub fn spawn_with_placement<F>(&self, placement: TaskPlacement, fut: F) -> Result<JoinHandle<F::Output>, RuntimeError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (shard, mobility) = self.shared.resolve(placement)?;
+        let state = JoinState::new();
+        let task = self.shared.spawn_task(shard, mobility, Some(harness(fut, state.clone())), state.clone())?;
+        Ok(JoinHandle::new(state, task))
+    }
+
+    /// Spawns `fut` on `shard`; it never moves.
+    ///
+    /// # Errors
+    ///
+    /// As [`RuntimeHandle::spawn_with_placement`].
+    pub fn spawn_pinned<F>(&self, shard: usize, fut: F) -> Result<JoinHandle<F::Output>, RuntimeError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn_with_placement(TaskPlacement::Pinned(shard), fut)
+    }
+
+    /// Spawns `fut` on the current shard's stealable queue (shard 0 from outside).
+    ///
+    /// # Errors
+    ///
+    /// As [`RuntimeHandle::spawn_with_placement`].
+    pub fn spawn_stealable<F>(&self, fut: F) -> Result<JoinHandle<F::Output>, RuntimeError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn_with_placement(TaskPlacement::Stealable, fut)
+    }
+
+    /// Spawns `fut` on `preferred`'s stealable queue.
+    ///
+    /// # Errors
+    ///
+    /// As [`RuntimeHandle::spawn_with_placement`].
+    pub fn spawn_stealable_on<F>(&self, preferred: usize, fut: F) -> Result<JoinHandle<F::Output>, RuntimeError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn_with_placement(TaskPlacement::StealablePreferred(preferred), fut)
+    }
+
+    /// Spawns a `!Send` future on `shard`: `make` is sent there and called on
+    /// the shard's thread; the future it returns never leaves that thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`RuntimeHandle::spawn_with_placement`].
+    pub fn spawn_local_on<M, F>(&self, shard: usize, make: M) -> Result<JoinHandle<F::Output>, RuntimeError>
+    where
+        M: FnOnce() -> F + Send + 'static,
+        F: Future + 'static,
+        F::Output: Send + 'static,
+    {
+        if shard >= self.shared.shards.len() {
+            return Err(RuntimeError::NoSuchShard(shard));
+        }
+        let state = JoinState::new();
+        let out = state.clone();
+        // The task's stored future only builds the local future and hands it to
+        // the shard's local table; see `shard::install_local`.
+        let bootstrap: BoxFuture = Box::pin(shard::LocalBootstrap::new(move || {
+            let fut = make();
+            Box::pin(async move {
+                let v = fut.await;
+                out.complete(v);
+            }) as std::pin::Pin<Box<dyn Future<Output = ()>>>
+        }));
+        let task = self.shared.spawn_task(shard, Mobility::Local, Some(bootstrap), state.clone())?;
+        Ok(JoinHandle::new(state, task))
+    }
+
+    /// Runs the blocking closure `f` on the blocking pool.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::Closed`] after shutdown began.
+    pub fn spawn_blocking<F, T>(&self, f: F) -> Result<crate::blocking::BlockingHandle<T>, RuntimeError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.shared.is_closing() {
+            return Err(RuntimeError::Closed);
+        }
+        self.shared.blocking.spawn(f)
+    }
+
+    /// A sender of messages to `shard`.
+    ///
+    /// # Errors
+    ///
+    /// [`RuntimeError::NoSuchShard`] for an index out of range.
+    pub fn remote(&self, shard: usize) -> Result<crate::msg::RemoteShard, RuntimeError> {
+        if shard >= self.shared.shards.len() {
+            return Err(RuntimeError::NoSuchShard(shard));
+        }
+        Ok(crate::msg::RemoteShard::new(self.shared.clone(), shard))
+    }
+
+    /// Starts shutdown without waiting for it (safe from inside a task). The
+    /// [`Runtime`] value still joins the threads when it is dropped.
+    pub fn shutdown(&self) {
+        self.shared.begin_shutdown();
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.is_closing()
+    }
+
+    /// A snapshot of the runtime's counters and queue depths.
+    pub fn stats_snapshot(&self) -> RuntimeStats {
+        RuntimeStats::collect(&self.shared)
+    }
+}
+
+/// Builds a default runtime, runs `f(handle)`'s future on shard 0 until it
+/// finishes, shuts the runtime down and returns the output.
+///
+/// ```
+/// let answer = spargio::run(|handle| async move {
+///     let task = handle.spawn_stealable(async { 6 * 7 }).unwrap();
+///     task.await.unwrap()
+/// })
+/// .unwrap();
+/// assert_eq!(answer, 42);
+/// ```
+///
+/// # Errors
+///
+/// As [`RuntimeBuilder::build`] and [`Runtime::block_on`].
+pub fn run<F, Fut>(f: F) -> Result<Fut::Output, RuntimeError>
+where
+    F: FnOnce(RuntimeHandle) -> Fut,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let rt = Runtime::new()?;
+    let fut = f(rt.handle().clone());
+    rt.block_on(fut)
+}

@@ -1,0 +1,574 @@
+//! The shard: one thread, one ring, its run queues, and the event loop.
+//!
+//! # The loop
+//!
+//! Each turn: take tasks other threads queued for us; poll up to
+//! `event_interval` tasks (a task that wakes itself goes to the back, so it
+//! cannot starve the rest); submit what those polls queued; reap completions
+//! (messages, doorbells, tickets, I/O); fire due timers. A turn that found
+//! nothing to do tries to steal, then spins for `spin_before_park` re-checking
+//! its queues and ring, then parks (protocol in [`Shared::unpark`]):
+//! `parked = true`, re-check, `io_uring_enter(GETEVENTS, min_complete = 1)`
+//! with the next timer as its timeout.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use spargio_sys::abi;
+use spargio_sys::ring::{Ring, RingFd};
+use spargio_sys::sim::SimKernel;
+use spargio_sys::{Cqe, Sqe};
+
+use crate::error::RuntimeError;
+use crate::msg::{Event, TicketShared};
+use crate::runtime::{Backend, Parker, Shared, Unparker, shard_ring_config};
+use crate::task::{Mobility, Task};
+use crate::time::Timers;
+use crate::wire::{self, Tag};
+
+type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+/// The shard-thread-local half of a shard: only its own thread touches it.
+pub(crate) struct Local {
+    pub(crate) shard: usize,
+    pub(crate) shared: Arc<Shared>,
+    ring: RefCell<Option<Ring>>,
+    parker: Option<Arc<Parker>>,
+    run_queue: RefCell<VecDeque<Arc<Task>>>,
+    pub(crate) events: RefCell<VecDeque<Event>>,
+    pub(crate) event_waiters: RefCell<Vec<Waker>>,
+    local_futures: RefCell<HashMap<u64, LocalFuture>>,
+    current_task: Cell<u64>,
+    pub(crate) timers: RefCell<Timers>,
+    pub(crate) tickets: RefCell<HashMap<u32, Arc<TicketShared>>>,
+    next_ticket: Cell<u32>,
+    needs_submit: Cell<bool>,
+    rng: Cell<u64>,
+    tick: Cell<u32>,
+    cqe_buf: RefCell<Vec<Cqe>>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Local>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the current shard's local state, if this is a shard thread.
+pub(crate) fn with_local<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
+    let local = CURRENT.with(|c| c.borrow().clone())?;
+    Some(f(&local))
+}
+
+/// The shard index of the calling thread within `shared`'s runtime.
+pub(crate) fn current_shard_of(shared: &Shared) -> Option<usize> {
+    with_local(|l| std::ptr::eq(&*l.shared, shared).then_some(l.shard)).flatten()
+}
+
+/// Queues `task` on this thread's shard if this thread is its owner.
+pub(crate) fn try_schedule_local(shared: &Arc<Shared>, task: Arc<Task>) -> Result<(), Arc<Task>> {
+    let Some(local) = CURRENT.with(|c| c.borrow().clone()) else { return Err(task) };
+    if !Arc::ptr_eq(&local.shared, shared) || local.shard != task.owner() {
+        return Err(task);
+    }
+    match task.mobility {
+        Mobility::Stealable => {
+            let me = &shared.shards[local.shard];
+            me.lock_stealable().push_back(task);
+            me.stealable_len.fetch_add(1, Ordering::SeqCst);
+        }
+        Mobility::Pinned | Mobility::Local => local.run_queue.borrow_mut().push_back(task),
+    }
+    Ok(())
+}
+
+/// Builds a `MSG_RING` data SQE: posts `(post_user_data, res)` into `target`.
+pub(crate) fn msg_ring_sqe(target: &RingFd, res: u32, post_user_data: u64, own_user_data: u64, skip: bool) -> Sqe {
+    Sqe::from_raw(abi::io_uring_sqe {
+        opcode: abi::IORING_OP_MSG_RING,
+        flags: if skip { abi::IOSQE_CQE_SKIP_SUCCESS } else { 0 },
+        fd: target.raw(),
+        addr_or_splice_off_in: abi::IORING_MSG_DATA,
+        len: res,
+        off_or_addr2: post_user_data,
+        user_data: own_user_data,
+        ..Default::default()
+    })
+}
+
+/// Queues a doorbell for `target` in `ring` (sender side silent on success).
+pub(crate) fn push_doorbell(ring: &mut Ring, target: &RingFd) {
+    let sqe = msg_ring_sqe(target, 0, wire::doorbell(), wire::doorbell(), true);
+    // A MSG_RING references no memory; `Full` only when the kernel refuses work,
+    // in which case the target is woken by its own timeout instead.
+    let _ = ring.push(&sqe);
+}
+
+/// Submits a foreign ring's queue and discards its (error) completions.
+pub(crate) fn submit_foreign(ring: &mut Ring) {
+    let _ = ring.submit();
+    while ring.pop_cqe().is_some() {}
+}
+
+/// Sends one message through `ring` and waits for the sender-side completion.
+pub(crate) fn send_msg_ring_blocking(ring: &mut Ring, target: &RingFd, user_data: u64, val: u32) -> Result<(), i32> {
+    const OWN: u64 = 1;
+    ring.push(&msg_ring_sqe(target, val, user_data, OWN, false)).map_err(|_| libc::EBUSY)?;
+    loop {
+        ring.submit_and_wait(1, Some(Duration::from_secs(1))).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        while let Some(c) = ring.pop_cqe() {
+            if c.user_data == OWN {
+                return if c.res < 0 { Err(-c.res) } else { Ok(()) };
+            }
+        }
+    }
+}
+
+/// Rings `target`'s doorbell from the calling shard's own ring, if this is a
+/// shard thread of `shared`'s runtime with its ring free.
+pub(crate) fn doorbell_from_shard(shared: &Shared, target: &RingFd) -> Result<(), RingFd> {
+    let sent = with_local(|l| {
+        if !std::ptr::eq(&*l.shared, shared) {
+            return false;
+        }
+        let Ok(mut ring) = l.ring.try_borrow_mut() else { return false };
+        let Some(ring) = ring.as_mut() else { return false };
+        push_doorbell(ring, target);
+        // Submit now: the target is asleep and latency is the point.
+        let _ = ring.submit();
+        true
+    });
+    if sent == Some(true) { Ok(()) } else { Err(target.clone()) }
+}
+
+impl Local {
+    fn me(&self) -> &crate::runtime::ShardShared {
+        &self.shared.shards[self.shard]
+    }
+
+    /// Queues an SQE on this shard's ring, to be submitted after the current poll.
+    pub(crate) fn push_sqe(&self, sqe: &Sqe) -> Result<(), RuntimeError> {
+        let mut ring = self.ring.borrow_mut();
+        let ring = ring.as_mut().ok_or(RuntimeError::Closed)?;
+        ring.push(sqe).map_err(|e| RuntimeError::Io(std::io::Error::new(std::io::ErrorKind::WouldBlock, e)))?;
+        self.needs_submit.set(true);
+        Ok(())
+    }
+
+    /// Submits queued SQEs now.
+    pub(crate) fn submit_now(&self) {
+        self.needs_submit.set(false);
+        if let Ok(mut ring) = self.ring.try_borrow_mut()
+            && let Some(ring) = ring.as_mut()
+        {
+            let _ = ring.submit();
+        }
+    }
+
+    pub(crate) fn ring_fd_of(&self, shard: usize) -> Option<RingFd> {
+        match self.shared.shards[shard].unparker.get() {
+            Some(Unparker::Ring(fd)) => Some(fd.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn has_ring(&self) -> bool {
+        self.ring.borrow().is_some()
+    }
+
+    pub(crate) fn new_ticket(&self, shared: Arc<TicketShared>) -> u32 {
+        let id = self.next_ticket.get().wrapping_add(1);
+        self.next_ticket.set(id);
+        self.tickets.borrow_mut().insert(id, shared);
+        id
+    }
+
+    fn next_random(&self) -> u64 {
+        // xorshift64*: victim choice only, no quality needed beyond spreading.
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn pop_own_stealable(&self) -> Option<Arc<Task>> {
+        let me = self.me();
+        if me.stealable_len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let task = me.lock_stealable().pop_front()?;
+        me.stealable_len.fetch_sub(1, Ordering::SeqCst);
+        Some(task)
+    }
+
+    fn next_task(&self) -> Option<Arc<Task>> {
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+        // Fairness: every 8th pick looks at the stealable queue first, so a
+        // stream of pinned wakes cannot starve queued stealable work.
+        if tick % 8 == 0
+            && let Some(t) = self.pop_own_stealable()
+        {
+            return Some(t);
+        }
+        let next = self.run_queue.borrow_mut().pop_front();
+        next.or_else(|| self.pop_own_stealable())
+    }
+
+    fn take_inbox(&self) -> bool {
+        let me = self.me();
+        if me.inbox_len.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let mut inbox = me.lock_inbox();
+        me.inbox_len.fetch_sub(inbox.len(), Ordering::SeqCst);
+        self.run_queue.borrow_mut().extend(inbox.drain(..));
+        true
+    }
+
+    fn run_task(&self, task: Arc<Task>) {
+        self.current_task.set(task.id);
+        task.run(|t, cx| t.poll_stored(cx));
+        self.current_task.set(0);
+        self.me().counters.polled.fetch_add(1, Ordering::Relaxed);
+        if self.needs_submit.get() {
+            self.submit_now();
+        }
+    }
+
+    /// Reaps ready completions and dispatches them. Returns how many.
+    fn reap(&self) -> usize {
+        let mut buf = std::mem::take(&mut *self.cqe_buf.borrow_mut());
+        {
+            let mut ring = self.ring.borrow_mut();
+            let Some(ring) = ring.as_mut() else { return 0 };
+            if ring.needs_flush() || self.needs_submit.get() {
+                if ring.cq_overflow_pending() {
+                    self.me().counters.cq_overflows.fetch_add(1, Ordering::Relaxed);
+                }
+                self.needs_submit.set(false);
+                let _ = ring.submit_and_flush();
+            }
+            ring.drain_cqes(&mut buf);
+        }
+        let n = buf.len();
+        for cqe in buf.drain(..) {
+            self.dispatch(cqe);
+        }
+        *self.cqe_buf.borrow_mut() = buf;
+        n
+    }
+
+    fn dispatch(&self, cqe: Cqe) {
+        match wire::decode(cqe.user_data) {
+            Tag::Message { from, tag } => self.deliver(Event::RingMsg { from: usize::from(from), tag, val: cqe.res as u32 }),
+            Tag::Doorbell => {}
+            Tag::Ticket(id) => {
+                if let Some(t) = self.tickets.borrow_mut().remove(&id) {
+                    t.complete(if cqe.res < 0 { Err(crate::error::SendError::Os(-cqe.res)) } else { Ok(()) });
+                }
+            }
+            Tag::NowaitFailed { target } => {
+                // The message never arrived: give its credit back and count it.
+                self.me().counters.msg_send_failures.fetch_add(1, Ordering::Relaxed);
+                if let Some(t) = self.shared.shards.get(usize::from(target)) {
+                    t.msg_inflight[self.shard].fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            Tag::Unknown => {}
+        }
+    }
+
+    pub(crate) fn deliver(&self, event: Event) {
+        self.me().counters.msgs_received.fetch_add(1, Ordering::Relaxed);
+        self.events.borrow_mut().push_back(event);
+        let waiters = std::mem::take(&mut *self.event_waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    fn take_queued_msgs(&self) -> usize {
+        let me = self.me();
+        if me.queued_msgs_len.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        let msgs: Vec<_> = {
+            let mut q = me.queued_msgs.lock().unwrap_or_else(|p| p.into_inner());
+            me.queued_msgs_len.fetch_sub(q.len(), Ordering::SeqCst);
+            q.drain(..).collect()
+        };
+        let n = msgs.len();
+        for m in msgs {
+            self.deliver(Event::RingMsg { from: usize::from(m.from), tag: m.tag, val: m.val });
+        }
+        n
+    }
+
+    fn fire_timers(&self) -> usize {
+        let due = self.timers.borrow_mut().take_due(Instant::now());
+        let n = due.len();
+        for w in due {
+            w.wake();
+        }
+        n
+    }
+
+    /// Takes about half of a random victim's stealable queue (at most `steal_budget`).
+    fn steal(&self) -> bool {
+        let shards = &self.shared.shards;
+        let n = shards.len();
+        if n < 2 {
+            return false;
+        }
+        let start = (self.next_random() % n as u64) as usize;
+        for k in 0..n {
+            let v = (start + k) % n;
+            if v == self.shard || shards[v].stealable_len.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let me = self.me();
+            me.counters.steal_attempts.fetch_add(1, Ordering::Relaxed);
+            let victim = &shards[v];
+            let (batch, left): (Vec<Arc<Task>>, usize) = {
+                let mut q = victim.lock_stealable();
+                let take = q.len().div_ceil(2).min(self.shared.config.steal_budget);
+                let batch: Vec<_> = q.drain(..take).collect();
+                victim.stealable_len.fetch_sub(batch.len(), Ordering::SeqCst);
+                // The new owner is set under the victim's lock: a wake that reads
+                // the owner after this point queues the task with us.
+                for t in &batch {
+                    t.set_owner(self.shard);
+                }
+                (batch, q.len())
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            me.counters.steal_success.fetch_add(1, Ordering::Relaxed);
+            me.counters.stolen.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.run_queue.borrow_mut().extend(batch);
+            if left > 0 {
+                self.shared.unpark_one_idle(self.shard);
+            }
+            return true;
+        }
+        false
+    }
+
+    fn has_local_work(&self) -> bool {
+        !self.run_queue.borrow().is_empty()
+            || self.me().has_remote_work()
+            || self.ring.borrow().as_ref().is_some_and(|r| r.cq_len() > 0 || r.needs_flush())
+            || self.timers.borrow().next_deadline().is_some_and(|d| d <= Instant::now())
+    }
+
+    fn others_have_stealable(&self) -> bool {
+        self.shared.shards.iter().any(|s| s.id != self.shard && s.stealable_len.load(Ordering::Relaxed) > 0)
+    }
+
+    fn park(&self, closing: bool) {
+        let me = self.me();
+        // Protocol step 1: announce, then re-check (see `Shared::unpark`).
+        me.parked.store(true, Ordering::SeqCst);
+        if self.has_local_work() || (!closing && self.others_have_stealable()) {
+            me.parked.store(false, Ordering::SeqCst);
+            return;
+        }
+        let mut timeout = self.timers.borrow().next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+        if closing {
+            timeout = Some(timeout.map_or(SHUTDOWN_POLL, |t| t.min(SHUTDOWN_POLL)));
+        }
+        me.counters.parks.fetch_add(1, Ordering::Relaxed);
+        if let Some(ring) = self.ring.borrow_mut().as_mut() {
+            // Errors (EBUSY while the CQ overflows, EINTR is retried inside) end
+            // the wait early; the next turn reaps and tries again.
+            let _ = ring.submit_and_wait(1, timeout);
+        } else if let Some(p) = &self.parker {
+            p.park(timeout);
+        }
+        me.parked.store(false, Ordering::SeqCst);
+        me.counters.wakeups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn event_loop(&self) {
+        let shared = &self.shared;
+        let interval = shared.config.event_interval;
+        let spin = shared.config.spin_before_park;
+        let mut idle_since: Option<Instant> = None;
+        let mut closing_since: Option<Instant> = None;
+        loop {
+            let mut progress = self.take_inbox();
+            for _ in 0..interval {
+                let Some(task) = self.next_task() else { break };
+                self.run_task(task);
+                progress = true;
+            }
+            progress |= self.reap() > 0;
+            progress |= self.take_queued_msgs() > 0;
+            progress |= self.fire_timers() > 0;
+
+            let closing = shared.is_closing();
+            if closing {
+                let since = *closing_since.get_or_insert_with(Instant::now);
+                if shared.live_tasks() == 0 || since.elapsed() >= shared.config.shutdown_timeout {
+                    return;
+                }
+            }
+            if progress {
+                idle_since = None;
+                continue;
+            }
+            if !closing && self.steal() {
+                idle_since = None;
+                continue;
+            }
+            let started = *idle_since.get_or_insert_with(Instant::now);
+            if !closing && started.elapsed() < spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.park(closing);
+            idle_since = None;
+        }
+    }
+
+    /// Drops every task still queued here (after the loop ends).
+    fn abandon_queued(&self) {
+        let me = self.me();
+        let mut leftovers: Vec<Arc<Task>> = self.run_queue.borrow_mut().drain(..).collect();
+        leftovers.extend(me.lock_inbox().drain(..));
+        leftovers.extend(me.lock_stealable().drain(..));
+        me.inbox_len.store(0, Ordering::SeqCst);
+        me.stealable_len.store(0, Ordering::SeqCst);
+        for t in leftovers {
+            t.abandon();
+        }
+        self.local_futures.borrow_mut().clear();
+    }
+}
+
+/// How often a closing shard re-checks its shutdown deadline while parked.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(10);
+
+/// The body of a shard thread.
+pub(crate) fn run(shared: Arc<Shared>, shard: usize, sim: Option<SimKernel>, ready: Sender<Result<(), RuntimeError>>) {
+    let started = start(&shared, shard, sim.as_ref());
+    let (ring, parker) = match started {
+        Ok(parts) => parts,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            shared.shard_exited();
+            return;
+        }
+    };
+    let local = Rc::new(Local {
+        shard,
+        shared: shared.clone(),
+        ring: RefCell::new(ring),
+        parker,
+        run_queue: RefCell::new(VecDeque::new()),
+        events: RefCell::new(VecDeque::new()),
+        event_waiters: RefCell::new(Vec::new()),
+        local_futures: RefCell::new(HashMap::new()),
+        current_task: Cell::new(0),
+        timers: RefCell::new(Timers::default()),
+        tickets: RefCell::new(HashMap::new()),
+        next_ticket: Cell::new(0),
+        needs_submit: Cell::new(false),
+        rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (shard as u64 + 1).wrapping_mul(0x1000_0000_01b3)),
+        tick: Cell::new(0),
+        cqe_buf: RefCell::new(Vec::with_capacity(64)),
+    });
+    CURRENT.with(|c| *c.borrow_mut() = Some(local.clone()));
+    let _ = ready.send(Ok(()));
+    local.event_loop();
+    local.abandon_queued();
+    // Complete tickets that can no longer be answered.
+    for (_, t) in local.tickets.borrow_mut().drain() {
+        t.complete(Err(crate::error::SendError::Closed));
+    }
+    CURRENT.with(|c| c.borrow_mut().take());
+    drop(local); // Closes the ring (its fd stays open while RingFd clones live).
+    shared.shard_exited();
+}
+
+type Started = (Option<Ring>, Option<Arc<Parker>>);
+
+fn start(shared: &Arc<Shared>, shard: usize, sim: Option<&SimKernel>) -> Result<Started, RuntimeError> {
+    if let Some(cpus) = &shared.config.thread_affinity {
+        spargio_sys::os::pin_current_thread(cpus[shard])
+            .map_err(|e| RuntimeError::InvalidConfig(format!("thread_affinity: shard {shard}: {e}")))?;
+    }
+    let me = &shared.shards[shard];
+    match shared.backend {
+        Backend::IoUring => {
+            let config = shard_ring_config(&shared.config);
+            let ring = match sim {
+                Some(k) => Ring::sim(k, &config)?,
+                None => Ring::with_config(&config).map_err(|e| RuntimeError::Io(e.into()))?,
+            };
+            let _ = me.unparker.set(Unparker::Ring(ring.ring_fd()));
+            Ok((Some(ring), None))
+        }
+        Backend::Queue => {
+            let parker = Arc::new(Parker::default());
+            let _ = me.unparker.set(Unparker::Condvar(parker.clone()));
+            Ok((None, Some(parker)))
+        }
+    }
+}
+
+/// The stored (`Send`) future of a `!Send` task: on its first poll, on its
+/// shard, it builds the real future and keeps it in the shard's local table.
+pub(crate) struct LocalBootstrap {
+    make: Option<Box<dyn FnOnce() -> LocalFuture + Send>>,
+    id: u64,
+}
+
+impl LocalBootstrap {
+    pub(crate) fn new(make: impl FnOnce() -> LocalFuture + Send + 'static) -> Self {
+        LocalBootstrap { make: Some(Box::new(make)), id: 0 }
+    }
+}
+
+impl Future for LocalBootstrap {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(local) = CURRENT.with(|c| c.borrow().clone()) else { return Poll::Ready(()) };
+        if let Some(make) = self.make.take() {
+            self.id = local.current_task.get();
+            let fut = make();
+            local.local_futures.borrow_mut().insert(self.id, fut);
+        }
+        // Take the future out while polling it, so a nested spawn can use the table.
+        let Some(mut fut) = local.local_futures.borrow_mut().remove(&self.id) else { return Poll::Ready(()) };
+        match fut.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(()),
+            Poll::Pending => {
+                local.local_futures.borrow_mut().insert(self.id, fut);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for LocalBootstrap {
+    fn drop(&mut self) {
+        if self.make.is_none() {
+            let id = self.id;
+            // Dropped on the owning shard: run the local future's destructor here.
+            let fut = with_local(|l| l.local_futures.borrow_mut().remove(&id)).flatten();
+            drop(fut);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Runtime statistics: per-shard counters and queue depths.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::runtime::Shared;
+
+/// Counters one shard updates (Relaxed: statistics, not synchronisation).
+#[derive(Default, Debug)]
+pub(crate) struct ShardCounters {
+    pub(crate) spawned: AtomicU64,
+    pub(crate) polled: AtomicU64,
+    pub(crate) stolen: AtomicU64,
+    pub(crate) steal_attempts: AtomicU64,
+    pub(crate) steal_success: AtomicU64,
+    pub(crate) stealable_backpressure: AtomicU64,
+    pub(crate) msgs_sent: AtomicU64,
+    pub(crate) msgs_received: AtomicU64,
+    pub(crate) msg_send_failures: AtomicU64,
+    pub(crate) doorbells_sent: AtomicU64,
+    pub(crate) doorbells_skipped: AtomicU64,
+    pub(crate) parks: AtomicU64,
+    pub(crate) wakeups: AtomicU64,
+    pub(crate) cq_overflows: AtomicU64,
+}
+
+/// One shard's numbers in a [`RuntimeStats`] snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Shard index.
+    pub shard: usize,
+    /// Tasks spawned onto this shard.
+    pub spawned: u64,
+    /// Task polls this shard ran.
+    pub polled: u64,
+    /// Tasks this shard took from other shards.
+    pub stolen: u64,
+    /// Steal attempts (victims found with queued work).
+    pub steal_attempts: u64,
+    /// Steal attempts that took at least one task.
+    pub steal_success: u64,
+    /// Spawns refused because this shard's stealable queue was full.
+    pub stealable_backpressure: u64,
+    /// Messages sent by tasks on this shard.
+    pub msgs_sent: u64,
+    /// Messages delivered to this shard.
+    pub msgs_received: u64,
+    /// Fire-and-forget messages the kernel refused (each released its credit).
+    pub msg_send_failures: u64,
+    /// Doorbells rung to wake this shard.
+    pub doorbells_sent: u64,
+    /// Wake requests that needed no doorbell (the shard was awake).
+    pub doorbells_skipped: u64,
+    /// Times the shard went to sleep.
+    pub parks: u64,
+    /// Times it woke up.
+    pub wakeups: u64,
+    /// Times the kernel reported CQ overflow (completions were held back, not lost).
+    pub cq_overflows: u64,
+    /// Tasks in the pinned inbox now.
+    pub inbox_depth: usize,
+    /// Tasks in the stealable queue now.
+    pub stealable_depth: usize,
+}
+
+/// A snapshot of a runtime's counters, from [`RuntimeHandle::stats_snapshot`](crate::RuntimeHandle::stats_snapshot).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeStats {
+    /// One entry per shard, by index.
+    pub shards: Vec<ShardStats>,
+    /// Tasks alive (spawned and not finished).
+    pub live_tasks: usize,
+}
+
+impl RuntimeStats {
+    pub(crate) fn collect(shared: &Shared) -> RuntimeStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let shards = shared
+            .shards
+            .iter()
+            .map(|s| {
+                let c = &s.counters;
+                ShardStats {
+                    shard: s.id,
+                    spawned: get(&c.spawned),
+                    polled: get(&c.polled),
+                    stolen: get(&c.stolen),
+                    steal_attempts: get(&c.steal_attempts),
+                    steal_success: get(&c.steal_success),
+                    stealable_backpressure: get(&c.stealable_backpressure),
+                    msgs_sent: get(&c.msgs_sent),
+                    msgs_received: get(&c.msgs_received),
+                    msg_send_failures: get(&c.msg_send_failures),
+                    doorbells_sent: get(&c.doorbells_sent),
+                    doorbells_skipped: get(&c.doorbells_skipped),
+                    parks: get(&c.parks),
+                    wakeups: get(&c.wakeups),
+                    cq_overflows: get(&c.cq_overflows),
+                    inbox_depth: s.inbox_len.load(Ordering::Relaxed),
+                    stealable_depth: s.stealable_len.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        RuntimeStats { shards, live_tasks: shared.live_tasks() }
+    }
+
+    /// Sum of a counter over all shards.
+    pub fn total(&self, f: impl Fn(&ShardStats) -> u64) -> u64 {
+        self.shards.iter().map(f).sum()
+    }
+}

@@ -1,0 +1,61 @@
+//! Small safe wrappers over OS calls the runtime needs and `std` lacks.
+#![allow(unsafe_code)]
+
+use std::io;
+
+/// Number of CPUs configured on this machine (`_SC_NPROCESSORS_CONF`).
+pub fn configured_cpus() -> usize {
+    // SAFETY: sysconf reads a constant; no memory is passed.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
+/// Pins the calling thread to one CPU.
+///
+/// # Errors
+///
+/// `InvalidInput` for a CPU index this machine does not have; the `errno` of
+/// `sched_setaffinity` otherwise (e.g. `EINVAL` when the CPU is offline or
+/// outside the process's cpuset).
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    if cpu >= configured_cpus() || cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("no CPU {cpu} on this machine")));
+    }
+    // SAFETY: `cpu_set_t` is plain data for which all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu < CPU_SETSIZE` was checked above, so the bit is inside `set`.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 = this thread.
+    let ret = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+    if ret != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// CPU time (user + system) this process has used, from `getrusage`.
+pub fn process_cpu_time() -> std::time::Duration {
+    // SAFETY: `rusage` is plain data; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, exclusively borrowed rusage for the call.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Number of open file descriptors of this process (entries of `/proc/self/fd`).
+///
+/// # Errors
+///
+/// The error of reading `/proc/self/fd`.
+pub fn open_fd_count() -> io::Result<usize> {
+    // The directory handle itself is one of the entries while we read it.
+    Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn pinning_to_a_missing_cpu_is_invalid_input() {
+        let err = super::pin_current_thread(100_000).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    }
+}
