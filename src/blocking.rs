@@ -63,9 +63,33 @@ impl BlockingPool {
             let result = panic::catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::Panicked);
             out.set(result);
         });
+        match self.push(job) {
+            Ok(()) => Ok(BlockingHandle { slot }),
+            Err((_job, e)) => Err(e),
+        }
+    }
+
+    /// Runs `job(arg)` on the pool, or on this thread if the pool cannot take
+    /// it (shut down, or no thread could be started): the job always runs.
+    pub(crate) fn run_or_inline<A: Send + 'static>(&self, arg: A, job: impl FnOnce(A) + Send + 'static) {
+        let cell = Arc::new(Mutex::new(Some((arg, job))));
+        let pooled = cell.clone();
+        let pushed = self.push(Box::new(move || {
+            if let Some((arg, job)) = pooled.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                job(arg);
+            }
+        }));
+        if pushed.is_err()
+            && let Some((arg, job)) = cell.lock().unwrap_or_else(|p| p.into_inner()).take()
+        {
+            job(arg);
+        }
+    }
+
+    fn push(&self, job: Job) -> Result<(), (Job, RuntimeError)> {
         let mut st = self.inner.lock();
         if st.shutdown {
-            return Err(RuntimeError::Closed);
+            return Err((job, RuntimeError::Closed));
         }
         st.jobs.push_back(job);
         if st.idle > 0 {
@@ -77,12 +101,12 @@ impl BlockingPool {
             if let Err(e) = spawned {
                 st.threads -= 1;
                 if st.threads == 0 {
-                    st.jobs.pop_back();
-                    return Err(RuntimeError::Io(e));
+                    let job = st.jobs.pop_back().expect("pushed above");
+                    return Err((job, RuntimeError::Io(e)));
                 }
             }
         }
-        Ok(BlockingHandle { slot })
+        Ok(())
     }
 
     /// Refuses new jobs; idle threads exit, running ones finish their job.

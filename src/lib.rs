@@ -33,6 +33,8 @@
 
 mod blocking;
 mod error;
+pub mod fs;
+pub mod io;
 mod msg;
 mod runtime;
 mod shard;

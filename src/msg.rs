@@ -217,7 +217,7 @@ impl RemoteShard {
             let id = l.new_ticket(ticket.clone());
             // A doorbell the target ignores; its sender-side CQE comes after those
             // of every earlier MSG_RING from this ring, which ran in order.
-            let sqe = msg_ring_sqe(&fd, 0, wire::doorbell(), wire::ticket(id), false);
+            let sqe = msg_ring_sqe(&fd, 0, wire::doorbell(l.shard as u16), wire::ticket(id), false);
             match l.push_sqe(&sqe) {
                 Ok(()) => {
                     l.submit_now();

@@ -445,6 +445,12 @@ pub(crate) struct ShardShared {
     pub(crate) queued_msgs_len: AtomicUsize,
     /// Undelivered messages per sender (index `shards` = outside the runtime).
     pub(crate) msg_inflight: Box<[AtomicUsize]>,
+    /// Ops other threads steered to this shard, to submit on its ring.
+    pub(crate) remote_ops: Mutex<VecDeque<(Box<dyn spargio_sys::op::Op>, Arc<crate::io::OpShared>)>>,
+    pub(crate) remote_ops_len: AtomicUsize,
+    /// Ops whose waiter left on another thread: cancel them on this ring.
+    pub(crate) cancel_requests: Mutex<Vec<spargio_sys::msg::OpId>>,
+    pub(crate) cancel_requests_len: AtomicUsize,
     /// True while the shard sleeps (or is about to) and needs a doorbell.
     pub(crate) parked: AtomicBool,
     pub(crate) unparker: OnceLock<Unparker>,
@@ -462,6 +468,10 @@ impl ShardShared {
             queued_msgs: Mutex::new(VecDeque::new()),
             queued_msgs_len: AtomicUsize::new(0),
             msg_inflight: (0..=shards).map(|_| AtomicUsize::new(0)).collect(),
+            remote_ops: Mutex::new(VecDeque::new()),
+            remote_ops_len: AtomicUsize::new(0),
+            cancel_requests: Mutex::new(Vec::new()),
+            cancel_requests_len: AtomicUsize::new(0),
             parked: AtomicBool::new(false),
             unparker: OnceLock::new(),
             counters: ShardCounters::default(),
@@ -482,6 +492,8 @@ impl ShardShared {
         self.inbox_len.load(Ordering::SeqCst) > 0
             || self.stealable_len.load(Ordering::SeqCst) > 0
             || self.queued_msgs_len.load(Ordering::SeqCst) > 0
+            || self.remote_ops_len.load(Ordering::SeqCst) > 0
+            || self.cancel_requests_len.load(Ordering::SeqCst) > 0
     }
 }
 

@@ -32,7 +32,10 @@ use crate::msg::{Event, TicketShared};
 use crate::runtime::{Backend, Parker, Shared, Unparker, shard_ring_config};
 use crate::task::{Mobility, Task};
 use crate::time::Timers;
+use crate::io::OpShared;
 use crate::wire::{self, Tag};
+use spargio_sys::msg::OpId;
+use spargio_sys::op::{Completion, InFlight, Op};
 
 type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
 
@@ -54,6 +57,10 @@ pub(crate) struct Local {
     rng: Cell<u64>,
     tick: Cell<u32>,
     cqe_buf: RefCell<Vec<Cqe>>,
+    /// Ops in flight on this shard's ring.
+    inflight: RefCell<InFlight<Arc<OpShared>>>,
+    /// Ops waiting for SQ room (the kernel refused entries for a moment).
+    backlog: RefCell<VecDeque<(Box<dyn Op>, Arc<OpShared>)>>,
 }
 
 thread_local! {
@@ -104,7 +111,7 @@ pub(crate) fn msg_ring_sqe(target: &RingFd, res: u32, post_user_data: u64, own_u
 
 /// Queues a doorbell for `target` in `ring` (sender side silent on success).
 pub(crate) fn push_doorbell(ring: &mut Ring, target: &RingFd) {
-    let sqe = msg_ring_sqe(target, 0, wire::doorbell(), wire::doorbell(), true);
+    let sqe = msg_ring_sqe(target, 0, wire::doorbell(u16::MAX), spargio_sys::msg::UserData::IGNORE.get(), true);
     // A MSG_RING references no memory; `Full` only when the kernel refuses work,
     // in which case the target is woken by its own timeout instead.
     let _ = ring.push(&sqe);
@@ -283,7 +290,122 @@ impl Local {
                     t.msg_inflight[self.shard].fetch_sub(1, Ordering::AcqRel);
                 }
             }
-            Tag::Unknown => {}
+            Tag::Op(_) => {
+                let completion = self.inflight.borrow_mut().complete(&cqe);
+                match completion {
+                    Completion::Finished { payload, op, cqe } => payload.finish(cqe, op),
+                    Completion::More { payload, cqe } => payload.progress(cqe),
+                    Completion::Stale => {}
+                }
+            }
+            Tag::Ignore => {}
+        }
+    }
+
+    /// Submits `op` on this shard's ring (or queues it until the SQ has room).
+    pub(crate) fn submit_op(&self, op: Box<dyn Op>, shared: Arc<OpShared>) {
+        if shared.is_abandoned() {
+            return; // Nobody waits and the kernel never saw it: just drop it.
+        }
+        let pushed = {
+            let mut ring = self.ring.borrow_mut();
+            let Some(ring) = ring.as_mut() else {
+                drop(ring);
+                shared.finish(Cqe { user_data: 0, res: -libc::ECANCELED, flags: 0 }, op);
+                return;
+            };
+            self.inflight.borrow_mut().submit(ring, op, shared.clone())
+        };
+        match pushed {
+            Ok(id) => {
+                self.needs_submit.set(true);
+                if !shared.submitted(self.shard, id) {
+                    self.cancel_op(id);
+                }
+            }
+            Err((op, _full)) => self.backlog.borrow_mut().push_back((op, shared)),
+        }
+    }
+
+    /// Asks the kernel to cancel op `id` (its final CQE still comes).
+    pub(crate) fn cancel_op(&self, id: OpId) {
+        let sqe = crate::io::cancel_sqe_for(&mut self.inflight.borrow_mut(), id);
+        if let Some(sqe) = sqe
+            && let Some(ring) = self.ring.borrow_mut().as_mut()
+        {
+            // ASYNC_CANCEL references no memory; a refused push leaves the op to
+            // complete by itself, which is still correct.
+            let _ = ring.push(&sqe);
+            self.needs_submit.set(true);
+        }
+    }
+
+    /// Takes ops and cancel requests other threads steered to this shard, and
+    /// retries ops that waited for SQ room.
+    fn take_remote_ops(&self) -> bool {
+        let me = self.me();
+        let mut progress = false;
+        if !self.backlog.borrow().is_empty() {
+            let waiting: Vec<_> = self.backlog.borrow_mut().drain(..).collect();
+            for (op, shared) in waiting {
+                self.submit_op(op, shared);
+            }
+            progress = true;
+        }
+        if me.remote_ops_len.load(Ordering::Acquire) > 0 {
+            let ops: Vec<_> = {
+                let mut q = me.remote_ops.lock().unwrap_or_else(|p| p.into_inner());
+                me.remote_ops_len.fetch_sub(q.len(), Ordering::SeqCst);
+                q.drain(..).collect()
+            };
+            for (op, shared) in ops {
+                self.submit_op(op, shared);
+            }
+            progress = true;
+        }
+        if me.cancel_requests_len.load(Ordering::Acquire) > 0 {
+            let ids: Vec<_> = {
+                let mut q = me.cancel_requests.lock().unwrap_or_else(|p| p.into_inner());
+                me.cancel_requests_len.fetch_sub(q.len(), Ordering::SeqCst);
+                q.drain(..).collect()
+            };
+            for id in ids {
+                self.cancel_op(id);
+            }
+            progress = true;
+        }
+        progress
+    }
+
+    /// Shutdown step 3: cancel what is in flight and reap until the table is
+    /// empty or `deadline` passes; what the kernel still holds then is leaked.
+    fn cancel_in_flight(&self, deadline: Instant) {
+        self.take_remote_ops();
+        let sqes = self.inflight.borrow_mut().cancel_all_sqes();
+        {
+            let mut ring = self.ring.borrow_mut();
+            let Some(ring) = ring.as_mut() else { return };
+            for sqe in &sqes {
+                let _ = ring.push(sqe);
+            }
+        }
+        while !self.inflight.borrow().is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if let Some(ring) = self.ring.borrow_mut().as_mut() {
+                let _ = ring.submit_and_wait(1, Some((deadline - now).min(SHUTDOWN_POLL)));
+            }
+            self.reap();
+        }
+        let leaked = self.inflight.borrow_mut().leak_in_flight();
+        if leaked > 0 {
+            self.me().counters.ops_leaked.fetch_add(leaked as u64, Ordering::Relaxed);
+        }
+        // Ops that never reached the kernel are simply dropped, failing their waiters.
+        for (op, shared) in self.backlog.borrow_mut().drain(..) {
+            shared.finish(Cqe { user_data: 0, res: -libc::ECANCELED, flags: 0 }, op);
         }
     }
 
@@ -407,6 +529,7 @@ impl Local {
         let mut closing_since: Option<Instant> = None;
         loop {
             let mut progress = self.take_inbox();
+            progress |= self.take_remote_ops();
             for _ in 0..interval {
                 let Some(task) = self.next_task() else { break };
                 self.run_task(task);
@@ -487,11 +610,14 @@ pub(crate) fn run(shared: Arc<Shared>, shard: usize, sim: Option<SimKernel>, rea
         rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (shard as u64 + 1).wrapping_mul(0x1000_0000_01b3)),
         tick: Cell::new(0),
         cqe_buf: RefCell::new(Vec::with_capacity(64)),
+        inflight: RefCell::new(InFlight::default()),
+        backlog: RefCell::new(VecDeque::new()),
     });
     CURRENT.with(|c| *c.borrow_mut() = Some(local.clone()));
     let _ = ready.send(Ok(()));
     local.event_loop();
     local.abandon_queued();
+    local.cancel_in_flight(Instant::now() + shared.config.shutdown_timeout);
     // Complete tickets that can no longer be answered.
     for (_, t) in local.tickets.borrow_mut().drain() {
         t.complete(Err(crate::error::SendError::Closed));

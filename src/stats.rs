@@ -21,6 +21,7 @@ pub(crate) struct ShardCounters {
     pub(crate) parks: AtomicU64,
     pub(crate) wakeups: AtomicU64,
     pub(crate) cq_overflows: AtomicU64,
+    pub(crate) ops_leaked: AtomicU64,
 }
 
 /// One shard's numbers in a [`RuntimeStats`] snapshot.
@@ -56,6 +57,8 @@ pub struct ShardStats {
     pub wakeups: u64,
     /// Times the kernel reported CQ overflow (completions were held back, not lost).
     pub cq_overflows: u64,
+    /// Ops still held by the kernel at shutdown, leaked (never freed) by design.
+    pub ops_leaked: u64,
     /// Tasks in the pinned inbox now.
     pub inbox_depth: usize,
     /// Tasks in the stealable queue now.
@@ -95,6 +98,7 @@ impl RuntimeStats {
                     parks: get(&c.parks),
                     wakeups: get(&c.wakeups),
                     cq_overflows: get(&c.cq_overflows),
+                    ops_leaked: get(&c.ops_leaked),
                     inbox_depth: s.inbox_len.load(Ordering::Relaxed),
                     stealable_depth: s.stealable_len.load(Ordering::Relaxed),
                 }

@@ -1,5 +1,10 @@
-//! How the runtime names its CQEs: a thin layer over `spargio_sys::msg`'s
-//! `user_data` layout, in the runtime's own terms.
+//! How the runtime names its CQEs, in its own terms, over the `user_data`
+//! layout of `spargio_sys::msg`.
+
+use spargio_sys::msg::{self, MessageTag, OpId, UserData};
+
+/// Internal kind: the sender-side CQE of a message a ticket waits for; data = ticket id.
+const SEND_TICKET: u16 = 16;
 
 /// What a CQE's `user_data` says it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,38 +17,49 @@ pub(crate) enum Tag {
     Ticket(u32),
     /// The sender-side failure of a fire-and-forget message to `target`.
     NowaitFailed { target: u16 },
-    /// Anything else (never produced by this runtime).
-    Unknown,
+    /// An op of the shard's in-flight table.
+    Op(OpId),
+    /// Completions nobody waits for (cancel requests), and anything unknown.
+    Ignore,
 }
-
-const KIND_SHIFT: u32 = 56;
-const MESSAGE: u64 = 2;
-const DOORBELL: u64 = 3;
-const TICKET: u64 = 4;
-const NOWAIT_FAILED: u64 = 5;
 
 pub(crate) fn message(from: u16, tag: u16) -> u64 {
-    (MESSAGE << KIND_SHIFT) | (u64::from(from) << 16) | u64::from(tag)
+    UserData::message(MessageTag { from_shard: from, tag, flags_payload: false }).get()
 }
 
-pub(crate) fn doorbell() -> u64 {
-    DOORBELL << KIND_SHIFT
+pub(crate) fn doorbell(from: u16) -> u64 {
+    UserData::doorbell(from).get()
 }
 
 pub(crate) fn ticket(id: u32) -> u64 {
-    (TICKET << KIND_SHIFT) | u64::from(id)
+    UserData::internal(SEND_TICKET, id).get()
 }
 
 pub(crate) fn nowait_failed(target: u16) -> u64 {
-    (NOWAIT_FAILED << KIND_SHIFT) | u64::from(target)
+    UserData::internal(msg::internal::MSG_RING_SENT, u32::from(target)).get()
 }
 
 pub(crate) fn decode(user_data: u64) -> Tag {
-    match user_data >> KIND_SHIFT {
-        MESSAGE => Tag::Message { from: (user_data >> 16) as u16, tag: user_data as u16 },
-        DOORBELL => Tag::Doorbell,
-        TICKET => Tag::Ticket(user_data as u32),
-        NOWAIT_FAILED => Tag::NowaitFailed { target: user_data as u16 },
-        _ => Tag::Unknown,
+    match msg::decode(user_data) {
+        msg::Tag::Message(m) => Tag::Message { from: m.from_shard, tag: m.tag },
+        msg::Tag::Doorbell { .. } => Tag::Doorbell,
+        msg::Tag::Internal { kind: SEND_TICKET, data } => Tag::Ticket(data),
+        msg::Tag::Internal { kind: msg::internal::MSG_RING_SENT, data } => Tag::NowaitFailed { target: data as u16 },
+        msg::Tag::Op(id) => Tag::Op(id),
+        msg::Tag::Internal { .. } | msg::Tag::Ignore | msg::Tag::Unknown(_) => Tag::Ignore,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_tags_round_trip() {
+        assert_eq!(decode(message(3, 9)), Tag::Message { from: 3, tag: 9 });
+        assert_eq!(decode(doorbell(1)), Tag::Doorbell);
+        assert_eq!(decode(ticket(77)), Tag::Ticket(77));
+        assert_eq!(decode(nowait_failed(5)), Tag::NowaitFailed { target: 5 });
+        assert_eq!(decode(0), Tag::Ignore);
     }
 }

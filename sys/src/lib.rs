@@ -15,6 +15,8 @@
 //! | [`os`] | safe wrappers for affinity, CPU time and fd counts |
 //! | [`ring`] | [`Ring`](ring::Ring): the SQ and CQ, submit and wait, on the kernel or on [`sim`] |
 //! | [`sqe`] | safe, pure SQE encoders and a decoder back to a typed op |
+//! | [`buf`] | owned buffers the kernel may read or write ([`IoBuf`](buf::IoBuf), [`IoBufMut`](buf::IoBufMut)) |
+//! | [`op`] | the safe submission API: ops that own their resources until the final CQE |
 //! | [`cqe`] | the completion type |
 //! | [`msg`] | the runtime's `user_data` tag layout and `MSG_RING` payloads |
 //! | [`probe`] | what the running kernel supports, as one [`Features`](probe::Features) value |
@@ -27,12 +29,14 @@
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
 pub mod abi;
+pub mod buf;
 pub mod bufring;
 pub mod check;
 pub mod cqe;
 pub mod mmap;
 pub mod os;
 pub mod msg;
+pub mod op;
 pub mod probe;
 pub mod register;
 pub mod ring;

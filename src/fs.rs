@@ -1,0 +1,716 @@
+//! Files and paths on io_uring.
+//!
+//! Every function here submits a native io_uring op (`READ`, `WRITE`,
+//! `OPENAT`, `STATX`, `FSYNC`, `FALLOCATE`, `FTRUNCATE`, `UNLINKAT`,
+//! `RENAMEAT`, `MKDIRAT`, `SYMLINKAT`, `LINKAT`, `CLOSE`) on the calling
+//! shard's ring, except [`canonicalize`] and [`create_dir_all`]'s parent walk,
+//! which have no io_uring op and run on the blocking pool. On the Queue
+//! backend the same ops run as the equivalent blocking system calls.
+//!
+//! Buffers are owned: an op takes the buffer and gives it back with the
+//! result ([`BufResult`]), so dropping a future mid-read can never free memory
+//! the kernel is still writing.
+//!
+//! ```
+//! spargio::run(|_| async {
+//!     let path = std::env::temp_dir().join(format!("spargio-doc-{}", std::process::id()));
+//!     spargio::fs::write(&path, b"hello".to_vec()).await?;
+//!     let file = spargio::fs::File::open(&path).await?;
+//!     let (n, buf) = file.read_at_into(Vec::with_capacity(16), 0).await;
+//!     assert_eq!(&buf[..n?], b"hello");
+//!     spargio::fs::remove_file(&path).await
+//! })
+//! .unwrap()
+//! .unwrap();
+//! ```
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use spargio_sys::op::fs::{Close, Fallocate, Fsync, Ftruncate, OpenAt, PathOp, Read, SharedFd, Statx, Write};
+
+use crate::io::{BufResult, IoBuf, IoBufMut, cqe_result, submit_current};
+
+/// The largest file offset an op accepts: io_uring reads offset `-1` (`u64::MAX`)
+/// as "the current position", which positional I/O must never mean.
+const MAX_OFFSET: u64 = i64::MAX as u64;
+
+fn check_offset(pos: u64) -> io::Result<()> {
+    if pos > MAX_OFFSET {
+        Err(io::Error::new(io::ErrorKind::InvalidInput, format!("file offset {pos} is beyond i64::MAX")))
+    } else {
+        Ok(())
+    }
+}
+
+/// Submits an op whose resources the caller does not need back on failure.
+fn submit_op<O: spargio_sys::op::Op>(op: O) -> io::Result<crate::io::OpFuture<O>> {
+    submit_current(op).map_err(|(e, _op)| e)
+}
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains an interior NUL byte"))
+}
+
+/// An open file whose I/O runs on io_uring.
+///
+/// Clones share the fd; it is closed when the last clone (and every op still
+/// using it) is gone, or explicitly with [`File::close`].
+#[derive(Clone, Debug)]
+pub struct File {
+    fd: SharedFd,
+}
+
+impl File {
+    /// Opens a file for reading.
+    ///
+    /// # Errors
+    ///
+    /// The `openat` error (`NotFound`, `PermissionDenied`, …); `InvalidInput`
+    /// for a path with an interior NUL; an error outside a spargio runtime.
+    pub async fn open(path: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new().read(true).open(path).await
+    }
+
+    /// Creates (or truncates) a file for writing.
+    ///
+    /// # Errors
+    ///
+    /// As [`File::open`].
+    pub async fn create(path: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new().write(true).create(true).truncate(true).open(path).await
+    }
+
+    /// Wraps a `std::fs::File`.
+    pub fn from_std(file: std::fs::File) -> File {
+        File { fd: Arc::new(OwnedFd::from(file)) }
+    }
+
+    /// Wraps an owned fd.
+    pub fn from_owned_fd(fd: OwnedFd) -> File {
+        File { fd: Arc::new(fd) }
+    }
+
+    /// Gives back a `std::fs::File`.
+    ///
+    /// # Errors
+    ///
+    /// Gives `self` back while clones or ops still share the fd.
+    pub fn into_std(self) -> Result<std::fs::File, File> {
+        Arc::try_unwrap(self.fd).map(std::fs::File::from).map_err(|fd| File { fd })
+    }
+
+    /// Reads up to `len` bytes at `pos` into a new buffer.
+    ///
+    /// # Errors
+    ///
+    /// The read's error; `InvalidInput` for `pos` beyond `i64::MAX`.
+    pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let (res, mut buf) = self.read_at_into(Vec::with_capacity(len), pos).await;
+        let n = res?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Reads at `pos` into `buf` (from its start, up to its capacity); returns
+    /// the byte count with the buffer. `0` means end of file (or a zero-length buffer).
+    pub async fn read_at_into<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+        if let Err(e) = check_offset(pos) {
+            return (Err(e), buf);
+        }
+        match submit_current(Read::new(self.fd.clone(), buf, pos)) {
+            Err((e, op)) => (Err(e), op.into_buf(0)),
+            Ok(fut) => {
+                let (cqe, op) = fut.await;
+                let res = cqe_result(&cqe);
+                let n = *res.as_ref().unwrap_or(&0);
+                (res, op.into_buf(n))
+            }
+        }
+    }
+
+    /// Fills `buf` (up to its capacity) from `pos`, looping over short reads.
+    ///
+    /// # Errors
+    ///
+    /// `UnexpectedEof` when the file ends first (the buffer holds what was read).
+    pub async fn read_exact_at(&self, buf: Vec<u8>, pos: u64) -> BufResult<(), Vec<u8>> {
+        let want = buf.capacity();
+        let mut buf = buf;
+        buf.clear();
+        let mut done = 0usize;
+        while done < want {
+            let chunk = Vec::with_capacity(want - done);
+            let (res, chunk) = self.read_at_into(chunk, pos + done as u64).await;
+            match res {
+                Ok(0) => {
+                    return (Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ended before the buffer was full")), buf);
+                }
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    done += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Reads from `pos` to the end of the file.
+    ///
+    /// # Errors
+    ///
+    /// The first read error.
+    pub async fn read_to_end_at(&self, pos: u64) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut chunk = Vec::with_capacity(64 * 1024);
+        loop {
+            chunk.clear();
+            let (res, back) = self.read_at_into(chunk, pos + out.len() as u64).await;
+            chunk = back;
+            match res {
+                Ok(0) => return Ok(out),
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes `buf`'s initialized bytes at `pos`; returns how many were written.
+    pub async fn write_at<B: IoBuf>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+        if let Err(e) = check_offset(pos) {
+            return (Err(e), buf);
+        }
+        match submit_current(Write::new(self.fd.clone(), buf, pos)) {
+            Err((e, op)) => (Err(e), op.into_buf()),
+            Ok(fut) => {
+                let (cqe, op) = fut.await;
+                (cqe_result(&cqe), op.into_buf())
+            }
+        }
+    }
+
+    /// Writes all of `buf` at `pos`, looping over short writes.
+    ///
+    /// # Errors
+    ///
+    /// The first write error; `WriteZero` if the kernel accepted nothing.
+    pub async fn write_all_at<B: IoBuf>(&self, buf: B, pos: u64) -> BufResult<(), B> {
+        let total = buf.bytes_init();
+        let mut written = 0usize;
+        let mut buf = buf;
+        while written < total {
+            let (res, slice) = self.write_at(buf.slice(written..total), pos + written as u64).await;
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => return (Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")), buf),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Flushes data and metadata to the device (`fsync`).
+    ///
+    /// # Errors
+    ///
+    /// The `fsync` error (e.g. `EIO`).
+    pub async fn sync_all(&self) -> io::Result<()> {
+        let (cqe, _) = submit_op(Fsync::new(self.fd.clone(), false))?.await;
+        cqe_result(&cqe).map(drop)
+    }
+
+    /// Same as [`File::sync_all`] (the seed's name).
+    ///
+    /// # Errors
+    ///
+    /// As [`File::sync_all`].
+    pub async fn fsync(&self) -> io::Result<()> {
+        self.sync_all().await
+    }
+
+    /// Flushes data (not all metadata) to the device (`fdatasync`).
+    ///
+    /// # Errors
+    ///
+    /// The `fdatasync` error.
+    pub async fn sync_data(&self) -> io::Result<()> {
+        let (cqe, _) = submit_op(Fsync::new(self.fd.clone(), true))?.await;
+        cqe_result(&cqe).map(drop)
+    }
+
+    /// Metadata of the open file (`statx` with `AT_EMPTY_PATH`).
+    ///
+    /// # Errors
+    ///
+    /// The `statx` error.
+    pub async fn metadata(&self) -> io::Result<Metadata> {
+        let (cqe, op) = submit_op(Statx::fd(self.fd.clone()))?.await;
+        cqe_result(&cqe)?;
+        Ok(Metadata::from_statx(op.into_statx()))
+    }
+
+    /// Truncates or extends the file to `len` bytes.
+    ///
+    /// # Errors
+    ///
+    /// The `ftruncate` error; `InvalidInput` for `len` beyond `i64::MAX`.
+    pub async fn set_len(&self, len: u64) -> io::Result<()> {
+        check_offset(len)?;
+        let (cqe, _) = submit_op(Ftruncate::new(self.fd.clone(), len))?.await;
+        match cqe_result(&cqe) {
+            // Kernels before 6.9 lack IORING_OP_FTRUNCATE: do it on the blocking pool.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let fd = self.fd.clone();
+                blocking(move || std::fs::File::from(fd.try_clone()?).set_len(len)).await
+            }
+            r => r.map(drop),
+        }
+    }
+
+    /// Allocates disk space for `offset..offset + len` (`fallocate` mode 0).
+    ///
+    /// # Errors
+    ///
+    /// The `fallocate` error (`ENOSPC`, `EOPNOTSUPP` on some filesystems).
+    pub async fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_offset(offset)?;
+        check_offset(len)?;
+        let (cqe, _) = submit_op(Fallocate::new(self.fd.clone(), 0, offset, len))?.await;
+        cqe_result(&cqe).map(drop)
+    }
+
+    /// Closes the file with `IORING_OP_CLOSE` and reports the close error.
+    ///
+    /// # Errors
+    ///
+    /// The `close` error; `WouldBlock` ("file still shared") while clones or
+    /// ops still use the fd (it is then closed when they are gone).
+    pub async fn close(self) -> io::Result<()> {
+        let fd = Arc::try_unwrap(self.fd)
+            .map_err(|_| io::Error::new(io::ErrorKind::WouldBlock, "file still shared by clones or ops"))?;
+        let (cqe, _) = submit_op(Close::new(fd))?.await;
+        cqe_result(&cqe).map(drop)
+    }
+}
+
+impl AsRawFd for File {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for File {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Options for opening a file, like `std::fs::OpenOptions`, plus custom flags.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    read: bool,
+    write: bool,
+    append: bool,
+    truncate: bool,
+    create: bool,
+    create_new: bool,
+    mode: u32,
+    custom_flags: i32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions::new()
+    }
+}
+
+impl OpenOptions {
+    /// All options off; mode `0o666` (before the umask).
+    pub fn new() -> Self {
+        OpenOptions {
+            read: false,
+            write: false,
+            append: false,
+            truncate: false,
+            create: false,
+            create_new: false,
+            mode: 0o666,
+            custom_flags: 0,
+        }
+    }
+    /// Open for reading.
+    pub fn read(&mut self, on: bool) -> &mut Self {
+        self.read = on;
+        self
+    }
+    /// Open for writing.
+    pub fn write(&mut self, on: bool) -> &mut Self {
+        self.write = on;
+        self
+    }
+    /// Writes go to the end (`O_APPEND`).
+    pub fn append(&mut self, on: bool) -> &mut Self {
+        self.append = on;
+        self
+    }
+    /// Truncate to zero length (`O_TRUNC`).
+    pub fn truncate(&mut self, on: bool) -> &mut Self {
+        self.truncate = on;
+        self
+    }
+    /// Create if missing (`O_CREAT`).
+    pub fn create(&mut self, on: bool) -> &mut Self {
+        self.create = on;
+        self
+    }
+    /// Create, failing if it exists (`O_CREAT | O_EXCL`).
+    pub fn create_new(&mut self, on: bool) -> &mut Self {
+        self.create_new = on;
+        self
+    }
+    /// Permission bits for a created file.
+    pub fn mode(&mut self, mode: u32) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+    /// Extra `open` flags, e.g. `libc::O_DIRECT` or `libc::O_NOATIME`.
+    pub fn custom_flags(&mut self, flags: i32) -> &mut Self {
+        self.custom_flags = flags;
+        self
+    }
+
+    fn flags(&self) -> io::Result<i32> {
+        let access = match (self.read, self.write || self.append) {
+            (true, false) => libc::O_RDONLY,
+            (false, true) => libc::O_WRONLY,
+            (true, true) => libc::O_RDWR,
+            (false, false) => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "open needs read, write or append"));
+            }
+        };
+        if (self.truncate || self.create || self.create_new) && !(self.write || self.append) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "create/truncate need write or append"));
+        }
+        let mut flags = access | self.custom_flags;
+        if self.append {
+            flags |= libc::O_APPEND;
+        }
+        if self.truncate && !self.create_new {
+            flags |= libc::O_TRUNC;
+        }
+        if self.create_new {
+            flags |= libc::O_CREAT | libc::O_EXCL;
+        } else if self.create {
+            flags |= libc::O_CREAT;
+        }
+        Ok(flags)
+    }
+
+    /// Opens `path` with these options (`IORING_OP_OPENAT`; the fd is `O_CLOEXEC`).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for contradictory options or an interior NUL; the `openat`
+    /// error otherwise (`NotFound`, `AlreadyExists`, `IsADirectory` when writing
+    /// a directory, …).
+    pub async fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
+        let flags = self.flags()?;
+        let path = cpath(path.as_ref())?;
+        let (cqe, op) = submit_op(OpenAt::new(libc::AT_FDCWD, path, flags, self.mode))?.await;
+        let fd = cqe.result()?;
+        Ok(File { fd: Arc::new(op.take_fd(fd as i32)) })
+    }
+
+    /// The equivalent `std::fs::OpenOptions` (for blocking fallbacks).
+    pub fn to_std(&self) -> std::fs::OpenOptions {
+        let mut o = std::fs::OpenOptions::new();
+        o.read(self.read)
+            .write(self.write)
+            .append(self.append)
+            .truncate(self.truncate)
+            .create(self.create)
+            .create_new(self.create_new)
+            .mode(self.mode)
+            .custom_flags(self.custom_flags);
+        o
+    }
+}
+
+/// What `statx` reported about a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metadata {
+    len: u64,
+    mode: u32,
+    nlink: u32,
+    uid: u32,
+    gid: u32,
+    ino: u64,
+    dev: u64,
+    blksize: u32,
+    blocks: u64,
+    modified: SystemTime,
+    accessed: SystemTime,
+    created: Option<SystemTime>,
+}
+
+fn ts(t: libc::statx_timestamp) -> SystemTime {
+    let d = Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec);
+    if t.tv_sec >= 0 { SystemTime::UNIX_EPOCH + d } else { SystemTime::UNIX_EPOCH - d }
+}
+
+impl Metadata {
+    fn from_statx(s: libc::statx) -> Metadata {
+        Metadata {
+            len: s.stx_size,
+            mode: u32::from(s.stx_mode),
+            nlink: s.stx_nlink,
+            uid: s.stx_uid,
+            gid: s.stx_gid,
+            ino: s.stx_ino,
+            dev: (u64::from(s.stx_dev_major) << 32) | u64::from(s.stx_dev_minor),
+            blksize: s.stx_blksize,
+            blocks: s.stx_blocks,
+            modified: ts(s.stx_mtime),
+            accessed: ts(s.stx_atime),
+            created: (s.stx_mask & libc::STATX_BTIME != 0).then(|| ts(s.stx_btime)),
+        }
+    }
+    /// Size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    /// True for an empty file.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// True for a regular file.
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+    /// True for a directory.
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+    /// True for a symbolic link (only from [`symlink_metadata`]).
+    pub fn is_symlink(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFLNK
+    }
+    /// Permission bits and file type (`st_mode`).
+    pub fn mode(&self) -> u32 {
+        self.mode
+    }
+    /// Hard link count.
+    pub fn nlink(&self) -> u32 {
+        self.nlink
+    }
+    /// Owner user id.
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+    /// Owner group id.
+    pub fn gid(&self) -> u32 {
+        self.gid
+    }
+    /// Inode number.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+    /// Device (major << 32 | minor).
+    pub fn dev(&self) -> u64 {
+        self.dev
+    }
+    /// Preferred I/O block size.
+    pub fn blksize(&self) -> u32 {
+        self.blksize
+    }
+    /// 512-byte blocks allocated.
+    pub fn blocks(&self) -> u64 {
+        self.blocks
+    }
+    /// Last modification time.
+    pub fn modified(&self) -> SystemTime {
+        self.modified
+    }
+    /// Last access time.
+    pub fn accessed(&self) -> SystemTime {
+        self.accessed
+    }
+    /// Creation time, where the filesystem records one.
+    pub fn created(&self) -> Option<SystemTime> {
+        self.created
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    let handle = crate::RuntimeHandle::current()
+        .ok_or_else(|| io::Error::other("spargio I/O must run inside a spargio runtime task"))?;
+    let job = handle.spawn_blocking(f).map_err(|_| crate::io::closed())?;
+    match job.await {
+        Ok(r) => r,
+        Err(e) => Err(io::Error::other(e.to_string())),
+    }
+}
+
+async fn path_op(op: PathOp) -> io::Result<()> {
+    let (cqe, _) = submit_op(op)?.await;
+    cqe_result(&cqe).map(drop)
+}
+
+/// Reads a whole file.
+///
+/// # Errors
+///
+/// The open or read error.
+pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+    File::open(path).await?.read_to_end_at(0).await
+}
+
+/// Reads a whole file as UTF-8.
+///
+/// # Errors
+///
+/// The open or read error; `InvalidData` for bytes that are not UTF-8.
+pub async fn read_to_string(path: impl AsRef<Path>) -> io::Result<String> {
+    String::from_utf8(read(path).await?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Creates or truncates a file and writes `contents` to it.
+///
+/// # Errors
+///
+/// The open or write error.
+pub async fn write<B: IoBuf>(path: impl AsRef<Path>, contents: B) -> io::Result<()> {
+    let file = File::create(path).await?;
+    file.write_all_at(contents, 0).await.0
+}
+
+/// Creates a directory (`IORING_OP_MKDIRAT`, mode `0o777` before the umask).
+///
+/// # Errors
+///
+/// `AlreadyExists`, `NotFound` (missing parent), …
+pub async fn create_dir(path: impl AsRef<Path>) -> io::Result<()> {
+    path_op(PathOp::Mkdir { path: cpath(path.as_ref())?, mode: 0o777 }).await
+}
+
+/// Creates a directory and any missing parents.
+///
+/// # Errors
+///
+/// The first `mkdir` error other than "already exists as a directory".
+pub async fn create_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
+    let path = path.as_ref();
+    let mut missing: Vec<PathBuf> = Vec::new();
+    let mut cur = Some(path);
+    while let Some(p) = cur {
+        if p.as_os_str().is_empty() {
+            break;
+        }
+        match metadata(p).await {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} is not a directory", p.display()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(p.to_path_buf()),
+            Err(e) => return Err(e),
+        }
+        cur = p.parent();
+    }
+    for p in missing.iter().rev() {
+        match create_dir(p).await {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            r => r?,
+        }
+    }
+    Ok(())
+}
+
+/// Removes a file (`IORING_OP_UNLINKAT`).
+///
+/// # Errors
+///
+/// `NotFound`, `IsADirectory`, …
+pub async fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
+    path_op(PathOp::Unlink { path: cpath(path.as_ref())?, flags: 0 }).await
+}
+
+/// Removes an empty directory (`IORING_OP_UNLINKAT` with `AT_REMOVEDIR`).
+///
+/// # Errors
+///
+/// `NotFound`, `DirectoryNotEmpty`, …
+pub async fn remove_dir(path: impl AsRef<Path>) -> io::Result<()> {
+    path_op(PathOp::Unlink { path: cpath(path.as_ref())?, flags: libc::AT_REMOVEDIR }).await
+}
+
+/// Renames `from` to `to`, replacing `to` if it exists (`IORING_OP_RENAMEAT`).
+///
+/// # Errors
+///
+/// The `renameat2` error.
+pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+    path_op(PathOp::Rename { from: cpath(from.as_ref())?, to: cpath(to.as_ref())?, flags: 0 }).await
+}
+
+/// Creates a hard link `to` for `from` (`IORING_OP_LINKAT`).
+///
+/// # Errors
+///
+/// The `linkat` error.
+pub async fn hard_link(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+    path_op(PathOp::HardLink { from: cpath(from.as_ref())?, to: cpath(to.as_ref())? }).await
+}
+
+/// Creates a symbolic link at `link` pointing to `target` (`IORING_OP_SYMLINKAT`).
+///
+/// # Errors
+///
+/// The `symlinkat` error.
+pub async fn symlink(target: impl AsRef<Path>, link: impl AsRef<Path>) -> io::Result<()> {
+    path_op(PathOp::Symlink { target: cpath(target.as_ref())?, link: cpath(link.as_ref())? }).await
+}
+
+/// Metadata of `path`, following symlinks (`IORING_OP_STATX`).
+///
+/// # Errors
+///
+/// The `statx` error.
+pub async fn metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
+    stat(path.as_ref(), 0).await
+}
+
+/// Metadata of `path` itself, not following a final symlink.
+///
+/// # Errors
+///
+/// The `statx` error.
+pub async fn symlink_metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
+    stat(path.as_ref(), libc::AT_SYMLINK_NOFOLLOW).await
+}
+
+async fn stat(path: &Path, flags: i32) -> io::Result<Metadata> {
+    let (cqe, op) = submit_op(Statx::path(libc::AT_FDCWD, cpath(path)?, flags))?.await;
+    cqe_result(&cqe)?;
+    Ok(Metadata::from_statx(op.into_statx()))
+}
+
+/// The absolute, symlink-free form of `path`. io_uring has no op for this: it
+/// runs `realpath` on the blocking pool.
+///
+/// # Errors
+///
+/// The `realpath` error.
+pub async fn canonicalize(path: impl AsRef<Path>) -> io::Result<PathBuf> {
+    let path = path.as_ref().to_path_buf();
+    blocking(move || std::fs::canonicalize(path)).await
+}

@@ -1,0 +1,246 @@
+//! Op futures: submitting `spargio_sys::op` ops on a shard's ring and
+//! awaiting their completion from any thread.
+//!
+//! An op is submitted on one shard's ring (the current shard, or a chosen one:
+//! requests from other threads are steered there before submission) and
+//! completes on that ring; the completion wakes the waiting task wherever it
+//! runs. Dropping an [`OpFuture`] before it completes asks that shard to
+//! submit `ASYNC_CANCEL`; the op's resources stay in the shard's table until
+//! the final CQE, and an fd the op produced after all is closed.
+//!
+//! On the Queue backend the same op runs as a blocking system call on the
+//! blocking pool.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use spargio_sys::msg::OpId;
+use spargio_sys::op::Op;
+use spargio_sys::{Cqe, Sqe};
+
+use crate::runtime::{Backend, Shared};
+use crate::shard;
+
+pub use spargio_sys::buf::{IoBuf, IoBufMut, Slice};
+
+/// A result together with the buffer that was lent to the kernel.
+pub type BufResult<T, B> = (io::Result<T>, B);
+
+/// The waiter's side of one op.
+pub(crate) struct OpShared {
+    inner: Mutex<OpInner>,
+}
+
+#[derive(Default)]
+struct OpInner {
+    done: Option<(Cqe, Box<dyn Op>)>,
+    more: VecDeque<Cqe>,
+    waker: Option<Waker>,
+    abandoned: bool,
+    /// Where the op is in flight, once submitted: (shard, id).
+    submitted: Option<(usize, OpId)>,
+}
+
+impl OpShared {
+    fn new() -> Arc<OpShared> {
+        Arc::new(OpShared { inner: Mutex::new(OpInner::default()) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OpInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records where the op went; false if its waiter already left (the shard
+    /// then asks for cancellation at once).
+    pub(crate) fn submitted(&self, shard: usize, id: OpId) -> bool {
+        let mut g = self.lock();
+        g.submitted = Some((shard, id));
+        !g.abandoned
+    }
+
+    /// True when nobody waits any more (checked before submission).
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.lock().abandoned
+    }
+
+    /// The final completion: hand the op to the waiter, or release it.
+    pub(crate) fn finish(&self, cqe: Cqe, mut op: Box<dyn Op>) {
+        let waker = {
+            let mut g = self.lock();
+            if g.abandoned {
+                drop(g);
+                op.abandoned(&cqe);
+                return;
+            }
+            g.done = Some((cqe, op));
+            g.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// A multishot completion with more to come.
+    pub(crate) fn progress(&self, cqe: Cqe) {
+        let waker = {
+            let mut g = self.lock();
+            if g.abandoned {
+                return;
+            }
+            g.more.push_back(cqe);
+            g.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// An op in flight. Resolves to the final CQE and the op (with its resources).
+pub(crate) struct OpFuture<O> {
+    shared: Arc<OpShared>,
+    runtime: Arc<Shared>,
+    finished: bool,
+    _op: PhantomData<fn() -> O>,
+}
+
+impl<O: Op> Future for OpFuture<O> {
+    type Output = (Cqe, O);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<(Cqe, O)> {
+        let taken = {
+            let mut g = self.shared.lock();
+            match g.done.take() {
+                Some(done) => Some(done),
+                None => {
+                    match &g.waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => g.waker = Some(cx.waker().clone()),
+                    }
+                    None
+                }
+            }
+        };
+        match taken {
+            Some((cqe, op)) => {
+                self.finished = true;
+                let op = op.into_any().downcast::<O>().expect("an op completes as the type it was submitted as");
+                Poll::Ready((cqe, *op))
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<O> Drop for OpFuture<O> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let (late, submitted) = {
+            let mut g = self.shared.lock();
+            g.abandoned = true;
+            (g.done.take(), g.submitted)
+        };
+        if let Some((cqe, mut op)) = late {
+            // Completed but never taken: release what it created.
+            op.abandoned(&cqe);
+            return;
+        }
+        if let Some((shard, id)) = submitted {
+            request_cancel(&self.runtime, shard, id);
+        }
+    }
+}
+
+/// Asks `shard` to cancel op `id`: directly on that shard, or through its queue.
+fn request_cancel(rt: &Arc<Shared>, shard: usize, id: OpId) {
+    let done_here = shard::with_local(|l| {
+        if !std::ptr::eq(&*l.shared, &**rt) || l.shard != shard {
+            return false;
+        }
+        l.cancel_op(id);
+        true
+    });
+    if done_here != Some(true) {
+        let target = &rt.shards[shard];
+        target.cancel_requests.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+        target.cancel_requests_len.fetch_add(1, Ordering::SeqCst);
+        rt.unpark(shard);
+    }
+}
+
+/// Why an op was not submitted; the op comes back with its resources.
+pub(crate) type NotSubmitted<O> = (io::Error, O);
+
+/// Submits `op` on `shard` (or the calling shard, or shard 0 from outside).
+///
+/// # Errors
+///
+/// `ErrorKind::Other` ("runtime is shut down") once shutdown began; the op is
+/// given back untouched.
+pub(crate) fn submit<O: Op>(rt: &Arc<Shared>, shard: Option<usize>, op: O) -> Result<OpFuture<O>, NotSubmitted<O>> {
+    if rt.is_closing() {
+        return Err((closed(), op));
+    }
+    let shared = OpShared::new();
+    let fut = OpFuture { shared: shared.clone(), runtime: rt.clone(), finished: false, _op: PhantomData };
+    let op: Box<dyn Op> = Box::new(op);
+    if rt.backend == Backend::Queue {
+        let done = shared.clone();
+        let job = move |op: Box<dyn Op>| {
+            let mut op = op;
+            let res = if done.is_abandoned() { -libc::ECANCELED } else { op.run_blocking() };
+            done.finish(Cqe { user_data: 0, res, flags: 0 }, op);
+        };
+        rt.blocking.run_or_inline(op, job);
+        return Ok(fut);
+    }
+    let here = shard::current_shard_of(rt);
+    let target = shard.or(here).unwrap_or(0);
+    if here == Some(target) {
+        shard::with_local(|l| l.submit_op(op, shared)).expect("on a shard thread");
+    } else {
+        let t = &rt.shards[target];
+        t.remote_ops.lock().unwrap_or_else(|p| p.into_inner()).push_back((op, shared));
+        t.remote_ops_len.fetch_add(1, Ordering::SeqCst);
+        rt.unpark(target);
+    }
+    Ok(fut)
+}
+
+/// Submits `op` from inside a runtime task: the calling shard's runtime.
+///
+/// # Errors
+///
+/// `ErrorKind::Other` when called outside a spargio runtime, or after shutdown
+/// began; the op is given back untouched.
+pub(crate) fn submit_current<O: Op>(op: O) -> Result<OpFuture<O>, NotSubmitted<O>> {
+    match shard::with_local(|l| l.shared.clone()) {
+        Some(rt) => submit(&rt, None, op),
+        None => Err((
+            io::Error::other("spargio I/O must run inside a spargio runtime task (or use a handle-bound fd)"),
+            op,
+        )),
+    }
+}
+
+pub(crate) fn closed() -> io::Error {
+    io::Error::other("spargio runtime is shut down")
+}
+
+/// Turns a CQE result into `io::Result<usize>`.
+pub(crate) fn cqe_result(cqe: &Cqe) -> io::Result<usize> {
+    cqe.result().map(|n| n as usize)
+}
+
+/// An SQE to cancel an op, for the shard's use.
+pub(crate) fn cancel_sqe_for(table: &mut spargio_sys::op::InFlight<Arc<OpShared>>, id: OpId) -> Option<Sqe> {
+    table.cancel_sqe(id)
+}

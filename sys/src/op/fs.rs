@@ -1,0 +1,417 @@
+//! File and path ops: each owns its fd reference, buffer, paths and result
+//! structure, and can run as io_uring SQE or as the equivalent system call.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use super::{Op, cqe_res, op_any};
+use crate::abi;
+use crate::buf::{IoBuf, IoBufMut};
+use crate::sqe::Sqe;
+
+/// An fd shared by the handle that owns it and the ops using it, so it cannot
+/// be closed (and its number reused) while an op is in flight.
+pub type SharedFd = Arc<OwnedFd>;
+
+/// The largest length one read or write asks for (the SQE's `len` is 32-bit);
+/// longer buffers give short counts, which the callers loop over.
+pub const MAX_RW_LEN: usize = 0x7fff_f000;
+
+fn sqe(opcode: u8, fd: RawFd, addr: u64, len: u32, off: u64) -> abi::io_uring_sqe {
+    abi::io_uring_sqe { opcode, fd, addr_or_splice_off_in: addr, len, off_or_addr2: off, ..Default::default() }
+}
+
+/// `pread` into an owned buffer, from its start up to its capacity.
+#[derive(Debug)]
+pub struct Read<B> {
+    fd: SharedFd,
+    buf: B,
+    offset: u64,
+}
+
+impl<B: IoBufMut> Read<B> {
+    /// Reads at `offset` into `buf` (from its start, up to `bytes_total()`).
+    pub fn new(fd: SharedFd, buf: B, offset: u64) -> Self {
+        Read { fd, buf, offset }
+    }
+
+    /// Takes the buffer back after completion, marking `n` bytes initialized.
+    ///
+    /// `n` must be the op's non-negative result (or 0).
+    pub fn into_buf(mut self, n: usize) -> B {
+        let n = n.min(self.buf.bytes_total());
+        // SAFETY: the kernel (or `pread`) reported writing `n` bytes at the start
+        // of the buffer, and `n` is clamped to its size.
+        unsafe { self.buf.set_init(n) };
+        self.buf
+    }
+
+    fn len(&self) -> usize {
+        self.buf.bytes_total().min(MAX_RW_LEN)
+    }
+}
+
+// SAFETY: the SQE points at `buf`'s stable memory (`IoBufMut` contract) for at
+// most `bytes_total()` bytes; `buf` is owned by the op.
+unsafe impl<B: IoBufMut> Op for Read<B> {
+    fn prepare(&mut self) -> Sqe {
+        let len = self.len() as u32;
+        let ptr = self.buf.stable_mut_ptr() as u64;
+        Sqe::from_raw(sqe(abi::IORING_OP_READ, self.fd.as_raw_fd(), ptr, len, self.offset))
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let len = self.len();
+        let ptr = self.buf.stable_mut_ptr();
+        let Ok(off) = libc::off_t::try_from(self.offset) else { return -libc::EINVAL };
+        // SAFETY: `ptr` is writable for `len` bytes (`IoBufMut` contract).
+        cqe_res(unsafe { libc::pread(self.fd.as_raw_fd(), ptr.cast(), len, off) } as libc::c_long)
+    }
+    op_any!();
+}
+
+/// `pwrite` of an owned buffer's initialized bytes.
+#[derive(Debug)]
+pub struct Write<B> {
+    fd: SharedFd,
+    buf: B,
+    offset: u64,
+}
+
+impl<B: IoBuf> Write<B> {
+    /// Writes `buf`'s initialized bytes at `offset`.
+    pub fn new(fd: SharedFd, buf: B, offset: u64) -> Self {
+        Write { fd, buf, offset }
+    }
+
+    /// Takes the buffer back.
+    pub fn into_buf(self) -> B {
+        self.buf
+    }
+
+    fn len(&self) -> usize {
+        self.buf.bytes_init().min(MAX_RW_LEN)
+    }
+}
+
+// SAFETY: the SQE points at `buf`'s stable, initialized bytes (`IoBuf` contract).
+unsafe impl<B: IoBuf> Op for Write<B> {
+    fn prepare(&mut self) -> Sqe {
+        let len = self.len() as u32;
+        let ptr = self.buf.stable_ptr() as u64;
+        Sqe::from_raw(sqe(abi::IORING_OP_WRITE, self.fd.as_raw_fd(), ptr, len, self.offset))
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let Ok(off) = libc::off_t::try_from(self.offset) else { return -libc::EINVAL };
+        // SAFETY: `stable_ptr()` is readable for `len()` initialized bytes.
+        cqe_res(unsafe { libc::pwrite(self.fd.as_raw_fd(), self.buf.stable_ptr().cast(), self.len(), off) } as libc::c_long)
+    }
+    op_any!();
+}
+
+/// `fsync` / `fdatasync`.
+#[derive(Debug)]
+pub struct Fsync {
+    fd: SharedFd,
+    datasync: bool,
+}
+
+impl Fsync {
+    /// Flushes data and (unless `datasync`) metadata of `fd`.
+    pub fn new(fd: SharedFd, datasync: bool) -> Self {
+        Fsync { fd, datasync }
+    }
+}
+
+// SAFETY: references no memory.
+unsafe impl Op for Fsync {
+    fn prepare(&mut self) -> Sqe {
+        let mut s = sqe(abi::IORING_OP_FSYNC, self.fd.as_raw_fd(), 0, 0, 0);
+        if self.datasync {
+            s.op_flags = abi::IORING_FSYNC_DATASYNC;
+        }
+        Sqe::from_raw(s)
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: plain syscalls on an fd this op keeps open.
+        let ret = unsafe { if self.datasync { libc::fdatasync(fd) } else { libc::fsync(fd) } };
+        cqe_res(ret as libc::c_long)
+    }
+    op_any!();
+}
+
+/// `openat(dirfd, path, flags | O_CLOEXEC, mode)`: its result is a new fd.
+#[derive(Debug)]
+pub struct OpenAt {
+    dirfd: RawFd,
+    path: CString,
+    flags: i32,
+    mode: u32,
+}
+
+impl OpenAt {
+    /// Opens `path` relative to `libc::AT_FDCWD` (or a directory fd the caller keeps open).
+    /// `O_CLOEXEC` is always added.
+    pub fn new(dirfd: RawFd, path: CString, flags: i32, mode: u32) -> Self {
+        OpenAt { dirfd, path, flags: flags | libc::O_CLOEXEC, mode }
+    }
+
+    /// Takes ownership of the fd a successful open returned.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `res` is negative (not an fd).
+    pub fn take_fd(self, res: i32) -> OwnedFd {
+        assert!(res >= 0, "take_fd on a failed open ({res})");
+        // SAFETY: the kernel returned `res` as a new fd for this op; nobody else owns it.
+        unsafe { std::os::fd::FromRawFd::from_raw_fd(res) }
+    }
+}
+
+// SAFETY: the SQE points at `path`'s heap bytes, owned by the op.
+unsafe impl Op for OpenAt {
+    fn prepare(&mut self) -> Sqe {
+        let mut s = sqe(abi::IORING_OP_OPENAT, self.dirfd, self.path.as_ptr() as u64, self.mode, 0);
+        s.op_flags = self.flags as u32;
+        Sqe::from_raw(s)
+    }
+    fn run_blocking(&mut self) -> i32 {
+        // SAFETY: `path` is a valid C string; the mode is passed as the variadic arg.
+        cqe_res(unsafe { libc::openat(self.dirfd, self.path.as_ptr(), self.flags, self.mode) } as libc::c_long)
+    }
+    fn creates_fd(&self) -> bool {
+        true
+    }
+    op_any!();
+}
+
+/// Closes an fd, taking ownership of it.
+#[derive(Debug)]
+pub struct Close {
+    fd: Option<OwnedFd>,
+}
+
+impl Close {
+    /// Closes `fd` (the kernel owns it from submission on).
+    pub fn new(fd: OwnedFd) -> Self {
+        Close { fd: Some(fd) }
+    }
+}
+
+// SAFETY: references no memory. The fd number is given up on `prepare`: the
+// kernel closes it, so the OwnedFd must not close it again.
+unsafe impl Op for Close {
+    fn prepare(&mut self) -> Sqe {
+        let fd = self.fd.take().map_or(-1, std::os::fd::IntoRawFd::into_raw_fd);
+        Sqe::from_raw(sqe(abi::IORING_OP_CLOSE, fd, 0, 0, 0))
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let Some(fd) = self.fd.take() else { return -libc::EBADF };
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
+        // SAFETY: we own `raw` (taken out of the OwnedFd) and close it once.
+        cqe_res(unsafe { libc::close(raw) } as libc::c_long)
+    }
+    op_any!();
+}
+
+/// `statx(dirfd, path, flags, mask)` into an owned `statx` buffer.
+pub struct Statx {
+    dirfd: RawFd,
+    fd: Option<SharedFd>,
+    path: CString,
+    flags: i32,
+    mask: u32,
+    out: Box<libc::statx>,
+}
+
+impl std::fmt::Debug for Statx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Statx").field("path", &self.path).field("flags", &self.flags).finish_non_exhaustive()
+    }
+}
+
+impl Statx {
+    /// Metadata of `path` relative to `dirfd` (`flags` e.g. `AT_SYMLINK_NOFOLLOW`).
+    pub fn path(dirfd: RawFd, path: CString, flags: i32) -> Self {
+        Self::build(dirfd, None, path, flags)
+    }
+
+    /// Metadata of an open file (`AT_EMPTY_PATH`).
+    pub fn fd(fd: SharedFd) -> Self {
+        let raw = fd.as_raw_fd();
+        Self::build(raw, Some(fd), CString::default(), libc::AT_EMPTY_PATH)
+    }
+
+    fn build(dirfd: RawFd, fd: Option<SharedFd>, path: CString, flags: i32) -> Self {
+        // SAFETY: `statx` is plain integer data; all-zero is a valid value.
+        let out = Box::new(unsafe { std::mem::zeroed::<libc::statx>() });
+        Statx { dirfd, fd, path, flags, mask: libc::STATX_BASIC_STATS | libc::STATX_BTIME, out }
+    }
+
+    /// The result, after a successful completion.
+    pub fn into_statx(self) -> libc::statx {
+        *self.out
+    }
+}
+
+// SAFETY: the SQE points at `path`'s heap bytes and the boxed `out`, both owned.
+unsafe impl Op for Statx {
+    fn prepare(&mut self) -> Sqe {
+        let out = &mut *self.out as *mut libc::statx as u64;
+        let mut s = sqe(abi::IORING_OP_STATX, self.dirfd, self.path.as_ptr() as u64, self.mask, out);
+        s.op_flags = self.flags as u32;
+        Sqe::from_raw(s)
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let _keep = &self.fd;
+        // SAFETY: valid C string and an exclusively owned statx buffer.
+        cqe_res(unsafe { libc::statx(self.dirfd, self.path.as_ptr(), self.flags, self.mask, &mut *self.out) } as libc::c_long)
+    }
+    op_any!();
+}
+
+/// `fallocate(fd, mode, offset, len)`.
+#[derive(Debug)]
+pub struct Fallocate {
+    fd: SharedFd,
+    mode: i32,
+    offset: u64,
+    len: u64,
+}
+
+impl Fallocate {
+    /// Allocates (or, with a mode, punches/zeroes) `offset..offset + len`.
+    pub fn new(fd: SharedFd, mode: i32, offset: u64, len: u64) -> Self {
+        Fallocate { fd, mode, offset, len }
+    }
+}
+
+// SAFETY: references no memory.
+unsafe impl Op for Fallocate {
+    fn prepare(&mut self) -> Sqe {
+        Sqe::from_raw(sqe(abi::IORING_OP_FALLOCATE, self.fd.as_raw_fd(), self.len, self.mode as u32, self.offset))
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let (Ok(off), Ok(len)) = (libc::off_t::try_from(self.offset), libc::off_t::try_from(self.len)) else {
+            return -libc::EINVAL;
+        };
+        // SAFETY: plain syscall on an fd this op keeps open.
+        cqe_res(unsafe { libc::fallocate(self.fd.as_raw_fd(), self.mode, off, len) } as libc::c_long)
+    }
+    op_any!();
+}
+
+/// `ftruncate(fd, len)` (io_uring opcode since Linux 6.9).
+#[derive(Debug)]
+pub struct Ftruncate {
+    fd: SharedFd,
+    len: u64,
+}
+
+impl Ftruncate {
+    /// Sets the file's length.
+    pub fn new(fd: SharedFd, len: u64) -> Self {
+        Ftruncate { fd, len }
+    }
+}
+
+// SAFETY: references no memory.
+unsafe impl Op for Ftruncate {
+    fn prepare(&mut self) -> Sqe {
+        Sqe::from_raw(sqe(abi::IORING_OP_FTRUNCATE, self.fd.as_raw_fd(), 0, 0, self.len))
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let Ok(len) = libc::off_t::try_from(self.len) else { return -libc::EINVAL };
+        // SAFETY: plain syscall on an fd this op keeps open.
+        cqe_res(unsafe { libc::ftruncate(self.fd.as_raw_fd(), len) } as libc::c_long)
+    }
+    op_any!();
+}
+
+/// The path-only ops: unlink/rmdir, rename, mkdir, symlink, hard link.
+#[derive(Debug)]
+pub enum PathOp {
+    /// `unlinkat(AT_FDCWD, path, flags)` (`AT_REMOVEDIR` removes a directory).
+    Unlink {
+        /// The path.
+        path: CString,
+        /// `0` or `AT_REMOVEDIR`.
+        flags: i32,
+    },
+    /// `renameat2(AT_FDCWD, from, AT_FDCWD, to, flags)`.
+    Rename {
+        /// Old path.
+        from: CString,
+        /// New path.
+        to: CString,
+        /// `renameat2` flags.
+        flags: u32,
+    },
+    /// `mkdirat(AT_FDCWD, path, mode)`.
+    Mkdir {
+        /// The path.
+        path: CString,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// `symlinkat(target, AT_FDCWD, link)`.
+    Symlink {
+        /// What the link points to.
+        target: CString,
+        /// Where the link is created.
+        link: CString,
+    },
+    /// `linkat(AT_FDCWD, from, AT_FDCWD, to, 0)`.
+    HardLink {
+        /// Existing path.
+        from: CString,
+        /// New name.
+        to: CString,
+    },
+}
+
+// SAFETY: the SQE points only at the CStrings' heap bytes, owned by the op.
+unsafe impl Op for PathOp {
+    fn prepare(&mut self) -> Sqe {
+        let cwd = libc::AT_FDCWD;
+        let s = match self {
+            PathOp::Unlink { path, flags } => {
+                let mut s = sqe(abi::IORING_OP_UNLINKAT, cwd, path.as_ptr() as u64, 0, 0);
+                s.op_flags = *flags as u32;
+                s
+            }
+            PathOp::Rename { from, to, flags } => {
+                let mut s = sqe(abi::IORING_OP_RENAMEAT, cwd, from.as_ptr() as u64, cwd as u32, to.as_ptr() as u64);
+                s.op_flags = *flags;
+                s
+            }
+            PathOp::Mkdir { path, mode } => sqe(abi::IORING_OP_MKDIRAT, cwd, path.as_ptr() as u64, *mode, 0),
+            PathOp::Symlink { target, link } => {
+                sqe(abi::IORING_OP_SYMLINKAT, cwd, target.as_ptr() as u64, 0, link.as_ptr() as u64)
+            }
+            PathOp::HardLink { from, to } => {
+                sqe(abi::IORING_OP_LINKAT, cwd, from.as_ptr() as u64, cwd as u32, to.as_ptr() as u64)
+            }
+        };
+        Sqe::from_raw(s)
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let cwd = libc::AT_FDCWD;
+        // SAFETY: every pointer is a valid C string owned by the op.
+        let ret = unsafe {
+            match self {
+                PathOp::Unlink { path, flags } => libc::unlinkat(cwd, path.as_ptr(), *flags),
+                PathOp::Rename { from, to, flags } => {
+                    libc::renameat2(cwd, from.as_ptr(), cwd, to.as_ptr(), *flags as libc::c_uint)
+                }
+                PathOp::Mkdir { path, mode } => libc::mkdirat(cwd, path.as_ptr(), *mode as libc::mode_t),
+                PathOp::Symlink { target, link } => libc::symlinkat(target.as_ptr(), cwd, link.as_ptr()),
+                PathOp::HardLink { from, to } => libc::linkat(cwd, from.as_ptr(), cwd, to.as_ptr(), 0),
+            }
+        };
+        cqe_res(ret as libc::c_long)
+    }
+    op_any!();
+}

@@ -1,0 +1,274 @@
+//! The safe submission API: ops that own every resource the kernel touches.
+//!
+//! An [`Op`] is a value that owns its buffers, paths, address and result
+//! structures. [`InFlight`] takes it boxed, asks it for its SQE (whose
+//! pointers lead only into memory the box owns), pushes the SQE, and keeps the
+//! box until the op's final CQE. Only then is the box handed back, so no
+//! resource the kernel may still write is ever freed, whatever the future
+//! waiting for it does. A waiter that goes away asks for [`InFlight::cancel_sqe`]
+//! and lets the final CQE return the box, which releases what the op created
+//! (a new fd is closed by [`Op::abandoned`]).
+//!
+//! # Lifecycle
+//!
+//! `Submitted → Completed`, or `Submitted → CancelRequested → Completed`, then
+//! `Freed`. A multishot op stays `Submitted` across CQEs with
+//! `IORING_CQE_F_MORE` and completes with the first CQE without it.
+//! `user_data` carries slab index + generation ([`crate::msg::OpId`]), so a
+//! CQE of a freed slot can never complete the op that reuses it.
+#![allow(unsafe_code)]
+
+pub mod fs;
+pub mod net;
+
+use std::any::Any;
+
+use crate::cqe::Cqe;
+use crate::msg::{self, OpId, Tag, UserData};
+use crate::ring::{PushError, Ring};
+use crate::sqe::Sqe;
+
+/// An operation that owns everything its SQE points at.
+///
+/// # Safety
+///
+/// The SQE returned by [`Op::prepare`] may point only at memory owned by
+/// `self` (directly, when `self` is boxed, or through heap or `'static`
+/// allocations it owns), which must stay valid, and not be accessed, until
+/// `self` is dropped or handed back; [`Op::run_blocking`] must perform the
+/// same operation as the SQE with an ordinary system call.
+pub unsafe trait Op: Any + Send + 'static {
+    /// The SQE for this op (its `user_data` is set by the caller). Called once,
+    /// on the boxed op, right before submission.
+    fn prepare(&mut self) -> Sqe;
+
+    /// Runs the op as a blocking system call (the Queue backend, and kernels
+    /// without the opcode). Returns what the CQE's `res` would be: a count or
+    /// fd, or `-errno`.
+    fn run_blocking(&mut self) -> i32;
+
+    /// True for ops whose result is a new fd (open, accept, socket): see [`Op::abandoned`].
+    fn creates_fd(&self) -> bool {
+        false
+    }
+
+    /// The waiter went away and this is the final completion: release what the
+    /// op created. The default closes the fd that an fd-creating op returned.
+    fn abandoned(&mut self, cqe: &Cqe) {
+        if self.creates_fd() && cqe.res >= 0 {
+            close_fd(cqe.res);
+        }
+    }
+
+    /// Upcast for [`InFlight`]'s callers, which downcast to the concrete op.
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+/// Closes an fd this crate's ops created and nobody took.
+pub(crate) fn close_fd(fd: i32) {
+    // SAFETY: `fd` is a new fd the kernel created for an op whose waiter is
+    // gone: nothing else owns it or knows its number.
+    unsafe { libc::close(fd) };
+}
+
+/// Implements `into_any` for an op type.
+macro_rules! op_any {
+    () => {
+        fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+            self
+        }
+    };
+}
+pub(crate) use op_any;
+
+/// What a CQE meant for the table.
+pub enum Completion<T> {
+    /// A CQE of a multishot op that stays in flight.
+    More {
+        /// The op's payload (cloned).
+        payload: T,
+        /// The CQE.
+        cqe: Cqe,
+    },
+    /// The op's final CQE: the op and its payload come back.
+    Finished {
+        /// The op's payload.
+        payload: T,
+        /// The op, with its resources.
+        op: Box<dyn Op>,
+        /// The final CQE.
+        cqe: Cqe,
+    },
+    /// The CQE is not an op's, or belongs to a slot that was freed or reused.
+    Stale,
+}
+
+struct Entry<T> {
+    op: Box<dyn Op>,
+    payload: T,
+    cancel_requested: bool,
+}
+
+struct Slot<T> {
+    generation: u32,
+    entry: Option<Entry<T>>,
+}
+
+/// The ops in flight on one ring, each with a caller-chosen payload `T`
+/// (the runtime keeps its waker state there).
+pub struct InFlight<T> {
+    slots: Vec<Slot<T>>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+impl<T> Default for InFlight<T> {
+    fn default() -> Self {
+        InFlight { slots: Vec::new(), free: Vec::new(), live: 0 }
+    }
+}
+
+impl<T> std::fmt::Debug for InFlight<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight").field("live", &self.live).field("slots", &self.slots.len()).finish()
+    }
+}
+
+impl<T: Clone> InFlight<T> {
+    /// Ops in flight.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// True when nothing is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Pushes `op` on `ring` and keeps it until its final CQE.
+    ///
+    /// # Errors
+    ///
+    /// Gives the op back with [`PushError::Full`] when the SQ stays full.
+    pub fn submit(&mut self, ring: &mut Ring, mut op: Box<dyn Op>, payload: T) -> Result<OpId, (Box<dyn Op>, PushError)> {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot { generation: 0, entry: None });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        let id = OpId::new(index, slot.generation);
+        let sqe = op.prepare().user_data(UserData::op(id).get());
+        // SAFETY: the SQE points only into memory `op` owns (the `Op` contract),
+        // and `op` stays boxed in this slot until `complete` sees its final CQE;
+        // the box is never moved out or dropped before then (shutdown leaks
+        // what is still in flight, see `leak_in_flight`).
+        match unsafe { ring.push_unchecked(&sqe) } {
+            Ok(()) => {
+                slot.entry = Some(Entry { op, payload, cancel_requested: false });
+                self.live += 1;
+                Ok(id)
+            }
+            Err(e) => {
+                self.free.push(index);
+                Err((op, e))
+            }
+        }
+    }
+
+    /// Classifies a CQE and, on an op's final CQE, hands the op back.
+    pub fn complete(&mut self, cqe: &Cqe) -> Completion<T> {
+        let Tag::Op(id) = msg::decode(cqe.user_data) else { return Completion::Stale };
+        let Some(slot) = self.slots.get_mut(id.index() as usize) else { return Completion::Stale };
+        if slot.generation != id.generation() || slot.entry.is_none() {
+            return Completion::Stale;
+        }
+        if cqe.has_more() {
+            let payload = slot.entry.as_ref().map(|e| e.payload.clone()).expect("checked above");
+            return Completion::More { payload, cqe: *cqe };
+        }
+        let entry = slot.entry.take().expect("checked above");
+        slot.generation = msg::next_generation(slot.generation);
+        self.free.push(id.index());
+        self.live -= 1;
+        Completion::Finished { payload: entry.payload, op: entry.op, cqe: *cqe }
+    }
+
+    /// The `ASYNC_CANCEL` SQE for `id`, if it is still in flight and was not
+    /// asked to cancel before. Its own CQE is tagged `Ignore`.
+    pub fn cancel_sqe(&mut self, id: OpId) -> Option<Sqe> {
+        let slot = self.slots.get_mut(id.index() as usize)?;
+        if slot.generation != id.generation() {
+            return None;
+        }
+        let entry = slot.entry.as_mut()?;
+        if entry.cancel_requested {
+            return None;
+        }
+        entry.cancel_requested = true;
+        Some(async_cancel_sqe(UserData::op(id).get()))
+    }
+
+    /// Cancel SQEs for every op in flight (shutdown, step 3).
+    pub fn cancel_all_sqes(&mut self) -> Vec<Sqe> {
+        let ids: Vec<OpId> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.entry.is_some())
+            .map(|(i, s)| OpId::new(i as u32, s.generation))
+            .collect();
+        ids.into_iter().filter_map(|id| self.cancel_sqe(id)).collect()
+    }
+
+    /// Forgets every op still in flight without freeing its resources: the
+    /// kernel may still write into them. Returns how many were leaked.
+    pub fn leak_in_flight(&mut self) -> usize {
+        let mut leaked = 0;
+        for slot in &mut self.slots {
+            if let Some(entry) = slot.entry.take() {
+                std::mem::forget(entry.op);
+                leaked += 1;
+            }
+        }
+        self.live = 0;
+        leaked
+    }
+}
+
+/// `ASYNC_CANCEL` by `user_data`; its own completion is tagged `Ignore`.
+pub fn async_cancel_sqe(target_user_data: u64) -> Sqe {
+    Sqe::from_raw(crate::abi::io_uring_sqe {
+        opcode: crate::abi::IORING_OP_ASYNC_CANCEL,
+        fd: -1,
+        addr_or_splice_off_in: target_user_data,
+        user_data: UserData::IGNORE.get(),
+        ..Default::default()
+    })
+}
+
+/// A NOP op (tests and wake-ups).
+#[derive(Debug, Default)]
+pub struct Nop;
+
+// SAFETY: a NOP references no memory.
+unsafe impl Op for Nop {
+    fn prepare(&mut self) -> Sqe {
+        Sqe::nop()
+    }
+    fn run_blocking(&mut self) -> i32 {
+        0
+    }
+    op_any!();
+}
+
+/// Maps a libc return value (`-1` + errno) to a CQE-style result.
+pub(crate) fn cqe_res(ret: libc::c_long) -> i32 {
+    if ret < 0 {
+        -std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    } else {
+        i32::try_from(ret).unwrap_or(i32::MAX)
+    }
+}

@@ -1,0 +1,1 @@
+//! Network ops (sockets): added with the networking layer.

@@ -1,0 +1,280 @@
+//! The fs API and the op machinery under bad input and cancellation, on both
+//! backends (io_uring and Queue).
+#![forbid(unsafe_code)]
+
+use std::io::ErrorKind;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use spargio::fs::{self, File, OpenOptions};
+use spargio::{Backend, Runtime, RuntimeBuilder};
+
+/// The tests of this file run one at a time, so fd counts see only their own fds.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn runtimes() -> Vec<(Backend, Runtime)> {
+    [Backend::IoUring, Backend::Queue]
+        .into_iter()
+        .map(|b| (b, RuntimeBuilder::new().shards(2).backend(b).fallback_to_queue(false).build().unwrap()))
+        .collect()
+}
+
+fn temp_path(tag: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("spargio-fs-{}-{tag}-{n}", std::process::id()))
+}
+
+#[test]
+fn write_read_round_trip_on_both_backends() {
+    let _serial = serial();
+    for (backend, rt) in runtimes() {
+        let path = temp_path("rt");
+        rt.block_on(async move {
+            let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+            fs::write(&path, data.clone()).await.unwrap();
+            let file = File::open(&path).await.unwrap();
+            assert_eq!(file.metadata().await.unwrap().len(), 100_000);
+            assert_eq!(file.read_to_end_at(0).await.unwrap(), data);
+            assert_eq!(file.read_at(99_990, 100).await.unwrap(), data[99_990..]);
+            let (res, buf) = file.read_exact_at(Vec::with_capacity(4096), 4096).await;
+            res.unwrap();
+            assert_eq!(buf, data[4096..8192]);
+            assert_eq!(fs::read(&path).await.unwrap(), data);
+            fs::remove_file(&path).await.unwrap();
+        })
+        .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+    }
+}
+
+#[test]
+fn bad_input_gives_clear_errors_and_the_runtime_keeps_serving() {
+    let _serial = serial();
+    for (backend, rt) in runtimes() {
+        let dir = temp_path("dir");
+        rt.block_on(async move {
+            // Missing file, directory opened for writing, interior NUL, long path.
+            assert_eq!(File::open("/nonexistent/spargio").await.unwrap_err().kind(), ErrorKind::NotFound);
+            fs::create_dir(&dir).await.unwrap();
+            let e = OpenOptions::new().write(true).open(&dir).await.unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EISDIR), "{e}");
+            assert_eq!(File::open("a\0b").await.unwrap_err().kind(), ErrorKind::InvalidInput);
+            let long = "x".repeat(5000);
+            assert_eq!(File::open(&long).await.unwrap_err().raw_os_error(), Some(libc::ENAMETOOLONG));
+            assert_eq!(OpenOptions::new().open(&dir).await.unwrap_err().kind(), ErrorKind::InvalidInput);
+
+            // Offsets: past EOF reads 0, u64::MAX is refused before it reaches the kernel.
+            let path = dir.join("f");
+            fs::write(&path, b"abc".to_vec()).await.unwrap();
+            let f = File::open(&path).await.unwrap();
+            let (n, _) = f.read_at_into(Vec::with_capacity(8), 1 << 40).await;
+            assert_eq!(n.unwrap(), 0);
+            let (e, buf) = f.read_at_into(vec![9u8; 4], u64::MAX).await;
+            assert_eq!(e.unwrap_err().kind(), ErrorKind::InvalidInput);
+            assert_eq!(buf, vec![9u8; 4], "the buffer comes back untouched");
+            // Zero-length buffer.
+            let (n, _) = f.read_at_into(Vec::new(), 0).await;
+            assert_eq!(n.unwrap(), 0);
+            // Short read at EOF: read_exact_at reports UnexpectedEof with what it got.
+            let (e, got) = f.read_exact_at(Vec::with_capacity(10), 0).await;
+            assert_eq!(e.unwrap_err().kind(), ErrorKind::UnexpectedEof);
+            assert_eq!(got, b"abc");
+            // Writing to a read-only fd.
+            let (e, _) = f.write_at(b"zz".to_vec(), 0).await;
+            assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::EBADF));
+
+            // The runtime still serves.
+            assert_eq!(fs::read_to_string(&path).await.unwrap(), "abc");
+            fs::remove_file(&path).await.unwrap();
+            fs::remove_dir(&dir).await.unwrap();
+        })
+        .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+    }
+}
+
+#[test]
+fn path_functions() {
+    let _serial = serial();
+    for (backend, rt) in runtimes() {
+        let root = temp_path("paths");
+        rt.block_on(async move {
+            let nested = root.join("a/b/c");
+            fs::create_dir_all(&nested).await.unwrap();
+            fs::create_dir_all(&nested).await.unwrap();
+            assert!(fs::metadata(&nested).await.unwrap().is_dir());
+            let f = nested.join("f");
+            fs::write(&f, b"data".to_vec()).await.unwrap();
+            fs::rename(&f, nested.join("g")).await.unwrap();
+            assert_eq!(fs::metadata(&f).await.unwrap_err().kind(), ErrorKind::NotFound);
+            let g = nested.join("g");
+            fs::hard_link(&g, nested.join("h")).await.unwrap();
+            assert_eq!(fs::metadata(&g).await.unwrap().nlink(), 2);
+            fs::symlink(&g, nested.join("s")).await.unwrap();
+            assert!(fs::symlink_metadata(nested.join("s")).await.unwrap().is_symlink());
+            assert!(fs::metadata(nested.join("s")).await.unwrap().is_file());
+            assert_eq!(fs::canonicalize(nested.join("s")).await.unwrap(), std::fs::canonicalize(&g).unwrap());
+            let file = OpenOptions::new().read(true).write(true).open(&g).await.unwrap();
+            file.set_len(10).await.unwrap();
+            file.allocate(0, 4096).await.unwrap();
+            file.sync_all().await.unwrap();
+            file.sync_data().await.unwrap();
+            assert_eq!(file.metadata().await.unwrap().len(), 4096);
+            file.close().await.unwrap();
+            assert_eq!(fs::remove_dir(&nested).await.unwrap_err().kind(), ErrorKind::DirectoryNotEmpty);
+            std::fs::remove_dir_all(&root).unwrap();
+        })
+        .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+    }
+}
+
+#[test]
+fn write_all_and_read_exact_over_many_chunks() {
+    let _serial = serial();
+    for (_, rt) in runtimes() {
+        let path = temp_path("big");
+        rt.block_on(async move {
+            let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+            let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).await.unwrap();
+            let (r, back) = f.write_all_at(data.clone(), 100).await;
+            r.unwrap();
+            assert_eq!(back.len(), data.len());
+            let (r, got) = f.read_exact_at(Vec::with_capacity(data.len()), 100).await;
+            r.unwrap();
+            assert!(got == data);
+            fs::remove_file(&path).await.unwrap();
+        })
+        .unwrap();
+    }
+}
+
+/// Opens whose futures are dropped at random points never leak an fd: an open
+/// that completes after its waiter left closes the fd it produced.
+#[test]
+fn abandoned_opens_do_not_leak_fds() {
+    let _serial = serial();
+    for (_, rt) in runtimes() {
+        let path = temp_path("open");
+        std::fs::write(&path, b"x").unwrap();
+        let before = spargio::sys::os::open_fd_count().unwrap();
+        let p = path.clone();
+        rt.block_on(async move {
+            for i in 0..10_000u32 {
+                // A zero timeout drops the open before or after the kernel did it.
+                let _ = spargio::time::timeout(Duration::ZERO, File::open(&p)).await;
+                if i % 1000 == 0 {
+                    spargio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            // Let late completions arrive.
+            spargio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .unwrap();
+        let after = spargio::sys::os::open_fd_count().unwrap();
+        assert!(after <= before + 2, "fds before {before}, after {after}");
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+/// A read on an empty pipe is dropped mid-flight; then data arrives. The buffer
+/// the kernel was given is not freed while it could still be written, and the
+/// data is not delivered to anyone else.
+#[test]
+fn dropped_pipe_read_is_cancelled_safely() {
+    let _serial = serial();
+    let rt = RuntimeBuilder::new().shards(1).build().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    rt.block_on(async move {
+        let reader = File::from_owned_fd(reader.into());
+        for _ in 0..100 {
+            let r = spargio::time::timeout(Duration::from_micros(200), reader.read_at_into(vec![0u8; 64], 0)).await;
+            assert!(r.is_err(), "nothing was written yet");
+        }
+        use std::io::Write as _;
+        let mut w = std::fs::File::from(std::os::fd::OwnedFd::from(writer));
+        w.write_all(b"after").unwrap();
+        // Pipes ignore the offset; a fresh read gets the bytes.
+        let (n, buf) = reader.read_at_into(Vec::with_capacity(16), 0).await;
+        assert_eq!(&buf[..n.unwrap()], b"after");
+    })
+    .unwrap();
+}
+
+/// `timeout(ZERO, op)` raced many times: every op has exactly one outcome, and
+/// the file's contents show each completed write exactly once.
+#[test]
+fn zero_timeout_races_have_one_outcome_each() {
+    let _serial = serial();
+    let rt = RuntimeBuilder::new().shards(2).build().unwrap();
+    let path = temp_path("race");
+    let p = path.clone();
+    let (ok, timed_out) = rt
+        .block_on(async move {
+            let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).await.unwrap();
+            let (mut ok, mut timed_out) = (0u32, 0u32);
+            let rounds = if cfg!(debug_assertions) { 20_000u32 } else { 100_000 };
+            for i in 0..rounds {
+                match spargio::time::timeout(Duration::ZERO, f.write_at(i.to_le_bytes().to_vec(), u64::from(i) * 4)).await {
+                    Ok((r, _)) => {
+                        assert_eq!(r.unwrap(), 4);
+                        ok += 1;
+                    }
+                    Err(_) => timed_out += 1,
+                }
+            }
+            assert_eq!(ok + timed_out, rounds);
+            (ok, timed_out)
+        })
+        .unwrap();
+    eprintln!("zero-timeout race: {ok} completed, {timed_out} timed out");
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// Shutting the runtime down with reads and fsyncs in flight completes, and a
+/// forgotten op future is leaked, not freed.
+#[test]
+fn shutdown_with_ops_in_flight() {
+    let _serial = serial();
+    let rt = RuntimeBuilder::new().shards(2).shutdown_timeout(Duration::from_secs(2)).build().unwrap();
+    let (reader, _writer) = std::io::pipe().unwrap();
+    let reader = File::from_owned_fd(reader.into());
+    let path = temp_path("inflight");
+    std::fs::write(&path, vec![1u8; 1 << 20]).unwrap();
+    let handle = rt.handle().clone();
+    for s in 0..2 {
+        let reader = reader.clone();
+        let path = path.clone();
+        handle
+            .spawn_pinned(s, async move {
+                let f = File::open(&path).await.unwrap();
+                let pending = reader.read_at_into(vec![0u8; 32], 0);
+                let _sync = f.sync_all().await;
+                std::mem::forget(Box::pin(reader.read_at_into(vec![0u8; 32], 0)));
+                pending.await
+            })
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    drop(rt); // Must return: reads on an empty pipe are cancelled.
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn fs_outside_a_runtime_is_an_error_not_a_panic() {
+    let _serial = serial();
+    let f = File::from_std(std::fs::File::open("/proc/self/stat").unwrap());
+    let (res, buf) = spargio_block(f.read_at_into(vec![5u8; 3], 0));
+    assert!(res.unwrap_err().to_string().contains("inside a spargio runtime"));
+    assert_eq!(buf, vec![5u8; 3]);
+}
+
+/// Polls a future to completion on this thread (no runtime).
+fn spargio_block<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(f)
+}
