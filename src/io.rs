@@ -138,6 +138,40 @@ impl<O: Op> Future for OpFuture<O> {
     }
 }
 
+/// One step of a multishot op.
+pub(crate) enum MultishotEvent<O> {
+    /// A completion with more to come (`IORING_CQE_F_MORE` set).
+    More(Cqe),
+    /// The final completion, with the op and its resources.
+    Done(Cqe, O),
+}
+
+impl<O: Op> OpFuture<O> {
+    /// Polls a multishot op: its intermediate CQEs in order, then the final one.
+    pub(crate) fn poll_multishot(&mut self, cx: &mut Context<'_>) -> Poll<MultishotEvent<O>> {
+        let mut g = self.shared.lock();
+        if let Some(cqe) = g.more.pop_front() {
+            return Poll::Ready(MultishotEvent::More(cqe));
+        }
+        if let Some((cqe, op)) = g.done.take() {
+            drop(g);
+            self.finished = true;
+            let op = op.into_any().downcast::<O>().expect("an op completes as the type it was submitted as");
+            return Poll::Ready(MultishotEvent::Done(cqe, *op));
+        }
+        match &g.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => g.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// True once the final completion was taken.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished
+    }
+}
+
 impl<O> Drop for OpFuture<O> {
     fn drop(&mut self) {
         if self.finished {

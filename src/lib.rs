@@ -36,6 +36,7 @@ mod error;
 pub mod fs;
 pub mod io;
 mod msg;
+pub mod native;
 mod runtime;
 mod shard;
 mod stats;
@@ -45,6 +46,7 @@ mod wire;
 
 pub use blocking::BlockingHandle;
 pub use error::{JoinError, RuntimeError, SendError};
+pub use native::{UringBoundFd, UringFileSession};
 pub use msg::{Event, NextEvent, RemoteShard, RingMsg, SendTicket, ShardCtx};
 pub use runtime::{Backend, Runtime, RuntimeBuilder, RuntimeHandle, TaskPlacement, run};
 pub use stats::{RuntimeStats, ShardStats};

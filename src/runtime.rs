@@ -661,6 +661,10 @@ impl Shared {
         self.state.store(CLOSED, Ordering::SeqCst);
     }
 
+    pub(crate) fn next_round_robin(&self) -> usize {
+        self.round_robin.fetch_add(1, Ordering::Relaxed) % self.shards.len()
+    }
+
     fn next_id(&self) -> u64 {
         self.next_task_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -670,7 +674,7 @@ impl Shared {
         let check = |s: usize| if s < n { Ok(s) } else { Err(RuntimeError::NoSuchShard(s)) };
         Ok(match placement {
             TaskPlacement::Pinned(s) => (check(s)?, Mobility::Pinned),
-            TaskPlacement::RoundRobin => (self.round_robin.fetch_add(1, Ordering::Relaxed) % n, Mobility::Pinned),
+            TaskPlacement::RoundRobin => (self.next_round_robin(), Mobility::Pinned),
             TaskPlacement::Sticky(key) => ((mix64(key) % n as u64) as usize, Mobility::Pinned),
             TaskPlacement::Stealable => (shard::current_shard_of(self).unwrap_or(0), Mobility::Stealable),
             TaskPlacement::StealablePreferred(s) => (check(s)?, Mobility::Stealable),

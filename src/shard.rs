@@ -59,6 +59,8 @@ pub(crate) struct Local {
     cqe_buf: RefCell<Vec<Cqe>>,
     /// Ops in flight on this shard's ring.
     inflight: RefCell<InFlight<Arc<OpShared>>>,
+    /// Free slots of the ring's registered-file table (empty if it has none).
+    fixed_slots: RefCell<Vec<u32>>,
     /// Ops waiting for SQ room (the kernel refused entries for a moment).
     backlog: RefCell<VecDeque<(Box<dyn Op>, Arc<OpShared>)>>,
 }
@@ -71,6 +73,26 @@ thread_local! {
 pub(crate) fn with_local<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
     let local = CURRENT.with(|c| c.borrow().clone())?;
     Some(f(&local))
+}
+
+/// Runs `f` with the calling shard's ring (registration calls must come from
+/// the ring's own thread); `None` off a shard, on the Queue backend, or while
+/// the ring is borrowed.
+pub(crate) fn with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> Option<R> {
+    with_local(|l| l.ring.try_borrow_mut().ok().and_then(|mut r| r.as_mut().map(f))).flatten()
+}
+
+/// Slots of the shard ring's registered-file table, for file sessions.
+pub(crate) const FIXED_FILE_SLOTS: u32 = 256;
+
+/// Takes a free registered-file slot of the calling shard.
+pub(crate) fn alloc_fixed_slot() -> Option<u32> {
+    with_local(|l| l.fixed_slots.borrow_mut().pop()).flatten()
+}
+
+/// Returns a registered-file slot of the calling shard.
+pub(crate) fn free_fixed_slot(slot: u32) {
+    with_local(|l| l.fixed_slots.borrow_mut().push(slot));
 }
 
 /// The shard index of the calling thread within `shared`'s runtime.
@@ -611,8 +633,15 @@ pub(crate) fn run(shared: Arc<Shared>, shard: usize, sim: Option<SimKernel>, rea
         tick: Cell::new(0),
         cqe_buf: RefCell::new(Vec::with_capacity(64)),
         inflight: RefCell::new(InFlight::default()),
+        fixed_slots: RefCell::new(Vec::new()),
         backlog: RefCell::new(VecDeque::new()),
     });
+    if let Some(ring) = local.ring.borrow_mut().as_mut()
+        && !ring.is_simulated()
+        && ring.register_files_sparse(FIXED_FILE_SLOTS).is_ok()
+    {
+        *local.fixed_slots.borrow_mut() = (0..FIXED_FILE_SLOTS).rev().collect();
+    }
     CURRENT.with(|c| *c.borrow_mut() = Some(local.clone()));
     let _ = ready.send(Ok(()));
     local.event_loop();

@@ -22,6 +22,7 @@ pub(crate) struct ShardCounters {
     pub(crate) wakeups: AtomicU64,
     pub(crate) cq_overflows: AtomicU64,
     pub(crate) ops_leaked: AtomicU64,
+    pub(crate) file_sessions: AtomicU64,
 }
 
 /// One shard's numbers in a [`RuntimeStats`] snapshot.
@@ -59,6 +60,8 @@ pub struct ShardStats {
     pub cq_overflows: u64,
     /// Ops still held by the kernel at shutdown, leaked (never freed) by design.
     pub ops_leaked: u64,
+    /// File sessions started with a registered-file slot on this shard.
+    pub file_sessions: u64,
     /// Tasks in the pinned inbox now.
     pub inbox_depth: usize,
     /// Tasks in the stealable queue now.
@@ -99,6 +102,7 @@ impl RuntimeStats {
                     wakeups: get(&c.wakeups),
                     cq_overflows: get(&c.cq_overflows),
                     ops_leaked: get(&c.ops_leaked),
+                    file_sessions: get(&c.file_sessions),
                     inbox_depth: s.inbox_len.load(Ordering::Relaxed),
                     stealable_depth: s.stealable_len.load(Ordering::Relaxed),
                 }

@@ -278,3 +278,55 @@ fn spargio_block<F: std::future::Future>(f: F) -> F::Output {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(f)
 }
+
+/// A bound fd runs its ops on its shard's ring whoever calls; a file session
+/// registers the file once and reads through the fixed slot.
+#[test]
+fn bound_fd_and_file_session() {
+    let _serial = serial();
+    for (backend, rt) in runtimes() {
+        let path = temp_path("bound");
+        let data: Vec<u8> = (0..65_536u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let handle = rt.handle().clone();
+        let bound = handle.bind_owned_fd_to(std::fs::File::open(&path).unwrap().into(), 1).unwrap();
+        assert_eq!(bound.shard(), 1);
+        // From a plain thread outside the runtime: steered to shard 1.
+        let outside = bound.clone();
+        let got = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(outside.read_at(100, 50))
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        assert_eq!(got, data[100..150]);
+        let expect = data.clone();
+        let registered = rt
+            .block_on(async move {
+                let session = bound.start_file_session().await.unwrap();
+                for i in 0..200u64 {
+                    let pos = (i * 331) % 60_000;
+                    let got = session.read_at(pos, 4096).await.unwrap();
+                    assert_eq!(got, expect[pos as usize..pos as usize + 4096]);
+                }
+                let (e, _) = session.read_at_into(Vec::with_capacity(4), u64::MAX).await;
+                assert_eq!(e.unwrap_err().kind(), ErrorKind::InvalidInput);
+                let registered = session.is_registered();
+                session.shutdown().await;
+                // The slot is free again: a new session gets one too.
+                let again = bound.start_file_session().await.unwrap();
+                assert_eq!(again.is_registered(), registered);
+                registered
+            })
+            .unwrap();
+        match backend {
+            Backend::IoUring => assert!(registered, "io_uring sessions use a registered-file slot"),
+            Backend::Queue => assert!(!registered, "the Queue backend has no ring to register in"),
+        }
+        let stats = rt.handle().stats_snapshot();
+        assert_eq!(stats.shards[1].file_sessions, if registered { 2 } else { 0 });
+        drop(rt);
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -27,6 +27,8 @@ fn sqe(opcode: u8, fd: RawFd, addr: u64, len: u32, off: u64) -> abi::io_uring_sq
 #[derive(Debug)]
 pub struct Read<B> {
     fd: SharedFd,
+    /// A registered-file slot of the submitting ring holding `fd` (`IOSQE_FIXED_FILE`).
+    fixed_slot: Option<u32>,
     buf: B,
     offset: u64,
 }
@@ -34,7 +36,15 @@ pub struct Read<B> {
 impl<B: IoBufMut> Read<B> {
     /// Reads at `offset` into `buf` (from its start, up to `bytes_total()`).
     pub fn new(fd: SharedFd, buf: B, offset: u64) -> Self {
-        Read { fd, buf, offset }
+        Read { fd, fixed_slot: None, buf, offset }
+    }
+
+    /// Reads through registered-file slot `slot` of the ring it is submitted
+    /// to, which must hold `fd` (the kernel then skips the per-op fd lookup).
+    /// `fd` is still kept open by the op and used by the blocking fallback.
+    pub fn with_fixed_slot(mut self, slot: u32) -> Self {
+        self.fixed_slot = Some(slot);
+        self
     }
 
     /// Takes the buffer back after completion, marking `n` bytes initialized.
@@ -59,7 +69,14 @@ unsafe impl<B: IoBufMut> Op for Read<B> {
     fn prepare(&mut self) -> Sqe {
         let len = self.len() as u32;
         let ptr = self.buf.stable_mut_ptr() as u64;
-        Sqe::from_raw(sqe(abi::IORING_OP_READ, self.fd.as_raw_fd(), ptr, len, self.offset))
+        match self.fixed_slot {
+            None => Sqe::from_raw(sqe(abi::IORING_OP_READ, self.fd.as_raw_fd(), ptr, len, self.offset)),
+            Some(slot) => {
+                let mut s = sqe(abi::IORING_OP_READ, slot as RawFd, ptr, len, self.offset);
+                s.flags |= abi::IOSQE_FIXED_FILE;
+                Sqe::from_raw(s)
+            }
+        }
     }
     fn run_blocking(&mut self) -> i32 {
         let len = self.len();
