@@ -32,14 +32,17 @@
 #![warn(missing_docs)]
 
 mod blocking;
+pub mod boundary;
 mod error;
 pub mod fs;
 pub mod io;
 mod msg;
 pub mod native;
+pub mod net;
 mod runtime;
 mod shard;
 mod stats;
+pub mod sync;
 mod task;
 pub mod time;
 mod wire;
@@ -54,3 +57,8 @@ pub use task::JoinHandle;
 
 /// The kernel interface crate, re-exported.
 pub use spargio_sys as sys;
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
