@@ -50,6 +50,59 @@ pub fn open_fd_count() -> io::Result<usize> {
     Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1))
 }
 
+/// The soft and hard `RLIMIT_NOFILE` limits of this process (`getrlimit`).
+///
+/// # Errors
+///
+/// The `getrlimit` errno.
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    // SAFETY: `rlimit` is plain data; all-zero is a valid value.
+    let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `rl` is a valid, exclusively borrowed rlimit for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((rl.rlim_cur, rl.rlim_max))
+}
+
+/// Sets the soft `RLIMIT_NOFILE` limit of this process (the hard limit stays).
+/// Affects every thread; fds already open stay open.
+///
+/// # Errors
+///
+/// `EINVAL` for a soft limit above the hard one; the other `setrlimit` errnos.
+pub fn set_nofile_limit(soft: u64) -> io::Result<()> {
+    let (_, hard) = nofile_limit()?;
+    let rl = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `rl` is a valid rlimit for the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Restores the default disposition of `SIGPIPE` (terminate the process),
+/// which the Rust runtime sets to "ignore" at start-up. Tests use it to show
+/// that no send raises `SIGPIPE`.
+///
+/// # Errors
+///
+/// The `sigaction` errno.
+pub fn set_sigpipe_default() -> io::Result<()> {
+    // SAFETY: `sigaction` is plain data; all-zero is a valid value (empty mask).
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = libc::SIG_DFL;
+    // SAFETY: installs the default disposition (no handler code runs in this
+    // process); `action` is valid and the old action is not requested.
+    if unsafe { libc::sigaction(libc::SIGPIPE, &action, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

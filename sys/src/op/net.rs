@@ -1,1 +1,1310 @@
-//! Network ops (sockets): added with the networking layer.
+//! Socket ops: each owns its fd reference, buffers, socket address and message
+//! header, and can run as an io_uring SQE or as the equivalent system call.
+//!
+//! | op | io_uring opcode | blocking call |
+//! |---|---|---|
+//! | [`Socket`] | `SOCKET` | `socket(2)` (always `SOCK_CLOEXEC`) |
+//! | [`Connect`] | `CONNECT` | `connect(2)` |
+//! | [`Accept`] | `ACCEPT` (single or multishot) | `accept4(2)` (always `SOCK_CLOEXEC`) |
+//! | [`Send`] / [`Recv`] | `SEND` / `RECV` | `send(2)` (always `MSG_NOSIGNAL`) / `recv(2)` |
+//! | [`SendMsg`] / [`RecvMsg`] | `SENDMSG` / `RECVMSG` | `sendmsg(2)` / `recvmsg(2)` |
+//! | [`Shutdown`] | `SHUTDOWN` | `shutdown(2)` |
+//! | [`RecvMulti`] | `RECV` multishot, buffer select | `recv(2)` once, into a group buffer |
+//!
+//! # The blocking forms
+//!
+//! `run_blocking` (the Queue backend) waits for readiness with `poll(2)` and
+//! then calls the socket function with `MSG_DONTWAIT`, so it works on blocking
+//! and non-blocking sockets alike. An op given a [`CancelFlag`] re-checks the
+//! flag every [`CANCEL_POLL`] while it waits and gives up with `ECANCELED` once
+//! it is set: a waiter that goes away does not leave a pool thread blocked, and
+//! a cancelled receive does not swallow data that arrives later.
+//!
+//! # Trusting completions
+//!
+//! Like [`crate::op::fs::OpenAt::take_fd`], the functions that turn a result
+//! into an fd or a provided buffer ([`Accept::take_fd`], [`RecvBufGroup::take`])
+//! trust that the value came from the kernel's completion of that op: the
+//! runtime only hands them completions its op table routed to the op.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::size_of;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::fs::SharedFd;
+use super::{Op, cqe_res};
+use crate::buf::{IoBuf, IoBufMut};
+use crate::bufring::BufRing;
+use crate::cqe::Cqe;
+use crate::ring::Ring;
+use crate::sqe::{self, Sqe};
+
+/// `into_any` for the ops of this module. (`super::op_any!` names `Send`
+/// unqualified, which here would resolve to the [`Send`] op.)
+macro_rules! into_any {
+    () => {
+        fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + std::marker::Send> {
+            self
+        }
+    };
+}
+
+/// The most bytes one send or receive asks for (the SQE's `len` is 32-bit).
+pub const MAX_IO_LEN: usize = super::fs::MAX_RW_LEN;
+
+/// How often a blocking-form op with a [`CancelFlag`] re-checks it while it waits.
+pub const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Set by the waiter of an op that went away; the blocking form of the op
+/// (not the io_uring one, which `ASYNC_CANCEL` stops) then gives up.
+pub type CancelFlag = Arc<AtomicBool>;
+
+// === socket addresses ===
+
+/// A socket address in owned `sockaddr_storage` form: what `connect`,
+/// `sendmsg` read and what `accept`, `recvmsg`, `getsockname` write.
+#[derive(Clone, Copy)]
+pub struct SockAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+/// The forms of a Unix-domain address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnixAddrKind<'a> {
+    /// A filesystem path (bytes without the terminating NUL).
+    Pathname(&'a [u8]),
+    /// A Linux abstract name (bytes after the leading NUL).
+    Abstract(&'a [u8]),
+    /// No name (an unbound socket or one end of a socket pair).
+    Unnamed,
+}
+
+impl std::fmt::Debug for SockAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.to_inet(), self.unix()) {
+            (Some(a), _) => write!(f, "SockAddr({a})"),
+            (None, Some(u)) => write!(f, "SockAddr(unix {u:?})"),
+            _ => write!(f, "SockAddr(family {}, len {})", self.family(), self.len),
+        }
+    }
+}
+
+const STORAGE_LEN: libc::socklen_t = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+
+/// Offset of `sun_path` in `sockaddr_un` (after the 2-byte family).
+const SUN_PATH_OFFSET: usize = size_of::<libc::sa_family_t>();
+
+/// Length of `sun_path`.
+const SUN_PATH_LEN: usize = 108;
+
+const _: () = assert!(size_of::<libc::sockaddr_un>() == SUN_PATH_OFFSET + SUN_PATH_LEN);
+const _: () = assert!(size_of::<libc::sockaddr_in6>() <= size_of::<libc::sockaddr_storage>());
+const _: () = assert!(size_of::<libc::sockaddr_un>() <= size_of::<libc::sockaddr_storage>());
+
+impl SockAddr {
+    /// An all-zero address with room for any family: an out-parameter.
+    pub fn empty() -> SockAddr {
+        // SAFETY: `sockaddr_storage` is plain integer data; all-zero is valid.
+        let storage = unsafe { std::mem::zeroed::<libc::sockaddr_storage>() };
+        SockAddr {
+            storage,
+            len: STORAGE_LEN,
+        }
+    }
+
+    /// The `sockaddr_in` / `sockaddr_in6` form of an IP socket address.
+    pub fn from_inet(addr: SocketAddr) -> SockAddr {
+        let mut out = SockAddr::empty();
+        match addr {
+            SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                out.write(&sin);
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                };
+                out.write(&sin6);
+            }
+        }
+        out
+    }
+
+    /// A Unix-domain pathname address (`path` without a NUL).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when `path` is empty, contains a NUL byte or does not fit
+    /// in `sun_path` (107 bytes and the terminating NUL).
+    pub fn unix_path(path: &[u8]) -> io::Result<SockAddr> {
+        if path.is_empty() || path.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "unix socket path is empty or contains NUL",
+            ));
+        }
+        if path.len() >= SUN_PATH_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "unix socket path longer than 107 bytes",
+            ));
+        }
+        Ok(SockAddr::unix_raw(
+            &[path, &[0]],
+            SUN_PATH_OFFSET + path.len() + 1,
+        ))
+    }
+
+    /// A Linux abstract Unix-domain address (`name` without the leading NUL).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when `name` does not fit in `sun_path` (107 bytes).
+    pub fn unix_abstract(name: &[u8]) -> io::Result<SockAddr> {
+        if name.len() >= SUN_PATH_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "abstract unix name longer than 107 bytes",
+            ));
+        }
+        Ok(SockAddr::unix_raw(
+            &[&[0], name],
+            SUN_PATH_OFFSET + 1 + name.len(),
+        ))
+    }
+
+    fn unix_raw(parts: &[&[u8]], len: usize) -> SockAddr {
+        let mut un = libc::sockaddr_un {
+            sun_family: libc::AF_UNIX as libc::sa_family_t,
+            sun_path: [0; SUN_PATH_LEN],
+        };
+        let mut at = 0;
+        for part in parts {
+            for &b in *part {
+                un.sun_path[at] = b as libc::c_char;
+                at += 1;
+            }
+        }
+        let mut out = SockAddr::empty();
+        out.write(&un);
+        out.len = len as libc::socklen_t;
+        out
+    }
+
+    /// Stores `value` at the start of the storage and sets the length to its size.
+    fn write<T: Copy>(&mut self, value: &T) {
+        const { assert!(size_of::<T>() <= size_of::<libc::sockaddr_storage>()) };
+        // SAFETY: `T` (a sockaddr_* type) fits in the storage (asserted above),
+        // and `sockaddr_storage` is aligned for every sockaddr type.
+        unsafe { std::ptr::write((&raw mut self.storage).cast::<T>(), *value) };
+        self.len = size_of::<T>() as libc::socklen_t;
+    }
+
+    /// Reads the storage as `T` when the address is long enough to hold one.
+    fn read<T: Copy>(&self) -> Option<T> {
+        const { assert!(size_of::<T>() <= size_of::<libc::sockaddr_storage>()) };
+        if (self.len as usize) < size_of::<T>() {
+            return None;
+        }
+        // SAFETY: `T` fits in the storage and is plain data valid for any bytes;
+        // the storage is aligned for every sockaddr type.
+        Some(unsafe { std::ptr::read((&raw const self.storage).cast::<T>()) })
+    }
+
+    /// The address family (`AF_INET`, `AF_INET6`, `AF_UNIX`, …; 0 when unset).
+    pub fn family(&self) -> i32 {
+        i32::from(self.storage.ss_family)
+    }
+
+    /// The address length in bytes.
+    pub fn len(&self) -> libc::socklen_t {
+        self.len
+    }
+
+    /// True when the length is 0 (nothing was written).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The IP socket address, for `AF_INET` / `AF_INET6`.
+    pub fn to_inet(&self) -> Option<SocketAddr> {
+        match self.family() {
+            libc::AF_INET => {
+                let sin: libc::sockaddr_in = self.read()?;
+                let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+                Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+            }
+            libc::AF_INET6 => {
+                let sin6: libc::sockaddr_in6 = self.read()?;
+                let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                let port = u16::from_be(sin6.sin6_port);
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    ip,
+                    port,
+                    sin6.sin6_flowinfo,
+                    sin6.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+
+    /// The Unix-domain form, for `AF_UNIX`.
+    pub fn unix(&self) -> Option<UnixAddrKind<'_>> {
+        if self.family() != libc::AF_UNIX {
+            return None;
+        }
+        let path_len = (self.len as usize)
+            .saturating_sub(SUN_PATH_OFFSET)
+            .min(SUN_PATH_LEN);
+        let bytes = self.storage_bytes();
+        let path = &bytes[SUN_PATH_OFFSET..SUN_PATH_OFFSET + path_len];
+        Some(match path.first() {
+            None => UnixAddrKind::Unnamed,
+            Some(0) => UnixAddrKind::Abstract(&path[1..]),
+            Some(_) => {
+                let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+                UnixAddrKind::Pathname(&path[..end])
+            }
+        })
+    }
+
+    fn storage_bytes(&self) -> &[u8] {
+        // SAFETY: `sockaddr_storage` is plain data with no padding-sensitive
+        // invariants; every byte was initialized (zeroed at construction).
+        unsafe {
+            std::slice::from_raw_parts(
+                (&raw const self.storage).cast::<u8>(),
+                size_of::<libc::sockaddr_storage>(),
+            )
+        }
+    }
+
+    fn as_ptr(&self) -> *const libc::sockaddr {
+        (&raw const self.storage).cast()
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut libc::sockaddr {
+        (&raw mut self.storage).cast()
+    }
+}
+
+// === socket helpers (plain system calls that never block) ===
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `getsockname(2)`: the address a socket is bound to.
+///
+/// # Errors
+///
+/// The `getsockname` errno (`ENOTSOCK`, …).
+pub fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SockAddr> {
+    let mut addr = SockAddr::empty();
+    // SAFETY: `addr` is writable storage of the length passed in `addr.len`.
+    check(unsafe { libc::getsockname(fd.as_raw_fd(), addr.as_mut_ptr(), &mut addr.len) })?;
+    Ok(addr)
+}
+
+/// `getpeername(2)`: the address of a connected socket's peer.
+///
+/// # Errors
+///
+/// `ENOTCONN` for an unconnected socket; the other `getpeername` errnos.
+pub fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<SockAddr> {
+    let mut addr = SockAddr::empty();
+    // SAFETY: `addr` is writable storage of the length passed in `addr.len`.
+    check(unsafe { libc::getpeername(fd.as_raw_fd(), addr.as_mut_ptr(), &mut addr.len) })?;
+    Ok(addr)
+}
+
+/// `setsockopt(2)` with an `int` value (`TCP_NODELAY`, `SO_REUSEADDR`, …).
+///
+/// # Errors
+///
+/// The `setsockopt` errno.
+pub fn set_int_option(fd: BorrowedFd<'_>, level: i32, name: i32, value: i32) -> io::Result<()> {
+    let len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the option value is a live `c_int` of the length passed.
+    check(unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (&raw const value).cast(), len) }).map(drop)
+}
+
+/// `getsockopt(2)` of an `int` option.
+///
+/// # Errors
+///
+/// The `getsockopt` errno.
+pub fn int_option(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` is a writable `c_int` and `len` holds its size.
+    check(unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, (&raw mut value).cast(), &mut len) })?;
+    Ok(value)
+}
+
+/// `shutdown(2)` as a direct call (it never blocks), for destructors.
+///
+/// # Errors
+///
+/// `ENOTCONN` for an unconnected socket; the other `shutdown` errnos.
+pub fn shutdown_now(fd: BorrowedFd<'_>, how: i32) -> io::Result<()> {
+    // SAFETY: a plain system call on a borrowed, open fd.
+    check(unsafe { libc::shutdown(fd.as_raw_fd(), how) }).map(drop)
+}
+
+/// `socketpair(2)` with `SOCK_CLOEXEC`: two connected sockets.
+///
+/// # Errors
+///
+/// The `socketpair` errno (`EMFILE`, …).
+pub fn socket_pair(domain: i32, ty: i32) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as RawFd; 2];
+    // SAFETY: `fds` is a writable array of two ints.
+    check(unsafe { libc::socketpair(domain, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
+    // SAFETY: the kernel returned two new fds that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+// === the blocking forms ===
+
+fn cancelled(flag: Option<&CancelFlag>) -> bool {
+    // Relaxed: the flag only says "stop waiting"; it publishes no other data.
+    flag.is_some_and(|f| f.load(Ordering::Relaxed))
+}
+
+/// Waits until `fd` is ready for `events` (or has an error or hang-up, which
+/// the following call reports), or the op was cancelled (`Err(ECANCELED)`).
+fn wait_ready(fd: RawFd, events: libc::c_short, cancel: Option<&CancelFlag>) -> Result<(), i32> {
+    let timeout = if cancel.is_some() {
+        CANCEL_POLL.as_millis() as libc::c_int
+    } else {
+        -1
+    };
+    loop {
+        if cancelled(cancel) {
+            return Err(libc::ECANCELED);
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid, exclusively borrowed pollfd.
+        let ret = unsafe { libc::poll(&mut pfd, 1, timeout) };
+        if ret > 0 {
+            return Ok(());
+        }
+        if ret < 0 {
+            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+            if errno != libc::EINTR {
+                return Err(errno);
+            }
+        }
+    }
+}
+
+/// Runs a `MSG_DONTWAIT` socket call once `fd` is ready, retrying on `EAGAIN`
+/// (another reader took the data first) and `EINTR`.
+fn retry_when_ready(
+    fd: RawFd,
+    events: libc::c_short,
+    cancel: Option<&CancelFlag>,
+    mut call: impl FnMut() -> libc::c_long,
+) -> i32 {
+    loop {
+        if let Err(errno) = wait_ready(fd, events, cancel) {
+            return -errno;
+        }
+        let res = cqe_res(call());
+        if res != -libc::EAGAIN && res != -libc::EINTR {
+            return res;
+        }
+    }
+}
+
+// === SOCKET ===
+
+/// `socket(domain, type | SOCK_CLOEXEC, protocol)`: its result is a new fd.
+#[derive(Debug)]
+pub struct Socket {
+    domain: i32,
+    ty: i32,
+    protocol: i32,
+}
+
+impl Socket {
+    /// A socket of `domain` (`AF_INET`, …) and `ty` (`SOCK_STREAM`, …);
+    /// `SOCK_CLOEXEC` is always added.
+    pub fn new(domain: i32, ty: i32, protocol: i32) -> Self {
+        Socket {
+            domain,
+            ty: ty | libc::SOCK_CLOEXEC,
+            protocol,
+        }
+    }
+
+    /// Takes ownership of the fd a successful op returned.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `res` is negative (not an fd).
+    pub fn take_fd(self, res: i32) -> OwnedFd {
+        adopt_fd(res)
+    }
+}
+
+fn adopt_fd(res: i32) -> OwnedFd {
+    assert!(res >= 0, "take_fd on a failed op ({res})");
+    // SAFETY: `res` is the new fd the kernel returned for this op (see the
+    // module's "Trusting completions"); nobody else owns it.
+    unsafe { OwnedFd::from_raw_fd(res) }
+}
+
+// SAFETY: references no memory.
+unsafe impl Op for Socket {
+    fn prepare(&mut self) -> Sqe {
+        sqe::Socket::new(self.domain, self.ty, self.protocol).build()
+    }
+    fn run_blocking(&mut self) -> i32 {
+        // SAFETY: a plain system call with integer arguments.
+        cqe_res(unsafe { libc::socket(self.domain, self.ty, self.protocol) } as libc::c_long)
+    }
+    fn creates_fd(&self) -> bool {
+        true
+    }
+    into_any!();
+}
+
+// === CONNECT ===
+
+/// `connect(fd, addr)` with an owned address.
+#[derive(Debug)]
+pub struct Connect {
+    fd: SharedFd,
+    addr: Box<SockAddr>,
+}
+
+impl Connect {
+    /// Connects `fd` to `addr`.
+    pub fn new(fd: SharedFd, addr: SockAddr) -> Self {
+        Connect {
+            fd,
+            addr: Box::new(addr),
+        }
+    }
+}
+
+// SAFETY: the SQE points at the boxed address, owned by the op.
+unsafe impl Op for Connect {
+    fn prepare(&mut self) -> Sqe {
+        sqe::Connect::new(self.fd.as_raw_fd(), self.addr.as_ptr(), self.addr.len).build()
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: the address is valid for `len` bytes.
+        let res = cqe_res(unsafe { libc::connect(fd, self.addr.as_ptr(), self.addr.len) } as libc::c_long);
+        if res != -libc::EINTR {
+            return res;
+        }
+        // An interrupted connect goes on in the background: wait for its outcome.
+        if let Err(e) = wait_ready(fd, libc::POLLOUT, None) {
+            return -e;
+        }
+        match int_option(self.fd.as_fd(), libc::SOL_SOCKET, libc::SO_ERROR) {
+            Ok(e) => -e,
+            Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+    into_any!();
+}
+
+// === ACCEPT ===
+
+/// `accept4(fd, addr, len, SOCK_CLOEXEC)`, once or multishot: each result is a
+/// new fd.
+#[derive(Debug)]
+pub struct Accept {
+    fd: SharedFd,
+    /// The peer address out-parameter (single-shot only: a multishot op would
+    /// overwrite it for every connection while we read it).
+    addr: Option<Box<SockAddr>>,
+    multishot: bool,
+    cancel: Option<CancelFlag>,
+}
+
+impl Accept {
+    /// One accept on listening socket `fd`, recording the peer address.
+    pub fn new(fd: SharedFd) -> Self {
+        Accept {
+            fd,
+            addr: Some(Box::new(SockAddr::empty())),
+            multishot: false,
+            cancel: None,
+        }
+    }
+
+    /// A multishot accept (`IORING_ACCEPT_MULTISHOT`, Linux 5.19): one CQE per
+    /// connection until cancelled or failed. No peer address is recorded. Its
+    /// blocking form accepts once (the caller re-arms).
+    pub fn multishot(fd: SharedFd) -> Self {
+        Accept {
+            fd,
+            addr: None,
+            multishot: true,
+            cancel: None,
+        }
+    }
+
+    /// Lets the blocking form give up when `flag` is set.
+    pub fn cancel_flag(mut self, flag: CancelFlag) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// Takes ownership of an accepted fd: the result of this op's final
+    /// completion, or of one of its multishot completions.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `res` is negative (not an fd).
+    pub fn take_fd(res: i32) -> OwnedFd {
+        adopt_fd(res)
+    }
+
+    /// The peer address recorded by a successful single-shot accept.
+    pub fn peer_addr(&self) -> Option<SockAddr> {
+        self.addr.as_deref().copied()
+    }
+}
+
+// SAFETY: the SQE points at the boxed address and its length, owned by the op,
+// or at nothing (multishot).
+unsafe impl Op for Accept {
+    fn prepare(&mut self) -> Sqe {
+        let (addr, len) = match self.addr.as_deref_mut() {
+            Some(a) => {
+                a.len = STORAGE_LEN;
+                (a.as_mut_ptr(), &raw mut a.len)
+            }
+            None => (std::ptr::null_mut(), std::ptr::null_mut()),
+        };
+        sqe::Accept::new(self.fd.as_raw_fd(), addr, len)
+            .flags(libc::SOCK_CLOEXEC)
+            .multishot(self.multishot)
+            .build()
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let fd = self.fd.as_raw_fd();
+        let (addr, len) = match self.addr.as_deref_mut() {
+            Some(a) => {
+                a.len = STORAGE_LEN;
+                (a.as_mut_ptr(), &raw mut a.len)
+            }
+            None => (std::ptr::null_mut(), std::ptr::null_mut()),
+        };
+        retry_when_ready(fd, libc::POLLIN, self.cancel.as_ref(), || {
+            // SAFETY: `addr`/`len` are null or point into the boxed address.
+            (unsafe { libc::accept4(fd, addr, len, libc::SOCK_CLOEXEC) }) as libc::c_long
+        })
+    }
+    fn creates_fd(&self) -> bool {
+        true
+    }
+    into_any!();
+}
+
+// === SEND / RECV ===
+
+/// `send(fd, buf, MSG_NOSIGNAL | flags)` of an owned buffer's initialized bytes.
+#[derive(Debug)]
+pub struct Send<B> {
+    fd: SharedFd,
+    buf: B,
+    flags: i32,
+    cancel: Option<CancelFlag>,
+}
+
+impl<B: IoBuf> Send<B> {
+    /// Sends `buf`'s initialized bytes; `MSG_NOSIGNAL` is always added, so a
+    /// reset peer gives `EPIPE`, never `SIGPIPE`.
+    pub fn new(fd: SharedFd, buf: B, flags: i32) -> Self {
+        Send {
+            fd,
+            buf,
+            flags: flags | libc::MSG_NOSIGNAL,
+            cancel: None,
+        }
+    }
+
+    /// Lets the blocking form give up when `flag` is set.
+    pub fn cancel_flag(mut self, flag: CancelFlag) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// Takes the buffer back.
+    pub fn into_buf(self) -> B {
+        self.buf
+    }
+
+    fn len(&self) -> usize {
+        self.buf.bytes_init().min(MAX_IO_LEN)
+    }
+}
+
+// SAFETY: the SQE points at `buf`'s stable, initialized bytes (`IoBuf` contract).
+unsafe impl<B: IoBuf> Op for Send<B> {
+    fn prepare(&mut self) -> Sqe {
+        sqe::Send::new(self.fd.as_raw_fd(), self.buf.stable_ptr(), self.len() as u32)
+            .msg_flags(self.flags)
+            .build()
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let (fd, ptr, len, flags) = (self.fd.as_raw_fd(), self.buf.stable_ptr(), self.len(), self.flags);
+        retry_when_ready(fd, libc::POLLOUT, self.cancel.as_ref(), || {
+            // SAFETY: `ptr` is readable for `len` initialized bytes.
+            (unsafe { libc::send(fd, ptr.cast(), len, flags | libc::MSG_DONTWAIT) }) as libc::c_long
+        })
+    }
+    into_any!();
+}
+
+/// `recv(fd, buf, flags)` into an owned buffer, from its start up to its capacity.
+#[derive(Debug)]
+pub struct Recv<B> {
+    fd: SharedFd,
+    buf: B,
+    flags: i32,
+    cancel: Option<CancelFlag>,
+}
+
+impl<B: IoBufMut> Recv<B> {
+    /// Receives into `buf` (from its start, up to `bytes_total()`).
+    pub fn new(fd: SharedFd, buf: B, flags: i32) -> Self {
+        Recv {
+            fd,
+            buf,
+            flags,
+            cancel: None,
+        }
+    }
+
+    /// Lets the blocking form give up when `flag` is set.
+    pub fn cancel_flag(mut self, flag: CancelFlag) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// Takes the buffer back after completion, marking `n` bytes initialized.
+    ///
+    /// `n` must be the op's non-negative result (or 0).
+    pub fn into_buf(mut self, n: usize) -> B {
+        let n = n.min(self.len());
+        // SAFETY: the kernel (or `recv`) reported writing `n` bytes at the start
+        // of the buffer, and `n` is clamped to the length it was given.
+        unsafe { self.buf.set_init(n) };
+        self.buf
+    }
+
+    fn len(&self) -> usize {
+        self.buf.bytes_total().min(MAX_IO_LEN)
+    }
+}
+
+// SAFETY: the SQE points at `buf`'s stable memory (`IoBufMut` contract) for at
+// most `bytes_total()` bytes; `buf` is owned by the op.
+unsafe impl<B: IoBufMut> Op for Recv<B> {
+    fn prepare(&mut self) -> Sqe {
+        let len = self.len() as u32;
+        sqe::Recv::new(self.fd.as_raw_fd(), self.buf.stable_mut_ptr(), len)
+            .msg_flags(self.flags)
+            .build()
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let (fd, len, flags) = (self.fd.as_raw_fd(), self.len(), self.flags);
+        let ptr = self.buf.stable_mut_ptr();
+        retry_when_ready(fd, libc::POLLIN, self.cancel.as_ref(), || {
+            // SAFETY: `ptr` is writable for `len` bytes (`IoBufMut` contract).
+            (unsafe { libc::recv(fd, ptr.cast(), len, flags | libc::MSG_DONTWAIT) }) as libc::c_long
+        })
+    }
+    into_any!();
+}
+
+// === SENDMSG / RECVMSG ===
+
+/// A message header with one iovec and an address, in one heap block the op
+/// owns, so the pointers between them stay valid when the op moves.
+struct MsgParts {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    addr: SockAddr,
+}
+
+// SAFETY: the raw pointers in `hdr` and `iov` point into this block and into
+// the op's owned buffer; the block moves between threads only together with
+// the op that owns both, and nothing reads them except the kernel and the op.
+unsafe impl std::marker::Send for MsgParts {}
+
+impl MsgParts {
+    fn new(addr: Option<SockAddr>) -> Box<MsgParts> {
+        // SAFETY: `msghdr` and `iovec` are plain data; all-zero (null pointers,
+        // zero lengths) is a valid value of each.
+        let (hdr, iov) = unsafe {
+            (
+                std::mem::zeroed::<libc::msghdr>(),
+                std::mem::zeroed::<libc::iovec>(),
+            )
+        };
+        let has_addr = addr.is_some();
+        let mut parts = Box::new(MsgParts {
+            hdr,
+            iov,
+            addr: addr.unwrap_or_else(SockAddr::empty),
+        });
+        if !has_addr {
+            parts.addr.len = 0;
+        }
+        parts
+    }
+
+    /// Points the header at the iovec (covering `ptr..ptr + len`) and at the
+    /// address (if it has a length). Returns the header.
+    fn link(&mut self, ptr: *mut u8, len: usize, addr_capacity: libc::socklen_t) -> *mut libc::msghdr {
+        self.iov = libc::iovec {
+            iov_base: ptr.cast(),
+            iov_len: len,
+        };
+        self.hdr.msg_iov = &raw mut self.iov;
+        self.hdr.msg_iovlen = 1;
+        if addr_capacity > 0 {
+            self.hdr.msg_name = self.addr.as_mut_ptr().cast();
+            self.hdr.msg_namelen = addr_capacity;
+        } else {
+            self.hdr.msg_name = std::ptr::null_mut();
+            self.hdr.msg_namelen = 0;
+        }
+        self.hdr.msg_flags = 0;
+        &raw mut self.hdr
+    }
+}
+
+/// `sendmsg(fd, {buf, addr}, MSG_NOSIGNAL | flags)`: a datagram to an address
+/// (UDP `send_to`), or to the connected peer.
+pub struct SendMsg<B> {
+    fd: SharedFd,
+    buf: B,
+    parts: Box<MsgParts>,
+    flags: i32,
+    cancel: Option<CancelFlag>,
+}
+
+impl<B> std::fmt::Debug for SendMsg<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendMsg")
+            .field("addr", &self.parts.addr)
+            .field("flags", &self.flags)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: IoBuf> SendMsg<B> {
+    /// Sends `buf`'s initialized bytes to `addr` (or the connected peer when
+    /// `None`); `MSG_NOSIGNAL` is always added.
+    pub fn new(fd: SharedFd, buf: B, addr: Option<SockAddr>, flags: i32) -> Self {
+        SendMsg {
+            fd,
+            buf,
+            parts: MsgParts::new(addr),
+            flags: flags | libc::MSG_NOSIGNAL,
+            cancel: None,
+        }
+    }
+
+    /// Lets the blocking form give up when `flag` is set.
+    pub fn cancel_flag(mut self, flag: CancelFlag) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// Takes the buffer back.
+    pub fn into_buf(self) -> B {
+        self.buf
+    }
+
+    fn link(&mut self) -> *mut libc::msghdr {
+        let len = self.buf.bytes_init().min(MAX_IO_LEN);
+        let addr_len = self.parts.addr.len;
+        // The kernel only reads through these pointers for a send.
+        self.parts.link(self.buf.stable_ptr().cast_mut(), len, addr_len)
+    }
+}
+
+// SAFETY: the SQE points at the boxed header, which points at the boxed iovec
+// and address and at `buf`'s stable, initialized bytes; all owned by the op.
+unsafe impl<B: IoBuf> Op for SendMsg<B> {
+    fn prepare(&mut self) -> Sqe {
+        let hdr = self.link();
+        sqe::SendMsg::new(self.fd.as_raw_fd(), hdr)
+            .msg_flags(self.flags)
+            .build()
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let hdr = self.link();
+        let (fd, flags) = (self.fd.as_raw_fd(), self.flags);
+        retry_when_ready(fd, libc::POLLOUT, self.cancel.as_ref(), || {
+            // SAFETY: `hdr` and everything it points at are owned by the op.
+            (unsafe { libc::sendmsg(fd, hdr, flags | libc::MSG_DONTWAIT) }) as libc::c_long
+        })
+    }
+    into_any!();
+}
+
+/// `recvmsg(fd, {buf, addr}, flags)`: a datagram and its sender (UDP `recv_from`).
+pub struct RecvMsg<B> {
+    fd: SharedFd,
+    buf: B,
+    parts: Box<MsgParts>,
+    flags: i32,
+    cancel: Option<CancelFlag>,
+}
+
+impl<B> std::fmt::Debug for RecvMsg<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvMsg")
+            .field("flags", &self.flags)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a completed [`RecvMsg`] gives back.
+#[derive(Debug)]
+pub struct RecvMsgOut<B> {
+    /// The buffer, with the received bytes marked initialized.
+    pub buf: B,
+    /// The sender's address (empty for a connected stream socket).
+    pub addr: SockAddr,
+    /// The `msg_flags` the kernel reported (`MSG_TRUNC` for a datagram that
+    /// did not fit).
+    pub msg_flags: i32,
+}
+
+impl<B: IoBufMut> RecvMsg<B> {
+    /// Receives into `buf` (from its start, up to `bytes_total()`), recording
+    /// the sender's address.
+    pub fn new(fd: SharedFd, buf: B, flags: i32) -> Self {
+        RecvMsg {
+            fd,
+            buf,
+            parts: MsgParts::new(None),
+            flags,
+            cancel: None,
+        }
+    }
+
+    /// Lets the blocking form give up when `flag` is set.
+    pub fn cancel_flag(mut self, flag: CancelFlag) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// Takes the buffer (with `n` bytes marked initialized), the sender's
+    /// address and the message flags back after completion.
+    ///
+    /// `n` must be the op's non-negative result (or 0).
+    pub fn into_parts(mut self, n: usize) -> RecvMsgOut<B> {
+        let n = n.min(self.len());
+        // SAFETY: the kernel (or `recvmsg`) reported writing `n` bytes at the
+        // start of the buffer, and `n` is clamped to the length it was given.
+        unsafe { self.buf.set_init(n) };
+        let mut addr = self.parts.addr;
+        addr.len = self.parts.hdr.msg_namelen.min(STORAGE_LEN);
+        RecvMsgOut {
+            buf: self.buf,
+            addr,
+            msg_flags: self.parts.hdr.msg_flags,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.buf.bytes_total().min(MAX_IO_LEN)
+    }
+
+    fn link(&mut self) -> *mut libc::msghdr {
+        let len = self.len();
+        let ptr = self.buf.stable_mut_ptr();
+        self.parts.link(ptr, len, STORAGE_LEN)
+    }
+}
+
+// SAFETY: the SQE points at the boxed header, which points at the boxed iovec
+// and address and at `buf`'s stable, writable memory; all owned by the op.
+unsafe impl<B: IoBufMut> Op for RecvMsg<B> {
+    fn prepare(&mut self) -> Sqe {
+        let hdr = self.link();
+        sqe::RecvMsg::new(self.fd.as_raw_fd(), hdr)
+            .msg_flags(self.flags)
+            .build()
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let hdr = self.link();
+        let (fd, flags) = (self.fd.as_raw_fd(), self.flags);
+        retry_when_ready(fd, libc::POLLIN, self.cancel.as_ref(), || {
+            // SAFETY: `hdr` and everything it points at are owned by the op.
+            (unsafe { libc::recvmsg(fd, hdr, flags | libc::MSG_DONTWAIT) }) as libc::c_long
+        })
+    }
+    into_any!();
+}
+
+// === SHUTDOWN ===
+
+/// `shutdown(fd, how)`.
+#[derive(Debug)]
+pub struct Shutdown {
+    fd: SharedFd,
+    how: i32,
+}
+
+impl Shutdown {
+    /// Shuts down reading (`SHUT_RD`), writing (`SHUT_WR`) or both (`SHUT_RDWR`).
+    pub fn new(fd: SharedFd, how: i32) -> Self {
+        Shutdown { fd, how }
+    }
+}
+
+// SAFETY: references no memory.
+unsafe impl Op for Shutdown {
+    fn prepare(&mut self) -> Sqe {
+        sqe::Shutdown::new(self.fd.as_raw_fd(), self.how).build()
+    }
+    fn run_blocking(&mut self) -> i32 {
+        // SAFETY: a plain system call on an fd the op keeps open.
+        cqe_res(unsafe { libc::shutdown(self.fd.as_raw_fd(), self.how) } as libc::c_long)
+    }
+    into_any!();
+}
+
+// === RECV multishot with provided buffers ===
+
+/// A provided-buffer group for the receive ops of one stream: a [`BufRing`]
+/// registered with one ring, shared by the stream and the ops that select
+/// from it.
+///
+/// # Freeing
+///
+/// Every [`RecvMulti`] op holds an `Arc` of its group, and an op is freed only
+/// after its final CQE (the [`Op`] contract; shutdown leaks, never frees, what
+/// the kernel still holds). So when the last `Arc` goes away no op can select
+/// from the group any more, and dropping it unregisters the group and frees
+/// every buffer, including any whose completion nobody read.
+pub struct RecvBufGroup {
+    ring: Mutex<Option<BufRing>>,
+}
+
+impl std::fmt::Debug for RecvBufGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBufGroup")
+            .field("ring", &*self.lock())
+            .finish()
+    }
+}
+
+impl RecvBufGroup {
+    /// Registers `entries` buffers of `buf_len` bytes with `ring` as group `bgid`.
+    ///
+    /// Call it on the ring's own thread (a `SINGLE_ISSUER` ring refuses
+    /// registrations from others) and submit the group's ops on that ring only.
+    ///
+    /// # Errors
+    ///
+    /// As [`BufRing::new`] (`EEXIST` when `bgid` is taken on this ring).
+    pub fn new(ring: &Ring, bgid: u16, entries: u16, buf_len: u32) -> io::Result<Arc<RecvBufGroup>> {
+        let bufs = BufRing::new(ring, bgid, entries, buf_len)?;
+        Ok(Arc::new(RecvBufGroup {
+            ring: Mutex::new(Some(bufs)),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<BufRing>> {
+        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The group id.
+    pub fn bgid(&self) -> u16 {
+        self.lock().as_ref().map_or(0, BufRing::bgid)
+    }
+
+    /// Length of each buffer.
+    pub fn buf_len(&self) -> u32 {
+        self.lock().as_ref().map_or(0, BufRing::buf_len)
+    }
+
+    /// Appends the data a completion of a [`RecvMulti`] op on this group
+    /// carries to `out` and gives its buffer back to the kernel. Returns the
+    /// byte count (`0` for a completion without a buffer: end of stream).
+    ///
+    /// # Errors
+    ///
+    /// The completion's error (`ENOBUFS` when the group ran dry, which ends
+    /// the multishot op; re-arm after consuming); `InvalidData` for a buffer
+    /// id the group does not hold as given to the kernel.
+    pub fn take(&self, cqe: &Cqe, out: &mut Vec<u8>) -> io::Result<usize> {
+        let n = cqe.result()? as usize;
+        let Some(bid) = cqe.buffer_id() else { return Ok(0) };
+        let mut guard = self.lock();
+        let ring = guard
+            .as_mut()
+            .ok_or_else(|| io::Error::other("buffer group released"))?;
+        // SAFETY: `cqe` is a completion of a `RecvMulti` op selecting from this
+        // group (module docs, "Trusting completions"), each such completion is
+        // taken once, and the `claim` bookkeeping refuses an id twice.
+        if !unsafe { ring.claim(bid) } {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "provided buffer id not held by the kernel",
+            ));
+        }
+        match ring.buffer(bid, n) {
+            Some(data) => out.extend_from_slice(data),
+            None => {
+                let _ = ring.recycle(bid);
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "receive longer than its buffer",
+                ));
+            }
+        }
+        ring.recycle(bid)?;
+        Ok(n)
+    }
+
+    /// Gives the buffer of a completion nobody will read back to the kernel.
+    fn discard(&self, cqe: &Cqe) {
+        let mut sink = Vec::new();
+        let _ = self.take(cqe, &mut sink);
+    }
+}
+
+impl Drop for RecvBufGroup {
+    fn drop(&mut self) {
+        let ring = self.ring.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(ring) = ring {
+            // SAFETY: the last `Arc` is gone, so no `RecvMulti` op (each holds
+            // one until it is freed after its final CQE) can select from the
+            // group any more (see "Freeing").
+            unsafe { ring.release() };
+        }
+    }
+}
+
+/// `recv` multishot with buffer select (`IORING_RECV_MULTISHOT`,
+/// `IOSQE_BUFFER_SELECT`; Linux 6.0): one CQE per chunk received, each naming
+/// a buffer of the group, until the peer closes (`res == 0`), an error, or
+/// the group runs dry (`ENOBUFS`). Read each CQE with [`RecvBufGroup::take`].
+///
+/// The blocking form receives once into a group-sized buffer of its own,
+/// which [`RecvMulti::take_final`] hands over with the final completion.
+#[derive(Debug)]
+pub struct RecvMulti {
+    fd: SharedFd,
+    group: Arc<RecvBufGroup>,
+    bgid: u16,
+    fallback: Vec<u8>,
+    cancel: Option<CancelFlag>,
+}
+
+impl RecvMulti {
+    /// A multishot receive on `fd` into `group`'s buffers. Submit it on the
+    /// ring the group is registered with.
+    pub fn new(fd: SharedFd, group: Arc<RecvBufGroup>) -> Self {
+        let bgid = group.bgid();
+        RecvMulti {
+            fd,
+            group,
+            bgid,
+            fallback: Vec::new(),
+            cancel: None,
+        }
+    }
+
+    /// Lets the blocking form give up when `flag` is set.
+    pub fn cancel_flag(mut self, flag: CancelFlag) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// The group this op selects from.
+    pub fn group(&self) -> &Arc<RecvBufGroup> {
+        &self.group
+    }
+
+    /// Appends the data of this op's final completion to `out`: from a group
+    /// buffer (io_uring) or from the blocking form's own buffer. Returns the
+    /// byte count.
+    ///
+    /// # Errors
+    ///
+    /// As [`RecvBufGroup::take`].
+    pub fn take_final(&mut self, cqe: &Cqe, out: &mut Vec<u8>) -> io::Result<usize> {
+        if cqe.buffer_id().is_some() {
+            return self.group.take(cqe, out);
+        }
+        let n = cqe.result()? as usize;
+        out.extend_from_slice(&self.fallback[..n.min(self.fallback.len())]);
+        Ok(n)
+    }
+}
+
+// SAFETY: the SQE references no user memory: the kernel picks buffers from the
+// registered group, which the op keeps alive through its `Arc` until it is
+// freed after its final CQE (see `RecvBufGroup`). The blocking form writes only
+// into the op's own `fallback` vector.
+unsafe impl Op for RecvMulti {
+    fn prepare(&mut self) -> Sqe {
+        sqe::Recv::new(self.fd.as_raw_fd(), std::ptr::null_mut(), 0)
+            .buf_group(Some(self.bgid))
+            .multishot(true)
+            .build()
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let len = self.group.buf_len().max(4096) as usize;
+        self.fallback = vec![0u8; len];
+        let (fd, ptr) = (self.fd.as_raw_fd(), self.fallback.as_mut_ptr());
+        let res = retry_when_ready(fd, libc::POLLIN, self.cancel.as_ref(), || {
+            // SAFETY: `ptr` is writable for `len` bytes (the op's own vector).
+            (unsafe { libc::recv(fd, ptr.cast(), len, libc::MSG_DONTWAIT) }) as libc::c_long
+        });
+        self.fallback.truncate(res.max(0) as usize);
+        res
+    }
+    fn abandoned(&mut self, cqe: &Cqe) {
+        self.group.discard(cqe);
+    }
+    into_any!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn shared(fd: OwnedFd) -> SharedFd {
+        Arc::new(fd)
+    }
+
+    #[test]
+    fn inet_addresses_round_trip() {
+        for text in ["127.0.0.1:8080", "[::1]:443", "[fe80::1%2]:7"] {
+            let a: SocketAddr = text.parse().unwrap();
+            let s = SockAddr::from_inet(a);
+            assert_eq!(s.to_inet(), Some(a), "{text}");
+            assert!(s.unix().is_none());
+        }
+    }
+
+    #[test]
+    fn unix_addresses_round_trip_and_reject_bad_paths() {
+        let p = SockAddr::unix_path(b"/tmp/x.sock").unwrap();
+        assert_eq!(p.unix(), Some(UnixAddrKind::Pathname(b"/tmp/x.sock")));
+        assert_eq!(p.len() as usize, SUN_PATH_OFFSET + 12);
+        let a = SockAddr::unix_abstract(b"name").unwrap();
+        assert_eq!(a.unix(), Some(UnixAddrKind::Abstract(b"name")));
+        assert!(SockAddr::unix_path(b"").is_err());
+        assert!(SockAddr::unix_path(b"a\0b").is_err());
+        assert!(SockAddr::unix_path(&[b'a'; 108]).is_err());
+        assert!(SockAddr::unix_path(&[b'a'; 107]).is_ok());
+        let mut unnamed = SockAddr::empty();
+        unnamed.write(&libc::sockaddr_un {
+            sun_family: libc::AF_UNIX as _,
+            sun_path: [0; 108],
+        });
+        unnamed.len = SUN_PATH_OFFSET as _;
+        assert_eq!(unnamed.unix(), Some(UnixAddrKind::Unnamed));
+    }
+
+    #[test]
+    fn sends_always_carry_msg_nosignal_and_sockets_cloexec() {
+        let (a, _b) = socket_pair(libc::AF_UNIX, libc::SOCK_STREAM).unwrap();
+        let fd = shared(a);
+        let sqe = Send::new(fd.clone(), vec![1u8; 4], 0).prepare();
+        assert_ne!(sqe.as_raw().op_flags & libc::MSG_NOSIGNAL as u32, 0);
+        let sqe = SendMsg::new(fd.clone(), vec![1u8; 4], None, 0).prepare();
+        assert_ne!(sqe.as_raw().op_flags & libc::MSG_NOSIGNAL as u32, 0);
+        let sqe = Socket::new(libc::AF_INET, libc::SOCK_STREAM, 0).prepare();
+        assert_ne!(sqe.as_raw().off_or_addr2 & libc::SOCK_CLOEXEC as u64, 0);
+        let sqe = Accept::multishot(fd).prepare();
+        assert_ne!(sqe.as_raw().op_flags & libc::SOCK_CLOEXEC as u32, 0);
+        assert_eq!(sqe.as_raw().ioprio, crate::abi::IORING_ACCEPT_MULTISHOT);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn blocking_forms_move_data_and_addresses() {
+        let (a, b) = socket_pair(libc::AF_UNIX, libc::SOCK_DGRAM).unwrap();
+        let (a, b) = (shared(a), shared(b));
+        let mut send = SendMsg::new(a.clone(), b"hello".to_vec(), None, 0);
+        assert_eq!(send.run_blocking(), 5);
+        let mut recv = RecvMsg::new(b.clone(), Vec::with_capacity(3), 0);
+        assert_eq!(recv.run_blocking(), 3);
+        let out = recv.into_parts(3);
+        assert_eq!(out.buf, b"hel");
+        assert_ne!(out.msg_flags & libc::MSG_TRUNC, 0);
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut sock = Socket::new(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let res = sock.run_blocking();
+        let client = shared(sock.take_fd(res));
+        assert_eq!(
+            Connect::new(client.clone(), SockAddr::from_inet(addr)).run_blocking(),
+            0
+        );
+        let mut accept = Accept::new(shared(OwnedFd::from(listener)));
+        let res = accept.run_blocking();
+        let server = shared(Accept::take_fd(res));
+        let peer = accept.peer_addr().unwrap().to_inet().unwrap();
+        assert_eq!(peer, local_addr(client.as_fd()).unwrap().to_inet().unwrap());
+        assert_eq!(Send::new(client.clone(), b"xyz".to_vec(), 0).run_blocking(), 3);
+        let mut r = Recv::new(server.clone(), Vec::with_capacity(8), 0);
+        assert_eq!(r.run_blocking(), 3);
+        assert_eq!(r.into_buf(3), b"xyz");
+        assert_eq!(Shutdown::new(client, libc::SHUT_WR).run_blocking(), 0);
+        assert_eq!(Recv::new(server, Vec::with_capacity(8), 0).run_blocking(), 0);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn a_cancel_flag_ends_a_blocked_receive() {
+        let (a, _b) = socket_pair(libc::AF_UNIX, libc::SOCK_STREAM).unwrap();
+        let flag = CancelFlag::default();
+        let mut recv = Recv::new(shared(a), Vec::with_capacity(8), 0).cancel_flag(flag.clone());
+        let t = std::thread::spawn(move || recv.run_blocking());
+        std::thread::sleep(CANCEL_POLL);
+        flag.store(true, Ordering::Relaxed);
+        assert_eq!(t.join().unwrap(), -libc::ECANCELED);
+    }
+}

@@ -1,0 +1,14 @@
+//! Harness code shared by the benchmark suites (`mod common;` in each bench file).
+//!
+//! - [`harness`]: a long-lived runtime driven from the bench thread by commands,
+//!   and CPU-time accounting written next to criterion's estimates.
+//! - [`pingpong`]: the coordination workload (round trips, one-way drain) for
+//!   spargio, Tokio with 2 workers, and Tokio forced across two threads.
+//! - [`histogram`]: a log-bucket latency histogram.
+#![forbid(unsafe_code)]
+// Each bench file uses a different subset of this module.
+#![allow(dead_code)]
+
+pub mod harness;
+pub mod histogram;
+pub mod pingpong;

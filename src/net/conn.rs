@@ -1,0 +1,134 @@
+//! Byte-stream I/O shared by TCP and Unix stream sockets and their halves.
+
+use std::io;
+
+use spargio_sys::op::net::{Recv, Send};
+
+use super::lane::{Socket, run_op};
+use crate::io::{BufResult, IoBuf, IoBufMut, cqe_result};
+
+/// Receives into `buf` (from its start, up to `bytes_total()`).
+pub(crate) async fn recv<B: IoBufMut>(sock: &Socket, buf: B) -> BufResult<usize, B> {
+    if buf.bytes_total() == 0 {
+        return (Ok(0), buf);
+    }
+    match run_op(&sock.lane, Recv::new(sock.fd.clone(), buf, 0)).await {
+        Err((e, op)) => (Err(e), op.into_buf(0)),
+        Ok((cqe, op)) => {
+            let res = cqe_result(&cqe);
+            let n = *res.as_ref().unwrap_or(&0);
+            (res, op.into_buf(n))
+        }
+    }
+}
+
+/// Sends `buf`'s initialized bytes (`MSG_NOSIGNAL`).
+pub(crate) async fn send<B: IoBuf>(sock: &Socket, buf: B) -> BufResult<usize, B> {
+    if buf.bytes_init() == 0 {
+        return (Ok(0), buf);
+    }
+    match run_op(&sock.lane, Send::new(sock.fd.clone(), buf, 0)).await {
+        Err((e, op)) => (Err(e), op.into_buf()),
+        Ok((cqe, op)) => (cqe_result(&cqe), op.into_buf()),
+    }
+}
+
+/// Fills all `bytes_total()` bytes of `buf`, looping over short receives.
+pub(crate) async fn read_exact<B: IoBufMut>(sock: &Socket, buf: B) -> BufResult<(), B> {
+    let total = buf.bytes_total();
+    let mut done = 0usize;
+    let mut buf = buf;
+    while done < total {
+        let (res, slice) = recv(sock, buf.slice(done..total)).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => {
+                let e = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the peer closed before the buffer was full",
+                );
+                return (Err(e), buf);
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
+}
+
+/// Sends all of `buf`'s initialized bytes, looping over short sends.
+pub(crate) async fn write_all<B: IoBuf>(sock: &Socket, buf: B) -> BufResult<(), B> {
+    let total = buf.bytes_init();
+    let mut done = 0usize;
+    let mut buf = buf;
+    while done < total {
+        let (res, slice) = send(sock, buf.slice(done..total)).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => {
+                return (
+                    Err(io::Error::new(io::ErrorKind::WriteZero, "send returned 0")),
+                    buf,
+                );
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
+}
+
+/// Generates the byte-stream methods of a type with a `sock: Socket` field.
+macro_rules! stream_io_methods {
+    () => {
+        /// Receives into `buf`, from its start up to its capacity
+        /// (`bytes_total()`), and gives the buffer back with the byte count.
+        /// `Ok(0)` means the peer closed its sending side (or `buf` has no
+        /// capacity: then nothing is submitted).
+        ///
+        /// # Errors
+        ///
+        /// The receive error (`ConnectionReset`, …); an error outside a
+        /// spargio runtime (for a socket not bound to a shard) or after
+        /// shutdown began.
+        pub async fn recv<B: $crate::io::IoBufMut>(&self, buf: B) -> $crate::io::BufResult<usize, B> {
+            $crate::net::conn::recv(&self.sock, buf).await
+        }
+
+        /// Sends `buf`'s initialized bytes (with `MSG_NOSIGNAL`: a reset peer
+        /// gives `BrokenPipe`, never `SIGPIPE`) and gives the buffer back with
+        /// the count sent, which may be short. An empty buffer sends nothing
+        /// and returns `Ok(0)`.
+        ///
+        /// # Errors
+        ///
+        /// The send error (`BrokenPipe`, `ConnectionReset`, …); as
+        /// [`recv`](Self::recv) outside a runtime.
+        pub async fn send<B: $crate::io::IoBuf>(&self, buf: B) -> $crate::io::BufResult<usize, B> {
+            $crate::net::conn::send(&self.sock, buf).await
+        }
+
+        /// Fills `buf` completely (all `bytes_total()` bytes from its start),
+        /// looping over short receives.
+        ///
+        /// # Errors
+        ///
+        /// `UnexpectedEof` when the peer closes first (the buffer holds what
+        /// arrived); otherwise as [`recv`](Self::recv).
+        pub async fn read_exact<B: $crate::io::IoBufMut>(&self, buf: B) -> $crate::io::BufResult<(), B> {
+            $crate::net::conn::read_exact(&self.sock, buf).await
+        }
+
+        /// Sends all of `buf`'s initialized bytes, looping over short sends.
+        ///
+        /// # Errors
+        ///
+        /// The first send error; `WriteZero` if the kernel accepted nothing.
+        pub async fn write_all<B: $crate::io::IoBuf>(&self, buf: B) -> $crate::io::BufResult<(), B> {
+            $crate::net::conn::write_all(&self.sock, buf).await
+        }
+    };
+}
+pub(crate) use stream_io_methods;
