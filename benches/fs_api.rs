@@ -58,7 +58,11 @@ impl<F: Future> Future for JoinAll<F> {
             }
         }
         self.left -= done;
-        if self.left == 0 { Poll::Ready(()) } else { Poll::Pending }
+        if self.left == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 
@@ -73,7 +77,8 @@ fn bench_rtt(c: &mut Criterion, path: &PathBuf) {
     let rt = spargio::RuntimeBuilder::new().shards(2).build().unwrap();
     let file = {
         let p = path.clone();
-        rt.block_on(async move { spargio::fs::File::open(p).await.unwrap() }).unwrap()
+        rt.block_on(async move { spargio::fs::File::open(p).await.unwrap() })
+            .unwrap()
     };
     g.bench_function("spargio", |b| {
         b.iter(|| {
@@ -92,10 +97,16 @@ fn bench_rtt(c: &mut Criterion, path: &PathBuf) {
     });
 
     // The session lives on shard 0, where `block_on` runs the driver task.
-    let bound = rt.handle().bind_owned_fd_to(std::fs::File::open(path).unwrap().into(), 0).unwrap();
+    let bound = rt
+        .handle()
+        .bind_owned_fd_to(std::fs::File::open(path).unwrap().into(), 0)
+        .unwrap();
     let session = {
         let b = bound.clone();
-        Arc::new(rt.block_on(async move { b.start_file_session().await.unwrap() }).unwrap())
+        Arc::new(
+            rt.block_on(async move { b.start_file_session().await.unwrap() })
+                .unwrap(),
+        )
     };
     g.bench_function("spargio_session", |b| {
         b.iter(|| {
@@ -113,7 +124,11 @@ fn bench_rtt(c: &mut Criterion, path: &PathBuf) {
         })
     });
 
-    let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let std_file = Arc::new(std::fs::File::open(path).unwrap());
     g.bench_function("tokio_spawn_blocking", |b| {
         b.iter(|| {
@@ -137,7 +152,9 @@ fn bench_rtt(c: &mut Criterion, path: &PathBuf) {
 
     let tokio_file = {
         let p = path.clone();
-        Arc::new(tokio::sync::Mutex::new(tokio_rt.block_on(async move { tokio::fs::File::open(p).await.unwrap() })))
+        Arc::new(tokio::sync::Mutex::new(
+            tokio_rt.block_on(async move { tokio::fs::File::open(p).await.unwrap() }),
+        ))
     };
     g.bench_function("tokio_fs", |b| {
         b.iter(|| {
@@ -165,7 +182,8 @@ fn bench_qd32(c: &mut Criterion, path: &PathBuf) {
     let rt = spargio::RuntimeBuilder::new().shards(2).build().unwrap();
     let file = {
         let p = path.clone();
-        rt.block_on(async move { spargio::fs::File::open(p).await.unwrap() }).unwrap()
+        rt.block_on(async move { spargio::fs::File::open(p).await.unwrap() })
+            .unwrap()
     };
     g.bench_function("spargio", |b| {
         b.iter(|| {
@@ -175,7 +193,9 @@ fn bench_qd32(c: &mut Criterion, path: &PathBuf) {
                     join_all((0..QD).map(|k| {
                         let f = &f;
                         async move {
-                            let (n, _) = f.read_at_into(Vec::with_capacity(BLOCK), offset(batch * QD + k)).await;
+                            let (n, _) = f
+                                .read_at_into(Vec::with_capacity(BLOCK), offset(batch * QD + k))
+                                .await;
                             assert_eq!(n.unwrap(), BLOCK);
                         }
                     }))
@@ -186,7 +206,11 @@ fn bench_qd32(c: &mut Criterion, path: &PathBuf) {
         })
     });
 
-    let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let std_file = Arc::new(std::fs::File::open(path).unwrap());
     g.bench_function("tokio_spawn_blocking", |b| {
         b.iter(|| {

@@ -40,7 +40,10 @@ fn tour() -> Result<(), String> {
     }
 
     step("runtime");
-    let rt = RuntimeBuilder::new().shards(2).build().map_err(|e| e.to_string())?;
+    let rt = RuntimeBuilder::new()
+        .shards(2)
+        .build()
+        .map_err(|e| e.to_string())?;
     let handle = rt.handle().clone();
     match (handle.backend(), rt.fallback_reason()) {
         (Backend::IoUring, _) => println!("2 shards, one io_uring each"),
@@ -56,7 +59,9 @@ fn tour() -> Result<(), String> {
             let responder = h.spawn_pinned(1, async move {
                 let ctx = ShardCtx::current().expect("on a shard");
                 loop {
-                    let Event::RingMsg { from, tag, val } = ctx.next_event().await else { continue };
+                    let Event::RingMsg { from, tag, val } = ctx.next_event().await else {
+                        continue;
+                    };
                     if tag != PING {
                         return;
                     }
@@ -71,12 +76,18 @@ fn tour() -> Result<(), String> {
             let start = Instant::now();
             let mut last = 0;
             for i in 0..rounds {
-                to_responder.send_raw_nowait(PING, i).map_err(|e| spargio::RuntimeError::InvalidConfig(e.to_string()))?;
-                let Event::RingMsg { val, .. } = ctx.next_event().await else { unreachable!() };
+                to_responder
+                    .send_raw_nowait(PING, i)
+                    .map_err(|e| spargio::RuntimeError::InvalidConfig(e.to_string()))?;
+                let Event::RingMsg { val, .. } = ctx.next_event().await else {
+                    unreachable!()
+                };
                 last = val;
             }
             let elapsed = start.elapsed();
-            responder.await.map_err(|e| spargio::RuntimeError::InvalidConfig(e.to_string()))?;
+            responder
+                .await
+                .map_err(|e| spargio::RuntimeError::InvalidConfig(e.to_string()))?;
             Ok::<_, spargio::RuntimeError>((elapsed, last))
         })
         .map_err(|e| e.to_string())?
@@ -84,7 +95,10 @@ fn tour() -> Result<(), String> {
     if last != rounds {
         return Err(format!("ping-pong ended at {last}, expected {rounds}"));
     }
-    println!("{rounds} round trips, {:.2} µs each", elapsed.as_secs_f64() * 1e6 / f64::from(rounds));
+    println!(
+        "{rounds} round trips, {:.2} µs each",
+        elapsed.as_secs_f64() * 1e6 / f64::from(rounds)
+    );
 
     step("stealable fan-out");
     let h = handle.clone();
@@ -96,7 +110,9 @@ fn tour() -> Result<(), String> {
                     h.spawn_stealable(async move {
                         let mut x = i;
                         for k in 0..200_000u64 {
-                            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407 ^ k);
+                            x = x
+                                .wrapping_mul(6364136223846793005)
+                                .wrapping_add(1442695040888963407 ^ k);
                             x ^= x >> 29;
                         }
                         (x & 0xff, ShardCtx::current().map(|c| c.shard_id()))

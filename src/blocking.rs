@@ -44,7 +44,12 @@ impl BlockingPool {
     pub(crate) fn new(max_threads: usize, name: String) -> Self {
         BlockingPool {
             inner: Arc::new(Inner {
-                state: Mutex::new(State { jobs: VecDeque::new(), threads: 0, idle: 0, shutdown: false }),
+                state: Mutex::new(State {
+                    jobs: VecDeque::new(),
+                    threads: 0,
+                    idle: 0,
+                    shutdown: false,
+                }),
                 cv: Condvar::new(),
                 max_threads,
                 name,
@@ -57,7 +62,9 @@ impl BlockingPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let slot = Arc::new(Slot { inner: Mutex::new((None, None)) });
+        let slot = Arc::new(Slot {
+            inner: Mutex::new((None, None)),
+        });
         let out = slot.clone();
         let job: Job = Box::new(move || {
             let result = panic::catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::Panicked);
@@ -97,7 +104,9 @@ impl BlockingPool {
         } else if st.threads < self.inner.max_threads {
             st.threads += 1;
             let inner = self.inner.clone();
-            let spawned = std::thread::Builder::new().name(inner.name.clone()).spawn(move || worker(inner));
+            let spawned = std::thread::Builder::new()
+                .name(inner.name.clone())
+                .spawn(move || worker(inner));
             if let Err(e) = spawned {
                 st.threads -= 1;
                 if st.threads == 0 {
@@ -129,7 +138,10 @@ fn worker(inner: Arc<Inner>) {
             break;
         }
         st.idle += 1;
-        let (next, timeout) = inner.cv.wait_timeout(st, IDLE_EXIT).unwrap_or_else(|p| p.into_inner());
+        let (next, timeout) = inner
+            .cv
+            .wait_timeout(st, IDLE_EXIT)
+            .unwrap_or_else(|p| p.into_inner());
         st = next;
         st.idle -= 1;
         if timeout.timed_out() && st.jobs.is_empty() {
@@ -139,8 +151,11 @@ fn worker(inner: Arc<Inner>) {
     st.threads -= 1;
 }
 
+/// A job's result (once it ran) and the waker of whoever awaits it.
+type SlotState<T> = (Option<Result<T, JoinError>>, Option<Waker>);
+
 struct Slot<T> {
-    inner: Mutex<(Option<Result<T, JoinError>>, Option<Waker>)>,
+    inner: Mutex<SlotState<T>>,
 }
 
 impl<T> Slot<T> {

@@ -80,9 +80,10 @@ impl JoinError {
     /// The panic message, when the payload is a string.
     pub fn panic_message(&self) -> Option<&str> {
         match self {
-            JoinError::Panicked(p) => {
-                p.downcast_ref::<&'static str>().copied().or_else(|| p.downcast_ref::<String>().map(String::as_str))
-            }
+            JoinError::Panicked(p) => p
+                .downcast_ref::<&'static str>()
+                .copied()
+                .or_else(|| p.downcast_ref::<String>().map(String::as_str)),
             JoinError::Cancelled => None,
         }
     }
@@ -92,7 +93,11 @@ impl fmt::Debug for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             JoinError::Cancelled => f.write_str("JoinError::Cancelled"),
-            JoinError::Panicked(_) => write!(f, "JoinError::Panicked({:?})", self.panic_message().unwrap_or("..")),
+            JoinError::Panicked(_) => write!(
+                f,
+                "JoinError::Panicked({:?})",
+                self.panic_message().unwrap_or("..")
+            ),
         }
     }
 }
@@ -101,7 +106,11 @@ impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             JoinError::Cancelled => f.write_str("task was cancelled"),
-            JoinError::Panicked(_) => write!(f, "task panicked: {}", self.panic_message().unwrap_or("<non-string payload>")),
+            JoinError::Panicked(_) => write!(
+                f,
+                "task panicked: {}",
+                self.panic_message().unwrap_or("<non-string payload>")
+            ),
         }
     }
 }

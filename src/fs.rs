@@ -43,7 +43,10 @@ const MAX_OFFSET: u64 = i64::MAX as u64;
 
 fn check_offset(pos: u64) -> io::Result<()> {
     if pos > MAX_OFFSET {
-        Err(io::Error::new(io::ErrorKind::InvalidInput, format!("file offset {pos} is beyond i64::MAX")))
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("file offset {pos} is beyond i64::MAX"),
+        ))
     } else {
         Ok(())
     }
@@ -85,12 +88,19 @@ impl File {
     ///
     /// As [`File::open`].
     pub async fn create(path: impl AsRef<Path>) -> io::Result<File> {
-        OpenOptions::new().write(true).create(true).truncate(true).open(path).await
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .await
     }
 
     /// Wraps a `std::fs::File`.
     pub fn from_std(file: std::fs::File) -> File {
-        File { fd: Arc::new(OwnedFd::from(file)) }
+        File {
+            fd: Arc::new(OwnedFd::from(file)),
+        }
     }
 
     /// Wraps an owned fd.
@@ -104,7 +114,9 @@ impl File {
     ///
     /// Gives `self` back while clones or ops still share the fd.
     pub fn into_std(self) -> Result<std::fs::File, File> {
-        Arc::try_unwrap(self.fd).map(std::fs::File::from).map_err(|fd| File { fd })
+        Arc::try_unwrap(self.fd)
+            .map(std::fs::File::from)
+            .map_err(|fd| File { fd })
     }
 
     /// Reads up to `len` bytes at `pos` into a new buffer.
@@ -151,7 +163,13 @@ impl File {
             let (res, chunk) = self.read_at_into(chunk, pos + done as u64).await;
             match res {
                 Ok(0) => {
-                    return (Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ended before the buffer was full")), buf);
+                    return (
+                        Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "file ended before the buffer was full",
+                        )),
+                        buf,
+                    );
                 }
                 Ok(n) => {
                     buf.extend_from_slice(&chunk[..n]);
@@ -209,10 +227,17 @@ impl File {
         let mut written = 0usize;
         let mut buf = buf;
         while written < total {
-            let (res, slice) = self.write_at(buf.slice(written..total), pos + written as u64).await;
+            let (res, slice) = self
+                .write_at(buf.slice(written..total), pos + written as u64)
+                .await;
             buf = slice.into_inner();
             match res {
-                Ok(0) => return (Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")), buf),
+                Ok(0) => {
+                    return (
+                        Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
+                        buf,
+                    );
+                }
                 Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return (Err(e), buf),
@@ -397,11 +422,17 @@ impl OpenOptions {
             (false, true) => libc::O_WRONLY,
             (true, true) => libc::O_RDWR,
             (false, false) => {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "open needs read, write or append"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "open needs read, write or append",
+                ));
             }
         };
         if (self.truncate || self.create || self.create_new) && !(self.write || self.append) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "create/truncate need write or append"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "create/truncate need write or append",
+            ));
         }
         let mut flags = access | self.custom_flags;
         if self.append {
@@ -430,7 +461,9 @@ impl OpenOptions {
         let path = cpath(path.as_ref())?;
         let (cqe, op) = submit_op(OpenAt::new(libc::AT_FDCWD, path, flags, self.mode))?.await;
         let fd = cqe.result()?;
-        Ok(File { fd: Arc::new(op.take_fd(fd as i32)) })
+        Ok(File {
+            fd: Arc::new(op.take_fd(fd as i32)),
+        })
     }
 
     /// The equivalent `std::fs::OpenOptions` (for blocking fallbacks).
@@ -467,7 +500,11 @@ pub struct Metadata {
 
 fn ts(t: libc::statx_timestamp) -> SystemTime {
     let d = Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec);
-    if t.tv_sec >= 0 { SystemTime::UNIX_EPOCH + d } else { SystemTime::UNIX_EPOCH - d }
+    if t.tv_sec >= 0 {
+        SystemTime::UNIX_EPOCH + d
+    } else {
+        SystemTime::UNIX_EPOCH - d
+    }
 }
 
 impl Metadata {
@@ -602,7 +639,11 @@ pub async fn write<B: IoBuf>(path: impl AsRef<Path>, contents: B) -> io::Result<
 ///
 /// `AlreadyExists`, `NotFound` (missing parent), …
 pub async fn create_dir(path: impl AsRef<Path>) -> io::Result<()> {
-    path_op(PathOp::Mkdir { path: cpath(path.as_ref())?, mode: 0o777 }).await
+    path_op(PathOp::Mkdir {
+        path: cpath(path.as_ref())?,
+        mode: 0o777,
+    })
+    .await
 }
 
 /// Creates a directory and any missing parents.
@@ -620,7 +661,12 @@ pub async fn create_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
         }
         match metadata(p).await {
             Ok(m) if m.is_dir() => break,
-            Ok(_) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} is not a directory", p.display()))),
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is not a directory", p.display()),
+                ));
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(p.to_path_buf()),
             Err(e) => return Err(e),
         }
@@ -641,7 +687,11 @@ pub async fn create_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
 ///
 /// `NotFound`, `IsADirectory`, …
 pub async fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
-    path_op(PathOp::Unlink { path: cpath(path.as_ref())?, flags: 0 }).await
+    path_op(PathOp::Unlink {
+        path: cpath(path.as_ref())?,
+        flags: 0,
+    })
+    .await
 }
 
 /// Removes an empty directory (`IORING_OP_UNLINKAT` with `AT_REMOVEDIR`).
@@ -650,7 +700,11 @@ pub async fn remove_file(path: impl AsRef<Path>) -> io::Result<()> {
 ///
 /// `NotFound`, `DirectoryNotEmpty`, …
 pub async fn remove_dir(path: impl AsRef<Path>) -> io::Result<()> {
-    path_op(PathOp::Unlink { path: cpath(path.as_ref())?, flags: libc::AT_REMOVEDIR }).await
+    path_op(PathOp::Unlink {
+        path: cpath(path.as_ref())?,
+        flags: libc::AT_REMOVEDIR,
+    })
+    .await
 }
 
 /// Renames `from` to `to`, replacing `to` if it exists (`IORING_OP_RENAMEAT`).
@@ -659,7 +713,12 @@ pub async fn remove_dir(path: impl AsRef<Path>) -> io::Result<()> {
 ///
 /// The `renameat2` error.
 pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
-    path_op(PathOp::Rename { from: cpath(from.as_ref())?, to: cpath(to.as_ref())?, flags: 0 }).await
+    path_op(PathOp::Rename {
+        from: cpath(from.as_ref())?,
+        to: cpath(to.as_ref())?,
+        flags: 0,
+    })
+    .await
 }
 
 /// Creates a hard link `to` for `from` (`IORING_OP_LINKAT`).
@@ -668,7 +727,11 @@ pub async fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<
 ///
 /// The `linkat` error.
 pub async fn hard_link(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
-    path_op(PathOp::HardLink { from: cpath(from.as_ref())?, to: cpath(to.as_ref())? }).await
+    path_op(PathOp::HardLink {
+        from: cpath(from.as_ref())?,
+        to: cpath(to.as_ref())?,
+    })
+    .await
 }
 
 /// Creates a symbolic link at `link` pointing to `target` (`IORING_OP_SYMLINKAT`).
@@ -677,7 +740,11 @@ pub async fn hard_link(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Resu
 ///
 /// The `symlinkat` error.
 pub async fn symlink(target: impl AsRef<Path>, link: impl AsRef<Path>) -> io::Result<()> {
-    path_op(PathOp::Symlink { target: cpath(target.as_ref())?, link: cpath(link.as_ref())? }).await
+    path_op(PathOp::Symlink {
+        target: cpath(target.as_ref())?,
+        link: cpath(link.as_ref())?,
+    })
+    .await
 }
 
 /// Metadata of `path`, following symlinks (`IORING_OP_STATX`).

@@ -32,6 +32,9 @@ pub use spargio_sys::buf::{IoBuf, IoBufMut, Slice};
 /// A result together with the buffer that was lent to the kernel.
 pub type BufResult<T, B> = (io::Result<T>, B);
 
+/// An op on its way to a shard's ring, with its waiter's side.
+pub(crate) type SteeredOp = (Box<dyn Op>, Arc<OpShared>);
+
 /// The waiter's side of one op.
 pub(crate) struct OpShared {
     inner: Mutex<OpInner>,
@@ -49,7 +52,9 @@ struct OpInner {
 
 impl OpShared {
     fn new() -> Arc<OpShared> {
-        Arc::new(OpShared { inner: Mutex::new(OpInner::default()) })
+        Arc::new(OpShared {
+            inner: Mutex::new(OpInner::default()),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, OpInner> {
@@ -130,7 +135,10 @@ impl<O: Op> Future for OpFuture<O> {
         match taken {
             Some((cqe, op)) => {
                 self.finished = true;
-                let op = op.into_any().downcast::<O>().expect("an op completes as the type it was submitted as");
+                let op = op
+                    .into_any()
+                    .downcast::<O>()
+                    .expect("an op completes as the type it was submitted as");
                 Poll::Ready((cqe, *op))
             }
             None => Poll::Pending,
@@ -156,7 +164,10 @@ impl<O: Op> OpFuture<O> {
         if let Some((cqe, op)) = g.done.take() {
             drop(g);
             self.finished = true;
-            let op = op.into_any().downcast::<O>().expect("an op completes as the type it was submitted as");
+            let op = op
+                .into_any()
+                .downcast::<O>()
+                .expect("an op completes as the type it was submitted as");
             return Poll::Ready(MultishotEvent::Done(cqe, *op));
         }
         match &g.waker {
@@ -204,7 +215,11 @@ fn request_cancel(rt: &Arc<Shared>, shard: usize, id: OpId) {
     });
     if done_here != Some(true) {
         let target = &rt.shards[shard];
-        target.cancel_requests.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+        target
+            .cancel_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id);
         target.cancel_requests_len.fetch_add(1, Ordering::SeqCst);
         rt.unpark(shard);
     }
@@ -219,19 +234,39 @@ pub(crate) type NotSubmitted<O> = (io::Error, O);
 ///
 /// `ErrorKind::Other` ("runtime is shut down") once shutdown began; the op is
 /// given back untouched.
-pub(crate) fn submit<O: Op>(rt: &Arc<Shared>, shard: Option<usize>, op: O) -> Result<OpFuture<O>, NotSubmitted<O>> {
+pub(crate) fn submit<O: Op>(
+    rt: &Arc<Shared>,
+    shard: Option<usize>,
+    op: O,
+) -> Result<OpFuture<O>, NotSubmitted<O>> {
     if rt.is_closing() {
         return Err((closed(), op));
     }
     let shared = OpShared::new();
-    let fut = OpFuture { shared: shared.clone(), runtime: rt.clone(), finished: false, _op: PhantomData };
+    let fut = OpFuture {
+        shared: shared.clone(),
+        runtime: rt.clone(),
+        finished: false,
+        _op: PhantomData,
+    };
     let op: Box<dyn Op> = Box::new(op);
     if rt.backend == Backend::Queue {
         let done = shared.clone();
         let job = move |op: Box<dyn Op>| {
             let mut op = op;
-            let res = if done.is_abandoned() { -libc::ECANCELED } else { op.run_blocking() };
-            done.finish(Cqe { user_data: 0, res, flags: 0 }, op);
+            let res = if done.is_abandoned() {
+                -libc::ECANCELED
+            } else {
+                op.run_blocking()
+            };
+            done.finish(
+                Cqe {
+                    user_data: 0,
+                    res,
+                    flags: 0,
+                },
+                op,
+            );
         };
         rt.blocking.run_or_inline(op, job);
         return Ok(fut);
@@ -242,7 +277,10 @@ pub(crate) fn submit<O: Op>(rt: &Arc<Shared>, shard: Option<usize>, op: O) -> Re
         shard::with_local(|l| l.submit_op(op, shared)).expect("on a shard thread");
     } else {
         let t = &rt.shards[target];
-        t.remote_ops.lock().unwrap_or_else(|p| p.into_inner()).push_back((op, shared));
+        t.remote_ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((op, shared));
         t.remote_ops_len.fetch_add(1, Ordering::SeqCst);
         rt.unpark(target);
     }

@@ -70,12 +70,17 @@ pub trait RingMsg: Sized {
 
 /// Shared state of one [`SendTicket`].
 pub(crate) struct TicketShared {
-    inner: Mutex<(Option<Result<(), SendError>>, Option<Waker>)>,
+    inner: Mutex<TicketState>,
 }
+
+/// A ticket's outcome (once known) and the waker of whoever awaits it.
+type TicketState = (Option<Result<(), SendError>>, Option<Waker>);
 
 impl TicketShared {
     fn new() -> Arc<TicketShared> {
-        Arc::new(TicketShared { inner: Mutex::new((None, None)) })
+        Arc::new(TicketShared {
+            inner: Mutex::new((None, None)),
+        })
     }
 
     pub(crate) fn complete(&self, result: Result<(), SendError>) {
@@ -143,7 +148,9 @@ pub struct RemoteShard {
 
 impl std::fmt::Debug for RemoteShard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteShard").field("target", &self.target).finish()
+        f.debug_struct("RemoteShard")
+            .field("target", &self.target)
+            .finish()
     }
 }
 
@@ -190,7 +197,10 @@ impl RemoteShard {
     /// # Errors
     ///
     /// The refusal, when not even the first message could be sent.
-    pub fn send_many_raw_nowait(&self, msgs: impl IntoIterator<Item = (u16, u32)>) -> Result<usize, SendError> {
+    pub fn send_many_raw_nowait(
+        &self,
+        msgs: impl IntoIterator<Item = (u16, u32)>,
+    ) -> Result<usize, SendError> {
         let mut sent = 0;
         for (tag, val) in msgs {
             match self.send_raw_nowait(tag, val) {
@@ -289,11 +299,15 @@ impl RemoteShard {
         let user_data = wire::message(from as u16, tag);
         if shared.backend == Backend::Queue {
             let target = &shared.shards[self.target];
-            target.queued_msgs.lock().unwrap_or_else(|p| p.into_inner()).push_back(QueuedMsg {
-                from: from as u16,
-                tag,
-                val,
-            });
+            target
+                .queued_msgs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(QueuedMsg {
+                    from: from as u16,
+                    tag,
+                    val,
+                });
             target.queued_msgs_len.fetch_add(1, Ordering::SeqCst);
             shared.unpark(self.target);
             return Ok(None);
@@ -308,7 +322,8 @@ impl RemoteShard {
                         (wire::ticket(l.new_ticket(t.clone())), false, Some(t))
                     }
                 };
-                l.push_sqe(&msg_ring_sqe(&fd, val, user_data, own, skip)).map_err(|_| SendError::Backpressure)?;
+                l.push_sqe(&msg_ring_sqe(&fd, val, user_data, own, skip))
+                    .map_err(|_| SendError::Backpressure)?;
                 Ok(ticket)
             });
             if let Some(r) = sent {
@@ -320,7 +335,9 @@ impl RemoteShard {
             Some(crate::runtime::Unparker::Ring(fd)) => fd.clone(),
             _ => return Err(SendError::Closed),
         };
-        shared.foreign_msg_ring(&fd, user_data, val).map_err(SendError::Os)?;
+        shared
+            .foreign_msg_ring(&fd, user_data, val)
+            .map_err(SendError::Os)?;
         Ok(None)
     }
 }
@@ -341,7 +358,10 @@ impl std::fmt::Debug for ShardCtx {
 impl ShardCtx {
     /// The context of the shard running the calling code; `None` outside shards.
     pub fn current() -> Option<ShardCtx> {
-        shard::with_local(|l| ShardCtx { shard: l.shard, shared: l.shared.clone() })
+        shard::with_local(|l| ShardCtx {
+            shard: l.shard,
+            shared: l.shared.clone(),
+        })
     }
 
     /// This shard's index.
@@ -356,7 +376,9 @@ impl ShardCtx {
 
     /// A handle to the runtime.
     pub fn handle(&self) -> RuntimeHandle {
-        RuntimeHandle { shared: self.shared.clone() }
+        RuntimeHandle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// A sender to `shard`.
@@ -447,12 +469,19 @@ impl<F: 'static> LocalSlot<F> {
             n.get()
         });
         STASH.with(|s| s.borrow_mut().insert(id, Box::new(fut)));
-        LocalSlot { id, _marker: std::marker::PhantomData }
+        LocalSlot {
+            id,
+            _marker: std::marker::PhantomData,
+        }
     }
 
     fn take(self) -> F {
-        let boxed = STASH.with(|s| s.borrow_mut().remove(&self.id)).expect("local future taken on another thread");
-        *boxed.downcast::<F>().expect("local future slot holds another type")
+        let boxed = STASH
+            .with(|s| s.borrow_mut().remove(&self.id))
+            .expect("local future taken on another thread");
+        *boxed
+            .downcast::<F>()
+            .expect("local future slot holds another type")
     }
 }
 

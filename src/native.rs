@@ -46,7 +46,10 @@ pub struct UringBoundFd {
 
 impl std::fmt::Debug for UringBoundFd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UringBoundFd").field("fd", &self.fd.as_raw_fd()).field("shard", &self.shard).finish()
+        f.debug_struct("UringBoundFd")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("shard", &self.shard)
+            .finish()
     }
 }
 
@@ -59,7 +62,11 @@ impl RuntimeHandle {
     /// Binds any owned fd to a shard.
     pub fn bind_owned_fd(&self, fd: OwnedFd) -> UringBoundFd {
         let shard = shard::current_shard_of(&self.shared).unwrap_or_else(|| self.shared.next_round_robin());
-        UringBoundFd { fd: Arc::new(fd), shard, rt: self.shared.clone() }
+        UringBoundFd {
+            fd: Arc::new(fd),
+            shard,
+            rt: self.shared.clone(),
+        }
     }
 
     /// Binds an fd to a chosen shard.
@@ -71,13 +78,20 @@ impl RuntimeHandle {
         if shard >= self.shard_count() {
             return Err(crate::RuntimeError::NoSuchShard(shard));
         }
-        Ok(UringBoundFd { fd: Arc::new(fd), shard, rt: self.shared.clone() })
+        Ok(UringBoundFd {
+            fd: Arc::new(fd),
+            shard,
+            rt: self.shared.clone(),
+        })
     }
 }
 
 fn check_offset(pos: u64) -> io::Result<()> {
     if pos > i64::MAX as u64 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("file offset {pos} is beyond i64::MAX")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("file offset {pos} is beyond i64::MAX"),
+        ));
     }
     Ok(())
 }
@@ -145,7 +159,8 @@ impl UringBoundFd {
     ///
     /// The `fsync` error, or an error once the runtime shut down.
     pub async fn fsync(&self) -> io::Result<()> {
-        let fut = submit(&self.rt, Some(self.shard), Fsync::new(self.fd.clone(), false)).map_err(|(e, _)| e)?;
+        let fut =
+            submit(&self.rt, Some(self.shard), Fsync::new(self.fd.clone(), false)).map_err(|(e, _)| e)?;
         let (cqe, _) = fut.await;
         cqe_result(&cqe).map(drop)
     }
@@ -160,16 +175,24 @@ impl UringBoundFd {
     /// An error once the runtime shut down.
     pub async fn start_file_session(&self) -> io::Result<UringFileSession> {
         let fd = self.fd.clone();
-        let handle = RuntimeHandle { shared: self.rt.clone() };
+        let handle = RuntimeHandle {
+            shared: self.rt.clone(),
+        };
         let slot = handle
             .spawn_pinned(self.shard, async move { register_slot(fd.as_raw_fd()) })
             .map_err(|e| io::Error::other(e.to_string()))?
             .await
             .map_err(|e| io::Error::other(e.to_string()))?;
         if slot.is_some() {
-            self.rt.shards[self.shard].counters.file_sessions.fetch_add(1, Ordering::Relaxed);
+            self.rt.shards[self.shard]
+                .counters
+                .file_sessions
+                .fetch_add(1, Ordering::Relaxed);
         }
-        Ok(UringFileSession { bound: self.clone(), slot })
+        Ok(UringFileSession {
+            bound: self.clone(),
+            slot,
+        })
     }
 }
 
@@ -237,7 +260,9 @@ impl UringFileSession {
     /// Releases the registered slot and waits until it is released.
     pub async fn shutdown(mut self) {
         if let Some(slot) = self.slot.take() {
-            let handle = RuntimeHandle { shared: self.bound.rt.clone() };
+            let handle = RuntimeHandle {
+                shared: self.bound.rt.clone(),
+            };
             if let Ok(j) = handle.spawn_pinned(self.bound.shard, async move { unregister_slot(slot) }) {
                 let _ = j.await;
             }
@@ -248,7 +273,9 @@ impl UringFileSession {
 impl Drop for UringFileSession {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            let handle = RuntimeHandle { shared: self.bound.rt.clone() };
+            let handle = RuntimeHandle {
+                shared: self.bound.rt.clone(),
+            };
             // At shutdown the ring closes with its table; nothing to release then.
             let _ = handle.spawn_pinned(self.bound.shard, async move { unregister_slot(slot) });
         }

@@ -228,7 +228,9 @@ impl RuntimeBuilder {
 
     fn validate(&self) -> Result<Config, RuntimeError> {
         let invalid = |m: String| Err(RuntimeError::InvalidConfig(m));
-        let shards = self.shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let shards = self
+            .shards
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         if shards == 0 {
             return invalid("shards must be at least 1".into());
         }
@@ -236,7 +238,10 @@ impl RuntimeBuilder {
             return invalid(format!("at most {} shards", u16::MAX - 1));
         }
         if self.ring_entries == 0 || self.ring_entries > 32_768 {
-            return invalid(format!("ring_entries must be 1..=32768, got {}", self.ring_entries));
+            return invalid(format!(
+                "ring_entries must be 1..=32768, got {}",
+                self.ring_entries
+            ));
         }
         if self.steal_budget == 0 {
             return invalid("steal_budget must be at least 1".into());
@@ -252,7 +257,10 @@ impl RuntimeBuilder {
         }
         if let Some(cpus) = &self.thread_affinity {
             if cpus.len() != shards {
-                return invalid(format!("thread_affinity names {} CPUs for {shards} shards", cpus.len()));
+                return invalid(format!(
+                    "thread_affinity names {} CPUs for {shards} shards",
+                    cpus.len()
+                ));
             }
             let have = spargio_sys::os::configured_cpus();
             if let Some(bad) = cpus.iter().find(|&&c| c >= have) {
@@ -284,7 +292,9 @@ impl RuntimeBuilder {
         }
         match Ring::new(2) {
             Ok(_) => Ok((Backend::IoUring, None)),
-            Err(e) if e.io_uring_unavailable() && self.fallback_to_queue => Ok((Backend::Queue, Some(e.to_string()))),
+            Err(e) if e.io_uring_unavailable() && self.fallback_to_queue => {
+                Ok((Backend::Queue, Some(e.to_string())))
+            }
             Err(e) => Err(RuntimeError::Io(e.into())),
         }
     }
@@ -316,7 +326,10 @@ impl RuntimeBuilder {
             live_tasks: AtomicUsize::new(0),
             registry: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
             foreign_ring: Mutex::new(foreign_ring),
-            blocking: BlockingPool::new(self.blocking_threads, format!("{}-blocking", config.thread_name_prefix)),
+            blocking: BlockingPool::new(
+                self.blocking_threads,
+                format!("{}-blocking", config.thread_name_prefix),
+            ),
             threads: Mutex::new(Vec::new()),
             exited: Mutex::new(0),
             exited_cv: Condvar::new(),
@@ -340,12 +353,18 @@ impl RuntimeBuilder {
         }
         drop(ready_tx);
         *shared.threads.lock().unwrap() = threads;
-        let runtime = Runtime { handle: RuntimeHandle { shared } };
+        let runtime = Runtime {
+            handle: RuntimeHandle { shared },
+        };
         for _ in 0..n {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e), // `runtime` drops: shutdown and join.
-                Err(_) => return Err(RuntimeError::Io(std::io::Error::other("a shard thread died during start-up"))),
+                Err(_) => {
+                    return Err(RuntimeError::Io(std::io::Error::other(
+                        "a shard thread died during start-up",
+                    )));
+                }
             }
         }
         Ok(runtime)
@@ -414,7 +433,11 @@ impl Parker {
                     if now >= at {
                         break;
                     }
-                    notified = self.cv.wait_timeout(notified, at - now).unwrap_or_else(|p| p.into_inner()).0;
+                    notified = self
+                        .cv
+                        .wait_timeout(notified, at - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
                 }
             }
         }
@@ -446,7 +469,7 @@ pub(crate) struct ShardShared {
     /// Undelivered messages per sender (index `shards` = outside the runtime).
     pub(crate) msg_inflight: Box<[AtomicUsize]>,
     /// Ops other threads steered to this shard, to submit on its ring.
-    pub(crate) remote_ops: Mutex<VecDeque<(Box<dyn spargio_sys::op::Op>, Arc<crate::io::OpShared>)>>,
+    pub(crate) remote_ops: Mutex<VecDeque<crate::io::SteeredOp>>,
     pub(crate) remote_ops_len: AtomicUsize,
     /// Ops whose waiter left on another thread: cancel them on this ring.
     pub(crate) cancel_requests: Mutex<Vec<spargio_sys::msg::OpId>>,
@@ -497,6 +520,9 @@ impl ShardShared {
     }
 }
 
+/// Live tasks by id (one shard of the registry).
+type TaskMap = HashMap<u64, Arc<Task>>;
+
 /// State shared by all shards and handles of one runtime.
 pub(crate) struct Shared {
     pub(crate) shards: Box<[ShardShared]>,
@@ -508,7 +534,7 @@ pub(crate) struct Shared {
     round_robin: AtomicUsize,
     live_tasks: AtomicUsize,
     /// Every live task, sharded by id, so shutdown can cancel tasks that sit in no queue.
-    registry: Box<[Mutex<HashMap<u64, Arc<Task>>>]>,
+    registry: Box<[Mutex<TaskMap>]>,
     /// The ring threads outside the runtime send `MSG_RING`s from.
     foreign_ring: Mutex<Option<Ring>>,
     pub(crate) blocking: BlockingPool,
@@ -527,7 +553,9 @@ impl Shared {
     }
 
     fn registry_for(&self, id: u64) -> MutexGuard<'_, HashMap<u64, Arc<Task>>> {
-        self.registry[(id % self.registry.len() as u64) as usize].lock().unwrap_or_else(|p| p.into_inner())
+        self.registry[(id % self.registry.len() as u64) as usize]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Called by a task when it ends.
@@ -624,14 +652,24 @@ impl Shared {
 
     fn begin_shutdown(&self) -> bool {
         // Step 1: refuse new work.
-        if self.state.compare_exchange(RUNNING, CLOSING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+        if self
+            .state
+            .compare_exchange(RUNNING, CLOSING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
             return false;
         }
         // Step 2: cancel every registered task (each is dropped on its own shard).
         let tasks: Vec<Arc<Task>> = self
             .registry
             .iter()
-            .flat_map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect::<Vec<_>>())
+            .flat_map(|r| {
+                r.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
             .collect();
         for t in tasks {
             t.cancel();
@@ -671,7 +709,13 @@ impl Shared {
 
     fn resolve(&self, placement: TaskPlacement) -> Result<(usize, Mobility), RuntimeError> {
         let n = self.shards.len();
-        let check = |s: usize| if s < n { Ok(s) } else { Err(RuntimeError::NoSuchShard(s)) };
+        let check = |s: usize| {
+            if s < n {
+                Ok(s)
+            } else {
+                Err(RuntimeError::NoSuchShard(s))
+            }
+        };
         Ok(match placement {
             TaskPlacement::Pinned(s) => (check(s)?, Mobility::Pinned),
             TaskPlacement::RoundRobin => (self.next_round_robin(), Mobility::Pinned),
@@ -696,7 +740,10 @@ impl Shared {
         if mobility == Mobility::Stealable
             && target.stealable_len.load(Ordering::Relaxed) >= self.config.stealable_queue_capacity
         {
-            target.counters.stealable_backpressure.fetch_add(1, Ordering::Relaxed);
+            target
+                .counters
+                .stealable_backpressure
+                .fetch_add(1, Ordering::Relaxed);
             return Err(RuntimeError::Overloaded);
         }
         let id = self.next_id();
@@ -829,7 +876,9 @@ impl std::fmt::Debug for RuntimeHandle {
 impl RuntimeHandle {
     /// The handle of the runtime whose shard runs the calling code, if any.
     pub fn current() -> Option<RuntimeHandle> {
-        shard::with_local(|l: &Local| RuntimeHandle { shared: l.shared.clone() })
+        shard::with_local(|l: &Local| RuntimeHandle {
+            shared: l.shared.clone(),
+        })
     }
 
     /// Number of shards.
@@ -849,14 +898,20 @@ impl RuntimeHandle {
     /// [`RuntimeError::Closed`] after shutdown began; [`RuntimeError::NoSuchShard`]
     /// for a shard index out of range; [`RuntimeError::Overloaded`] when the
     /// target's stealable queue is full.
-    pub fn spawn_with_placement<F>(&self, placement: TaskPlacement, fut: F) -> Result<JoinHandle<F::Output>, RuntimeError>
+    pub fn spawn_with_placement<F>(
+        &self,
+        placement: TaskPlacement,
+        fut: F,
+    ) -> Result<JoinHandle<F::Output>, RuntimeError>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let (shard, mobility) = self.shared.resolve(placement)?;
         let state = JoinState::new();
-        let task = self.shared.spawn_task(shard, mobility, Some(harness(fut, state.clone())), state.clone())?;
+        let task =
+            self.shared
+                .spawn_task(shard, mobility, Some(harness(fut, state.clone())), state.clone())?;
         Ok(JoinHandle::new(state, task))
     }
 
@@ -891,7 +946,11 @@ impl RuntimeHandle {
     /// # Errors
     ///
     /// As [`RuntimeHandle::spawn_with_placement`].
-    pub fn spawn_stealable_on<F>(&self, preferred: usize, fut: F) -> Result<JoinHandle<F::Output>, RuntimeError>
+    pub fn spawn_stealable_on<F>(
+        &self,
+        preferred: usize,
+        fut: F,
+    ) -> Result<JoinHandle<F::Output>, RuntimeError>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -925,7 +984,9 @@ impl RuntimeHandle {
                 out.complete(v);
             }) as std::pin::Pin<Box<dyn Future<Output = ()>>>
         }));
-        let task = self.shared.spawn_task(shard, Mobility::Local, Some(bootstrap), state.clone())?;
+        let task = self
+            .shared
+            .spawn_task(shard, Mobility::Local, Some(bootstrap), state.clone())?;
         Ok(JoinHandle::new(state, task))
     }
 

@@ -28,11 +28,11 @@ use spargio_sys::sim::SimKernel;
 use spargio_sys::{Cqe, Sqe};
 
 use crate::error::RuntimeError;
+use crate::io::OpShared;
 use crate::msg::{Event, TicketShared};
 use crate::runtime::{Backend, Parker, Shared, Unparker, shard_ring_config};
 use crate::task::{Mobility, Task};
 use crate::time::Timers;
-use crate::io::OpShared;
 use crate::wire::{self, Tag};
 use spargio_sys::msg::OpId;
 use spargio_sys::op::{Completion, InFlight, Op};
@@ -62,7 +62,7 @@ pub(crate) struct Local {
     /// Free slots of the ring's registered-file table (empty if it has none).
     fixed_slots: RefCell<Vec<u32>>,
     /// Ops waiting for SQ room (the kernel refused entries for a moment).
-    backlog: RefCell<VecDeque<(Box<dyn Op>, Arc<OpShared>)>>,
+    backlog: RefCell<VecDeque<crate::io::SteeredOp>>,
 }
 
 thread_local! {
@@ -102,7 +102,9 @@ pub(crate) fn current_shard_of(shared: &Shared) -> Option<usize> {
 
 /// Queues `task` on this thread's shard if this thread is its owner.
 pub(crate) fn try_schedule_local(shared: &Arc<Shared>, task: Arc<Task>) -> Result<(), Arc<Task>> {
-    let Some(local) = CURRENT.with(|c| c.borrow().clone()) else { return Err(task) };
+    let Some(local) = CURRENT.with(|c| c.borrow().clone()) else {
+        return Err(task);
+    };
     if !Arc::ptr_eq(&local.shared, shared) || local.shard != task.owner() {
         return Err(task);
     }
@@ -118,7 +120,13 @@ pub(crate) fn try_schedule_local(shared: &Arc<Shared>, task: Arc<Task>) -> Resul
 }
 
 /// Builds a `MSG_RING` data SQE: posts `(post_user_data, res)` into `target`.
-pub(crate) fn msg_ring_sqe(target: &RingFd, res: u32, post_user_data: u64, own_user_data: u64, skip: bool) -> Sqe {
+pub(crate) fn msg_ring_sqe(
+    target: &RingFd,
+    res: u32,
+    post_user_data: u64,
+    own_user_data: u64,
+    skip: bool,
+) -> Sqe {
     Sqe::from_raw(abi::io_uring_sqe {
         opcode: abi::IORING_OP_MSG_RING,
         flags: if skip { abi::IOSQE_CQE_SKIP_SUCCESS } else { 0 },
@@ -133,7 +141,13 @@ pub(crate) fn msg_ring_sqe(target: &RingFd, res: u32, post_user_data: u64, own_u
 
 /// Queues a doorbell for `target` in `ring` (sender side silent on success).
 pub(crate) fn push_doorbell(ring: &mut Ring, target: &RingFd) {
-    let sqe = msg_ring_sqe(target, 0, wire::doorbell(u16::MAX), spargio_sys::msg::UserData::IGNORE.get(), true);
+    let sqe = msg_ring_sqe(
+        target,
+        0,
+        wire::doorbell(u16::MAX),
+        spargio_sys::msg::UserData::IGNORE.get(),
+        true,
+    );
     // A MSG_RING references no memory; `Full` only when the kernel refuses work,
     // in which case the target is woken by its own timeout instead.
     let _ = ring.push(&sqe);
@@ -146,11 +160,18 @@ pub(crate) fn submit_foreign(ring: &mut Ring) {
 }
 
 /// Sends one message through `ring` and waits for the sender-side completion.
-pub(crate) fn send_msg_ring_blocking(ring: &mut Ring, target: &RingFd, user_data: u64, val: u32) -> Result<(), i32> {
+pub(crate) fn send_msg_ring_blocking(
+    ring: &mut Ring,
+    target: &RingFd,
+    user_data: u64,
+    val: u32,
+) -> Result<(), i32> {
     const OWN: u64 = 1;
-    ring.push(&msg_ring_sqe(target, val, user_data, OWN, false)).map_err(|_| libc::EBUSY)?;
+    ring.push(&msg_ring_sqe(target, val, user_data, OWN, false))
+        .map_err(|_| libc::EBUSY)?;
     loop {
-        ring.submit_and_wait(1, Some(Duration::from_secs(1))).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        ring.submit_and_wait(1, Some(Duration::from_secs(1)))
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
         while let Some(c) = ring.pop_cqe() {
             if c.user_data == OWN {
                 return if c.res < 0 { Err(-c.res) } else { Ok(()) };
@@ -166,14 +187,20 @@ pub(crate) fn doorbell_from_shard(shared: &Shared, target: &RingFd) -> Result<()
         if !std::ptr::eq(&*l.shared, shared) {
             return false;
         }
-        let Ok(mut ring) = l.ring.try_borrow_mut() else { return false };
+        let Ok(mut ring) = l.ring.try_borrow_mut() else {
+            return false;
+        };
         let Some(ring) = ring.as_mut() else { return false };
         push_doorbell(ring, target);
         // Submit now: the target is asleep and latency is the point.
         let _ = ring.submit();
         true
     });
-    if sent == Some(true) { Ok(()) } else { Err(target.clone()) }
+    if sent == Some(true) {
+        Ok(())
+    } else {
+        Err(target.clone())
+    }
 }
 
 impl Local {
@@ -185,7 +212,8 @@ impl Local {
     pub(crate) fn push_sqe(&self, sqe: &Sqe) -> Result<(), RuntimeError> {
         let mut ring = self.ring.borrow_mut();
         let ring = ring.as_mut().ok_or(RuntimeError::Closed)?;
-        ring.push(sqe).map_err(|e| RuntimeError::Io(std::io::Error::new(std::io::ErrorKind::WouldBlock, e)))?;
+        ring.push(sqe)
+            .map_err(|e| RuntimeError::Io(std::io::Error::new(std::io::ErrorKind::WouldBlock, e)))?;
         self.needs_submit.set(true);
         Ok(())
     }
@@ -243,7 +271,7 @@ impl Local {
         self.tick.set(tick);
         // Fairness: every 8th pick looks at the stealable queue first, so a
         // stream of pinned wakes cannot starve queued stealable work.
-        if tick % 8 == 0
+        if tick.is_multiple_of(8)
             && let Some(t) = self.pop_own_stealable()
         {
             return Some(t);
@@ -298,16 +326,27 @@ impl Local {
 
     fn dispatch(&self, cqe: Cqe) {
         match wire::decode(cqe.user_data) {
-            Tag::Message { from, tag } => self.deliver(Event::RingMsg { from: usize::from(from), tag, val: cqe.res as u32 }),
+            Tag::Message { from, tag } => self.deliver(Event::RingMsg {
+                from: usize::from(from),
+                tag,
+                val: cqe.res as u32,
+            }),
             Tag::Doorbell => {}
             Tag::Ticket(id) => {
                 if let Some(t) = self.tickets.borrow_mut().remove(&id) {
-                    t.complete(if cqe.res < 0 { Err(crate::error::SendError::Os(-cqe.res)) } else { Ok(()) });
+                    t.complete(if cqe.res < 0 {
+                        Err(crate::error::SendError::Os(-cqe.res))
+                    } else {
+                        Ok(())
+                    });
                 }
             }
             Tag::NowaitFailed { target } => {
                 // The message never arrived: give its credit back and count it.
-                self.me().counters.msg_send_failures.fetch_add(1, Ordering::Relaxed);
+                self.me()
+                    .counters
+                    .msg_send_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 if let Some(t) = self.shared.shards.get(usize::from(target)) {
                     t.msg_inflight[self.shard].fetch_sub(1, Ordering::AcqRel);
                 }
@@ -333,7 +372,14 @@ impl Local {
             let mut ring = self.ring.borrow_mut();
             let Some(ring) = ring.as_mut() else {
                 drop(ring);
-                shared.finish(Cqe { user_data: 0, res: -libc::ECANCELED, flags: 0 }, op);
+                shared.finish(
+                    Cqe {
+                        user_data: 0,
+                        res: -libc::ECANCELED,
+                        flags: 0,
+                    },
+                    op,
+                );
                 return;
             };
             self.inflight.borrow_mut().submit(ring, op, shared.clone())
@@ -423,11 +469,21 @@ impl Local {
         }
         let leaked = self.inflight.borrow_mut().leak_in_flight();
         if leaked > 0 {
-            self.me().counters.ops_leaked.fetch_add(leaked as u64, Ordering::Relaxed);
+            self.me()
+                .counters
+                .ops_leaked
+                .fetch_add(leaked as u64, Ordering::Relaxed);
         }
         // Ops that never reached the kernel are simply dropped, failing their waiters.
         for (op, shared) in self.backlog.borrow_mut().drain(..) {
-            shared.finish(Cqe { user_data: 0, res: -libc::ECANCELED, flags: 0 }, op);
+            shared.finish(
+                Cqe {
+                    user_data: 0,
+                    res: -libc::ECANCELED,
+                    flags: 0,
+                },
+                op,
+            );
         }
     }
 
@@ -452,7 +508,11 @@ impl Local {
         };
         let n = msgs.len();
         for m in msgs {
-            self.deliver(Event::RingMsg { from: usize::from(m.from), tag: m.tag, val: m.val });
+            self.deliver(Event::RingMsg {
+                from: usize::from(m.from),
+                tag: m.tag,
+                val: m.val,
+            });
         }
         n
     }
@@ -498,7 +558,9 @@ impl Local {
                 continue;
             }
             me.counters.steal_success.fetch_add(1, Ordering::Relaxed);
-            me.counters.stolen.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            me.counters
+                .stolen
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
             self.run_queue.borrow_mut().extend(batch);
             if left > 0 {
                 self.shared.unpark_one_idle(self.shard);
@@ -511,12 +573,23 @@ impl Local {
     fn has_local_work(&self) -> bool {
         !self.run_queue.borrow().is_empty()
             || self.me().has_remote_work()
-            || self.ring.borrow().as_ref().is_some_and(|r| r.cq_len() > 0 || r.needs_flush())
-            || self.timers.borrow().next_deadline().is_some_and(|d| d <= Instant::now())
+            || self
+                .ring
+                .borrow()
+                .as_ref()
+                .is_some_and(|r| r.cq_len() > 0 || r.needs_flush())
+            || self
+                .timers
+                .borrow()
+                .next_deadline()
+                .is_some_and(|d| d <= Instant::now())
     }
 
     fn others_have_stealable(&self) -> bool {
-        self.shared.shards.iter().any(|s| s.id != self.shard && s.stealable_len.load(Ordering::Relaxed) > 0)
+        self.shared
+            .shards
+            .iter()
+            .any(|s| s.id != self.shard && s.stealable_len.load(Ordering::Relaxed) > 0)
     }
 
     fn park(&self, closing: bool) {
@@ -527,7 +600,11 @@ impl Local {
             me.parked.store(false, Ordering::SeqCst);
             return;
         }
-        let mut timeout = self.timers.borrow().next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+        let mut timeout = self
+            .timers
+            .borrow()
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()));
         if closing {
             timeout = Some(timeout.map_or(SHUTDOWN_POLL, |t| t.min(SHUTDOWN_POLL)));
         }
@@ -605,7 +682,12 @@ impl Local {
 const SHUTDOWN_POLL: Duration = Duration::from_millis(10);
 
 /// The body of a shard thread.
-pub(crate) fn run(shared: Arc<Shared>, shard: usize, sim: Option<SimKernel>, ready: Sender<Result<(), RuntimeError>>) {
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    shard: usize,
+    sim: Option<SimKernel>,
+    ready: Sender<Result<(), RuntimeError>>,
+) {
     let started = start(&shared, shard, sim.as_ref());
     let (ring, parker) = match started {
         Ok(parts) => parts,
@@ -691,7 +773,10 @@ pub(crate) struct LocalBootstrap {
 
 impl LocalBootstrap {
     pub(crate) fn new(make: impl FnOnce() -> LocalFuture + Send + 'static) -> Self {
-        LocalBootstrap { make: Some(Box::new(make)), id: 0 }
+        LocalBootstrap {
+            make: Some(Box::new(make)),
+            id: 0,
+        }
     }
 }
 
@@ -699,14 +784,18 @@ impl Future for LocalBootstrap {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(local) = CURRENT.with(|c| c.borrow().clone()) else { return Poll::Ready(()) };
+        let Some(local) = CURRENT.with(|c| c.borrow().clone()) else {
+            return Poll::Ready(());
+        };
         if let Some(make) = self.make.take() {
             self.id = local.current_task.get();
             let fut = make();
             local.local_futures.borrow_mut().insert(self.id, fut);
         }
         // Take the future out while polling it, so a nested spawn can use the table.
-        let Some(mut fut) = local.local_futures.borrow_mut().remove(&self.id) else { return Poll::Ready(()) };
+        let Some(mut fut) = local.local_futures.borrow_mut().remove(&self.id) else {
+            return Poll::Ready(());
+        };
         match fut.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(()),
             Poll::Pending => {

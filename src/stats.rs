@@ -108,7 +108,10 @@ impl RuntimeStats {
                 }
             })
             .collect();
-        RuntimeStats { shards, live_tasks: shared.live_tasks() }
+        RuntimeStats {
+            shards,
+            live_tasks: shared.live_tasks(),
+        }
     }
 
     /// Sum of a counter over all shards.

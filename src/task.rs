@@ -131,7 +131,10 @@ impl Task {
     ///
     /// Runs the state protocol around it; returns `true` when the task ended.
     /// Called only by the shard that took the task out of a queue.
-    pub(crate) fn run(self: &Arc<Self>, poll: impl FnOnce(&Arc<Task>, &mut Context<'_>) -> PollOutcome) -> bool {
+    pub(crate) fn run(
+        self: &Arc<Self>,
+        poll: impl FnOnce(&Arc<Task>, &mut Context<'_>) -> PollOutcome,
+    ) -> bool {
         // Take the SCHEDULED bit and set RUNNING. Acquire pairs with the AcqRel
         // of the waker that set SCHEDULED: whatever it wrote before waking is
         // visible to this poll.
@@ -141,7 +144,12 @@ impl Task {
                 return true;
             }
             debug_assert_eq!(s & RUNNING, 0, "task polled by two shards at once");
-            match self.state.compare_exchange_weak(s, (s & !SCHEDULED) | RUNNING, Ordering::AcqRel, Ordering::Acquire) {
+            match self.state.compare_exchange_weak(
+                s,
+                (s & !SCHEDULED) | RUNNING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => break,
                 Err(actual) => s = actual,
             }
@@ -177,7 +185,9 @@ impl Task {
     /// Polls the future stored in the task (Send tasks).
     pub(crate) fn poll_stored(self: &Arc<Self>, cx: &mut Context<'_>) -> PollOutcome {
         let mut slot = self.lock_future();
-        let Some(fut) = slot.as_mut() else { return PollOutcome::Ready };
+        let Some(fut) = slot.as_mut() else {
+            return PollOutcome::Ready;
+        };
         match panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
             Ok(Poll::Pending) => PollOutcome::Pending,
             Ok(Poll::Ready(())) => PollOutcome::Ready,
@@ -236,7 +246,10 @@ impl Wake for Task {
             if s & (COMPLETE | SCHEDULED) != 0 {
                 return;
             }
-            match self.state.compare_exchange_weak(s, s | SCHEDULED, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .state
+                .compare_exchange_weak(s, s | SCHEDULED, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => break,
                 Err(actual) => s = actual,
             }
@@ -262,7 +275,13 @@ struct JoinInner<T> {
 
 impl<T> JoinState<T> {
     pub(crate) fn new() -> Arc<JoinState<T>> {
-        Arc::new(JoinState { inner: Mutex::new(JoinInner { result: None, waker: None, taken: false }) })
+        Arc::new(JoinState {
+            inner: Mutex::new(JoinInner {
+                result: None,
+                waker: None,
+                taken: false,
+            }),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, JoinInner<T>> {

@@ -24,7 +24,12 @@ pub(crate) enum Tag {
 }
 
 pub(crate) fn message(from: u16, tag: u16) -> u64 {
-    UserData::message(MessageTag { from_shard: from, tag, flags_payload: false }).get()
+    UserData::message(MessageTag {
+        from_shard: from,
+        tag,
+        flags_payload: false,
+    })
+    .get()
 }
 
 pub(crate) fn doorbell(from: u16) -> u64 {
@@ -41,10 +46,19 @@ pub(crate) fn nowait_failed(target: u16) -> u64 {
 
 pub(crate) fn decode(user_data: u64) -> Tag {
     match msg::decode(user_data) {
-        msg::Tag::Message(m) => Tag::Message { from: m.from_shard, tag: m.tag },
+        msg::Tag::Message(m) => Tag::Message {
+            from: m.from_shard,
+            tag: m.tag,
+        },
         msg::Tag::Doorbell { .. } => Tag::Doorbell,
-        msg::Tag::Internal { kind: SEND_TICKET, data } => Tag::Ticket(data),
-        msg::Tag::Internal { kind: msg::internal::MSG_RING_SENT, data } => Tag::NowaitFailed { target: data as u16 },
+        msg::Tag::Internal {
+            kind: SEND_TICKET,
+            data,
+        } => Tag::Ticket(data),
+        msg::Tag::Internal {
+            kind: msg::internal::MSG_RING_SENT,
+            data,
+        } => Tag::NowaitFailed { target: data as u16 },
         msg::Tag::Op(id) => Tag::Op(id),
         msg::Tag::Internal { .. } | msg::Tag::Ignore | msg::Tag::Unknown(_) => Tag::Ignore,
     }

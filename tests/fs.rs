@@ -21,7 +21,17 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 fn runtimes() -> Vec<(Backend, Runtime)> {
     [Backend::IoUring, Backend::Queue]
         .into_iter()
-        .map(|b| (b, RuntimeBuilder::new().shards(2).backend(b).fallback_to_queue(false).build().unwrap()))
+        .map(|b| {
+            (
+                b,
+                RuntimeBuilder::new()
+                    .shards(2)
+                    .backend(b)
+                    .fallback_to_queue(false)
+                    .build()
+                    .unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -60,14 +70,26 @@ fn bad_input_gives_clear_errors_and_the_runtime_keeps_serving() {
         let dir = temp_path("dir");
         rt.block_on(async move {
             // Missing file, directory opened for writing, interior NUL, long path.
-            assert_eq!(File::open("/nonexistent/spargio").await.unwrap_err().kind(), ErrorKind::NotFound);
+            assert_eq!(
+                File::open("/nonexistent/spargio").await.unwrap_err().kind(),
+                ErrorKind::NotFound
+            );
             fs::create_dir(&dir).await.unwrap();
             let e = OpenOptions::new().write(true).open(&dir).await.unwrap_err();
             assert_eq!(e.raw_os_error(), Some(libc::EISDIR), "{e}");
-            assert_eq!(File::open("a\0b").await.unwrap_err().kind(), ErrorKind::InvalidInput);
+            assert_eq!(
+                File::open("a\0b").await.unwrap_err().kind(),
+                ErrorKind::InvalidInput
+            );
             let long = "x".repeat(5000);
-            assert_eq!(File::open(&long).await.unwrap_err().raw_os_error(), Some(libc::ENAMETOOLONG));
-            assert_eq!(OpenOptions::new().open(&dir).await.unwrap_err().kind(), ErrorKind::InvalidInput);
+            assert_eq!(
+                File::open(&long).await.unwrap_err().raw_os_error(),
+                Some(libc::ENAMETOOLONG)
+            );
+            assert_eq!(
+                OpenOptions::new().open(&dir).await.unwrap_err().kind(),
+                ErrorKind::InvalidInput
+            );
 
             // Offsets: past EOF reads 0, u64::MAX is refused before it reaches the kernel.
             let path = dir.join("f");
@@ -118,7 +140,10 @@ fn path_functions() {
             fs::symlink(&g, nested.join("s")).await.unwrap();
             assert!(fs::symlink_metadata(nested.join("s")).await.unwrap().is_symlink());
             assert!(fs::metadata(nested.join("s")).await.unwrap().is_file());
-            assert_eq!(fs::canonicalize(nested.join("s")).await.unwrap(), std::fs::canonicalize(&g).unwrap());
+            assert_eq!(
+                fs::canonicalize(nested.join("s")).await.unwrap(),
+                std::fs::canonicalize(&g).unwrap()
+            );
             let file = OpenOptions::new().read(true).write(true).open(&g).await.unwrap();
             file.set_len(10).await.unwrap();
             file.allocate(0, 4096).await.unwrap();
@@ -126,7 +151,10 @@ fn path_functions() {
             file.sync_data().await.unwrap();
             assert_eq!(file.metadata().await.unwrap().len(), 4096);
             file.close().await.unwrap();
-            assert_eq!(fs::remove_dir(&nested).await.unwrap_err().kind(), ErrorKind::DirectoryNotEmpty);
+            assert_eq!(
+                fs::remove_dir(&nested).await.unwrap_err().kind(),
+                ErrorKind::DirectoryNotEmpty
+            );
             std::fs::remove_dir_all(&root).unwrap();
         })
         .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
@@ -140,7 +168,14 @@ fn write_all_and_read_exact_over_many_chunks() {
         let path = temp_path("big");
         rt.block_on(async move {
             let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
-            let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).await.unwrap();
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .await
+                .unwrap();
             let (r, back) = f.write_all_at(data.clone(), 100).await;
             r.unwrap();
             assert_eq!(back.len(), data.len());
@@ -192,7 +227,8 @@ fn dropped_pipe_read_is_cancelled_safely() {
     rt.block_on(async move {
         let reader = File::from_owned_fd(reader.into());
         for _ in 0..100 {
-            let r = spargio::time::timeout(Duration::from_micros(200), reader.read_at_into(vec![0u8; 64], 0)).await;
+            let r = spargio::time::timeout(Duration::from_micros(200), reader.read_at_into(vec![0u8; 64], 0))
+                .await;
             assert!(r.is_err(), "nothing was written yet");
         }
         use std::io::Write as _;
@@ -215,11 +251,27 @@ fn zero_timeout_races_have_one_outcome_each() {
     let p = path.clone();
     let (ok, timed_out) = rt
         .block_on(async move {
-            let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p).await.unwrap();
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&p)
+                .await
+                .unwrap();
             let (mut ok, mut timed_out) = (0u32, 0u32);
-            let rounds = if cfg!(debug_assertions) { 20_000u32 } else { 100_000 };
+            let rounds = if cfg!(debug_assertions) {
+                20_000u32
+            } else {
+                100_000
+            };
             for i in 0..rounds {
-                match spargio::time::timeout(Duration::ZERO, f.write_at(i.to_le_bytes().to_vec(), u64::from(i) * 4)).await {
+                match spargio::time::timeout(
+                    Duration::ZERO,
+                    f.write_at(i.to_le_bytes().to_vec(), u64::from(i) * 4),
+                )
+                .await
+                {
                     Ok((r, _)) => {
                         assert_eq!(r.unwrap(), 4);
                         ok += 1;
@@ -240,7 +292,11 @@ fn zero_timeout_races_have_one_outcome_each() {
 #[test]
 fn shutdown_with_ops_in_flight() {
     let _serial = serial();
-    let rt = RuntimeBuilder::new().shards(2).shutdown_timeout(Duration::from_secs(2)).build().unwrap();
+    let rt = RuntimeBuilder::new()
+        .shards(2)
+        .shutdown_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
     let (reader, _writer) = std::io::pipe().unwrap();
     let reader = File::from_owned_fd(reader.into());
     let path = temp_path("inflight");
@@ -289,7 +345,9 @@ fn bound_fd_and_file_session() {
         let data: Vec<u8> = (0..65_536u32).map(|i| (i % 253) as u8).collect();
         std::fs::write(&path, &data).unwrap();
         let handle = rt.handle().clone();
-        let bound = handle.bind_owned_fd_to(std::fs::File::open(&path).unwrap().into(), 1).unwrap();
+        let bound = handle
+            .bind_owned_fd_to(std::fs::File::open(&path).unwrap().into(), 1)
+            .unwrap();
         assert_eq!(bound.shard(), 1);
         // From a plain thread outside the runtime: steered to shard 1.
         let outside = bound.clone();

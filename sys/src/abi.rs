@@ -15,7 +15,7 @@
 #![allow(missing_docs)] // The kernel constants are documented by their kernel names.
 
 use memoffset::offset_of;
-use static_assertions::{const_assert_eq, assert_eq_size};
+use static_assertions::{assert_eq_size, const_assert_eq};
 
 // === system call numbers (x86_64 / aarch64 and every arch since 5.1) ===
 

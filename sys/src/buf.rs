@@ -44,8 +44,16 @@ pub unsafe trait IoBuf: Send + 'static {
             Bound::Excluded(&n) => n,
             Bound::Unbounded => self.bytes_total(),
         };
-        assert!(begin <= end && end <= self.bytes_total(), "slice {begin}..{end} out of 0..{}", self.bytes_total());
-        Slice { buf: self, begin, end }
+        assert!(
+            begin <= end && end <= self.bytes_total(),
+            "slice {begin}..{end} out of 0..{}",
+            self.bytes_total()
+        );
+        Slice {
+            buf: self,
+            begin,
+            end,
+        }
     }
 }
 

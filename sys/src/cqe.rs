@@ -20,12 +20,20 @@ pub struct Cqe {
 impl Cqe {
     /// Builds a CQE from the kernel's layout.
     pub const fn from_raw(raw: abi::io_uring_cqe) -> Self {
-        Cqe { user_data: raw.user_data, res: raw.res, flags: raw.flags }
+        Cqe {
+            user_data: raw.user_data,
+            res: raw.res,
+            flags: raw.flags,
+        }
     }
 
     /// The kernel's layout of this CQE.
     pub const fn to_raw(self) -> abi::io_uring_cqe {
-        abi::io_uring_cqe { user_data: self.user_data, res: self.res, flags: self.flags }
+        abi::io_uring_cqe {
+            user_data: self.user_data,
+            res: self.res,
+            flags: self.flags,
+        }
     }
 
     /// The result as `io::Result`: `Ok(res)` or the `errno` the kernel returned.
@@ -77,7 +85,11 @@ mod tests {
 
     #[test]
     fn result_maps_negative_errno() {
-        let c = Cqe { user_data: 1, res: -libc::EBADF, flags: 0 };
+        let c = Cqe {
+            user_data: 1,
+            res: -libc::EBADF,
+            flags: 0,
+        };
         assert_eq!(c.result().unwrap_err().raw_os_error(), Some(libc::EBADF));
         let ok = Cqe { res: 7, ..c };
         assert_eq!(ok.result().unwrap(), 7);
@@ -85,8 +97,19 @@ mod tests {
 
     #[test]
     fn buffer_id_is_upper_half() {
-        let c = Cqe { user_data: 0, res: 0, flags: abi::IORING_CQE_F_BUFFER | (513 << 16) };
+        let c = Cqe {
+            user_data: 0,
+            res: 0,
+            flags: abi::IORING_CQE_F_BUFFER | (513 << 16),
+        };
         assert_eq!(c.buffer_id(), Some(513));
-        assert_eq!(Cqe { flags: 513 << 16, ..c }.buffer_id(), None);
+        assert_eq!(
+            Cqe {
+                flags: 513 << 16,
+                ..c
+            }
+            .buffer_id(),
+            None
+        );
     }
 }

@@ -52,7 +52,14 @@ impl Mmap {
         // SAFETY: a fresh mapping at an address the kernel chooses; it aliases no
         // Rust object. `raw_fd` is a live fd borrowed for the call, or -1.
         let addr = unsafe {
-            libc::mmap(ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, raw_fd, offset)
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                raw_fd,
+                offset,
+            )
         };
         if addr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());

@@ -19,7 +19,10 @@ pub fn configured_cpus() -> usize {
 /// outside the process's cpuset).
 pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     if cpu >= configured_cpus() || cpu >= libc::CPU_SETSIZE as usize {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("no CPU {cpu} on this machine")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("no CPU {cpu} on this machine"),
+        ));
     }
     // SAFETY: `cpu_set_t` is plain data for which all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -27,7 +30,11 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 = this thread.
     let ret = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
-    if ret != 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if ret != 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// CPU time (user + system) this process has used, from `getrusage`.

@@ -99,7 +99,10 @@ impl Default for RingConfig {
 impl RingConfig {
     /// A default configuration with `sq_entries` SQ slots.
     pub fn with_entries(sq_entries: u32) -> Self {
-        RingConfig { sq_entries, ..RingConfig::default() }
+        RingConfig {
+            sq_entries,
+            ..RingConfig::default()
+        }
     }
 
     /// The optional setup flags asked for, newest kernel feature first: the
@@ -141,18 +144,27 @@ impl SetupError {
     /// True when io_uring as a whole is unavailable here (not a bad argument):
     /// the runtime may fall back to its portable backend.
     pub fn io_uring_unavailable(&self) -> bool {
-        matches!(self.raw_os_error(), Some(libc::ENOSYS | libc::EPERM | libc::EACCES | libc::ENOMEM))
+        matches!(
+            self.raw_os_error(),
+            Some(libc::ENOSYS | libc::EPERM | libc::EACCES | libc::ENOMEM)
+        )
     }
 
     /// A sentence naming the likely cause of this errno.
     pub fn likely_cause(&self) -> &'static str {
         match self.raw_os_error() {
-            Some(libc::ENOSYS) => "this kernel has no io_uring (built without CONFIG_IO_URING, or older than 5.1)",
+            Some(libc::ENOSYS) => {
+                "this kernel has no io_uring (built without CONFIG_IO_URING, or older than 5.1)"
+            }
             Some(libc::EPERM | libc::EACCES) => {
                 "io_uring is forbidden here: a seccomp profile (containers often block it) or the sysctl kernel.io_uring_disabled"
             }
-            Some(libc::ENOMEM) => "the kernel could not pin ring memory: raise the memlock limit (ulimit -l) or ask for fewer entries",
-            Some(libc::EINVAL) => "the kernel rejected the arguments: entries must be 1..=32768 and the flags supported",
+            Some(libc::ENOMEM) => {
+                "the kernel could not pin ring memory: raise the memlock limit (ulimit -l) or ask for fewer entries"
+            }
+            Some(libc::EINVAL) => {
+                "the kernel rejected the arguments: entries must be 1..=32768 and the flags supported"
+            }
             Some(libc::EMFILE | libc::ENFILE) => "no file descriptor left for the ring (RLIMIT_NOFILE)",
             _ => "unexpected error from io_uring_setup",
         }
@@ -161,7 +173,13 @@ impl SetupError {
 
 impl fmt::Display for SetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "io_uring_setup failed (flags {:#x}): {}: {}", self.flags, self.source, self.likely_cause())
+        write!(
+            f,
+            "io_uring_setup failed (flags {:#x}): {}: {}",
+            self.flags,
+            self.source,
+            self.likely_cause()
+        )
     }
 }
 
@@ -191,7 +209,9 @@ impl fmt::Display for PushError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PushError::Full => f.write_str("submission queue full"),
-            PushError::NeedsOwner => f.write_str("entry references user memory; submit it through an owning op"),
+            PushError::NeedsOwner => {
+                f.write_str("entry references user memory; submit it through an owning op")
+            }
         }
     }
 }
@@ -320,8 +340,16 @@ pub struct RegionSizes {
 impl RegionSizes {
     /// Computes the region sizes the kernel described in `params`.
     pub fn from_params(p: &abi::io_uring_params) -> RegionSizes {
-        let cqe_size = if p.flags & abi::IORING_SETUP_CQE32 != 0 { 32 } else { 16 };
-        let sqe_size = if p.flags & abi::IORING_SETUP_SQE128 != 0 { 128 } else { 64 };
+        let cqe_size = if p.flags & abi::IORING_SETUP_CQE32 != 0 {
+            32
+        } else {
+            16
+        };
+        let sqe_size = if p.flags & abi::IORING_SETUP_SQE128 != 0 {
+            128
+        } else {
+            64
+        };
         let o = &p.sq_off;
         let header_end = [o.head, o.tail, o.ring_mask, o.ring_entries, o.flags, o.dropped]
             .into_iter()
@@ -341,7 +369,12 @@ impl RegionSizes {
         } else {
             (sq_ring, cq_ring)
         };
-        RegionSizes { sq_ring, cq_ring, sqes: p.sq_entries as usize * sqe_size, single_mmap }
+        RegionSizes {
+            sq_ring,
+            cq_ring,
+            sqes: p.sq_entries as usize * sqe_size,
+            single_mmap,
+        }
     }
 }
 
@@ -365,11 +398,16 @@ impl Ring {
     pub fn with_config(config: &RingConfig) -> Result<Ring, SetupError> {
         let mut optional = config.optional_flags();
         loop {
-            let mut params = abi::io_uring_params::default();
-            params.flags = optional.iter().fold(0, |acc, f| acc | f);
-            let cq_entries = if config.cq_entries == 0 { config.sq_entries.saturating_mul(2) } else { config.cq_entries };
-            params.flags |= abi::IORING_SETUP_CQSIZE;
-            params.cq_entries = cq_entries;
+            let cq_entries = if config.cq_entries == 0 {
+                config.sq_entries.saturating_mul(2)
+            } else {
+                config.cq_entries
+            };
+            let mut params = abi::io_uring_params {
+                flags: optional.iter().fold(abi::IORING_SETUP_CQSIZE, |acc, f| acc | f),
+                cq_entries,
+                ..Default::default()
+            };
             if let Some(idle) = config.sqpoll_idle {
                 params.flags |= abi::IORING_SETUP_SQPOLL;
                 params.sq_thread_idle = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX);
@@ -391,19 +429,35 @@ impl Ring {
         let cq_map = if sizes.single_mmap {
             None
         } else {
-            Some(Mmap::ring_region(fd.as_fd(), abi::IORING_OFF_CQ_RING, sizes.cq_ring)?)
+            Some(Mmap::ring_region(
+                fd.as_fd(),
+                abi::IORING_OFF_CQ_RING,
+                sizes.cq_ring,
+            )?)
         };
         let sqe_map = Mmap::ring_region(fd.as_fd(), abi::IORING_OFF_SQES, sizes.sqes)?;
         let sq_base = sq_map.as_ptr();
         let cq_base = cq_map.as_ref().map_or(sq_base, Mmap::as_ptr);
         let sqes = sqe_map.as_ptr().cast();
         let fd = Arc::new(fd);
-        let ring_fd = RingFd { raw: fd.as_raw_fd(), _keep: fd.clone() };
+        let ring_fd = RingFd {
+            raw: fd.as_raw_fd(),
+            _keep: fd.clone(),
+        };
         let mut maps = vec![sq_map, sqe_map];
         maps.extend(cq_map);
         // SAFETY: the bases come from mappings of the sizes the kernel described in
         // `params`, and those mappings move into the Ring with the pointers.
-        Ok(unsafe { Ring::from_parts(params, sq_base, cq_base, sqes, ring_fd, Kernel::Linux { _maps: maps, fd }) })
+        Ok(unsafe {
+            Ring::from_parts(
+                params,
+                sq_base,
+                cq_base,
+                sqes,
+                ring_fd,
+                Kernel::Linux { _maps: maps, fd },
+            )
+        })
     }
 
     /// Sets up a ring on the simulated kernel `kernel`, with the same layout and
@@ -416,7 +470,10 @@ impl Ring {
         let mut params = abi::io_uring_params::default();
         let sim = SimRing::setup(kernel, config, &mut params)?;
         let (sq_base, cq_base, sqes) = sim.regions();
-        let ring_fd = RingFd { raw: sim.fd(), _keep: sim.keep_alive() };
+        let ring_fd = RingFd {
+            raw: sim.fd(),
+            _keep: sim.keep_alive(),
+        };
         // SAFETY: `SimRing::setup` allocated regions of the sizes described in
         // `params` and the SimRing (moved into the Ring) keeps them alive.
         Ok(unsafe { Ring::from_parts(params, sq_base, cq_base, sqes, ring_fd, Kernel::Sim(sim)) })
@@ -460,7 +517,13 @@ impl Ring {
             };
             (sq, cq)
         };
-        let mut ring = Ring { sq, cq, params, fd, kernel };
+        let mut ring = Ring {
+            sq,
+            cq,
+            params,
+            fd,
+            kernel,
+        };
         ring.sq.local_tail = ring.sq.tail.get().load(Ordering::Relaxed);
         ring.cq.local_head = ring.cq.head.get().load(Ordering::Relaxed);
         if params.flags & abi::IORING_SETUP_NO_SQARRAY == 0 {
@@ -578,7 +641,9 @@ impl Ring {
     ///
     /// Every buffer, iovec, path, address or timespec the entry points at must
     /// stay valid (and not be accessed in ways that conflict with the kernel's
-    /// access) until the entry's final CQE has been reaped.
+    /// access) until the entry's final CQE has been reaped. Memory handed over
+    /// by `PROVIDE_BUFFERS` must stay valid until the kernel has consumed or
+    /// given back every buffer of the group, which outlasts that SQE's CQE.
     pub unsafe fn push_unchecked(&mut self, sqe: &Sqe) -> Result<(), PushError> {
         if self.sq_space() == 0 {
             // Submission errors surface on the next wait; here only room matters.
@@ -677,7 +742,10 @@ impl Ring {
     /// `Unsupported` for a timeout on a kernel without `IORING_FEAT_EXT_ARG`.
     pub fn submit_and_wait(&mut self, min_complete: u32, timeout: Option<Duration>) -> io::Result<u32> {
         if timeout.is_some() && self.features() & abi::IORING_FEAT_EXT_ARG == 0 && !self.is_simulated() {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "timed waits need IORING_FEAT_EXT_ARG (Linux 5.11)"));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "timed waits need IORING_FEAT_EXT_ARG (Linux 5.11)",
+            ));
         }
         self.publish_tail();
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
@@ -698,12 +766,20 @@ impl Ring {
         }
     }
 
-    fn enter(&self, to_submit: u32, min_complete: u32, flags: u32, wait: EnterWait) -> io::Result<(u32, bool)> {
+    fn enter(
+        &self,
+        to_submit: u32,
+        min_complete: u32,
+        flags: u32,
+        wait: EnterWait,
+    ) -> io::Result<(u32, bool)> {
         match &self.kernel {
             // SAFETY: every published SQE was queued through `push` (no user memory)
             // or `push_unchecked`, whose caller keeps the memory valid until the
             // final CQE.
-            Kernel::Linux { .. } => unsafe { syscall::enter(self.fd.raw, to_submit, min_complete, flags, wait) },
+            Kernel::Linux { .. } => unsafe {
+                syscall::enter(self.fd.raw, to_submit, min_complete, flags, wait)
+            },
             Kernel::Sim(sim) => sim.enter(to_submit, min_complete, flags, wait),
         }
     }

@@ -18,7 +18,11 @@ use crate::abi;
 
 /// Maps a `-1` return to the current `errno`.
 fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
 }
 
 /// `io_uring_setup(entries, params)`: creates a ring and returns its fd.
@@ -34,7 +38,11 @@ pub fn setup(entries: u32, params: &mut abi::io_uring_params) -> io::Result<Owne
     // SAFETY: `params` is a valid, exclusively borrowed `io_uring_params` for the
     // duration of the call; the kernel reads and writes only that struct.
     let ret = unsafe {
-        libc::syscall(abi::SYS_IO_URING_SETUP, entries as libc::c_long, params as *mut abi::io_uring_params)
+        libc::syscall(
+            abi::SYS_IO_URING_SETUP,
+            entries as libc::c_long,
+            params as *mut abi::io_uring_params,
+        )
     };
     let fd = cvt(ret)? as RawFd;
     // SAFETY: a successful io_uring_setup returns a new fd that nothing else owns.
@@ -92,7 +100,10 @@ pub unsafe fn enter(
                 ts: &ts as *const abi::kernel_timespec as u64,
             };
             flags |= abi::IORING_ENTER_EXT_ARG;
-            (&arg as *const abi::io_uring_getevents_arg as *const libc::c_void, size_of::<abi::io_uring_getevents_arg>())
+            (
+                &arg as *const abi::io_uring_getevents_arg as *const libc::c_void,
+                size_of::<abi::io_uring_getevents_arg>(),
+            )
         }
     };
     // SAFETY: `argp` is null or points at `arg`, which lives until the call
@@ -133,7 +144,13 @@ pub unsafe fn enter(
 pub unsafe fn register(fd: RawFd, opcode: u32, arg: *const libc::c_void, nr_args: u32) -> io::Result<u32> {
     // SAFETY: forwarded to the caller (see `# Safety`).
     let ret = unsafe {
-        libc::syscall(abi::SYS_IO_URING_REGISTER, fd as libc::c_long, opcode as libc::c_long, arg, nr_args as libc::c_long)
+        libc::syscall(
+            abi::SYS_IO_URING_REGISTER,
+            fd as libc::c_long,
+            opcode as libc::c_long,
+            arg,
+            nr_args as libc::c_long,
+        )
     };
     cvt(ret).map(|n| n as u32)
 }

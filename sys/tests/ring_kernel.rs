@@ -45,14 +45,23 @@ fn wait_one(ring: &mut Ring) -> Cqe {
 fn nop_round_trip(ring: &mut Ring) {
     ring.push(&Sqe::nop().user_data(0xdead_beef_0000_0001)).unwrap();
     let c = wait_one(ring);
-    assert_eq!(c, Cqe { user_data: 0xdead_beef_0000_0001, res: 0, flags: 0 });
+    assert_eq!(
+        c,
+        Cqe {
+            user_data: 0xdead_beef_0000_0001,
+            res: 0,
+            flags: 0
+        }
+    );
     assert!(ring.pop_cqe().is_none());
 }
 
 #[test]
 #[cfg_attr(miri, ignore)]
 fn kernel_nop_round_trip() {
-    let Some(mut ring) = kernel_ring(&RingConfig::default()) else { return };
+    let Some(mut ring) = kernel_ring(&RingConfig::default()) else {
+        return;
+    };
     nop_round_trip(&mut ring);
 }
 
@@ -95,15 +104,25 @@ fn many_nops(ring: &mut Ring, total: u64) {
 #[test]
 #[cfg_attr(miri, ignore)]
 fn kernel_ten_thousand_nops_through_small_rings() {
-    let config = RingConfig { sq_entries: 8, cq_entries: 16, ..RingConfig::default() };
-    let Some(mut ring) = kernel_ring(&config) else { return };
+    let config = RingConfig {
+        sq_entries: 8,
+        cq_entries: 16,
+        ..RingConfig::default()
+    };
+    let Some(mut ring) = kernel_ring(&config) else {
+        return;
+    };
     assert_eq!((ring.sq_entries(), ring.cq_entries()), (8, 16));
     many_nops(&mut ring, 10_000);
 }
 
 #[test]
 fn sim_many_nops_through_small_rings() {
-    let config = RingConfig { sq_entries: 8, cq_entries: 16, ..RingConfig::default() };
+    let config = RingConfig {
+        sq_entries: 8,
+        cq_entries: 16,
+        ..RingConfig::default()
+    };
     let mut ring = Ring::sim(&SimKernel::new(), &config).unwrap();
     many_nops(&mut ring, if cfg!(miri) { 100 } else { 10_000 });
 }
@@ -113,13 +132,21 @@ fn sim_many_nops_through_small_rings() {
 fn kernel_sq_overfill_never_errors() {
     // 64 NOPs pushed into an 8-entry SQ with nothing reaped in between: a full SQ
     // is submitted and refilled, and the 32-entry CQ holds them all.
-    let config = RingConfig { sq_entries: 8, cq_entries: 64, ..RingConfig::default() };
-    let Some(mut ring) = kernel_ring(&config) else { return };
+    let config = RingConfig {
+        sq_entries: 8,
+        cq_entries: 64,
+        ..RingConfig::default()
+    };
+    let Some(mut ring) = kernel_ring(&config) else {
+        return;
+    };
     for i in 0..64 {
         ring.push(&Sqe::nop().user_data(i)).unwrap();
     }
     ring.submit_and_wait(64, Some(Duration::from_secs(5))).unwrap();
-    let mut got: Vec<u64> = std::iter::from_fn(|| ring.pop_cqe()).map(|c| c.user_data).collect();
+    let mut got: Vec<u64> = std::iter::from_fn(|| ring.pop_cqe())
+        .map(|c| c.user_data)
+        .collect();
     got.sort_unstable();
     assert_eq!(got, (0..64).collect::<Vec<_>>());
 }
@@ -146,8 +173,12 @@ fn msg_ring_between(a: &mut Ring, b: &mut Ring) {
 #[test]
 #[cfg_attr(miri, ignore)]
 fn kernel_msg_ring_between_two_rings() {
-    let Some(mut a) = kernel_ring(&RingConfig::default()) else { return };
-    let Some(mut b) = kernel_ring(&RingConfig::default()) else { return };
+    let Some(mut a) = kernel_ring(&RingConfig::default()) else {
+        return;
+    };
+    let Some(mut b) = kernel_ring(&RingConfig::default()) else {
+        return;
+    };
     msg_ring_between(&mut a, &mut b);
 }
 
@@ -162,8 +193,12 @@ fn sim_msg_ring_between_two_rings() {
 #[test]
 #[cfg_attr(miri, ignore)]
 fn kernel_msg_ring_flags_pass() {
-    let Some(mut a) = kernel_ring(&RingConfig::default()) else { return };
-    let Some(mut b) = kernel_ring(&RingConfig::default()) else { return };
+    let Some(mut a) = kernel_ring(&RingConfig::default()) else {
+        return;
+    };
+    let Some(mut b) = kernel_ring(&RingConfig::default()) else {
+        return;
+    };
     let mut sqe = *msg_ring_sqe(b.as_raw_fd(), 9, 0x77, abi::IORING_MSG_RING_FLAGS_PASS).as_raw();
     sqe.splice_fd_in_or_file_index = 0x00aa_0000;
     a.push(&Sqe::from_raw(sqe)).unwrap();
@@ -180,7 +215,9 @@ fn kernel_msg_ring_flags_pass() {
 #[test]
 #[cfg_attr(miri, ignore)]
 fn kernel_msg_ring_to_non_ring_fd_is_an_error() {
-    let Some(mut a) = kernel_ring(&RingConfig::default()) else { return };
+    let Some(mut a) = kernel_ring(&RingConfig::default()) else {
+        return;
+    };
     let file = std::fs::File::open("/proc/self/stat").unwrap();
     a.push(&msg_ring_sqe(file.as_raw_fd(), 1, 1, 0)).unwrap();
     let c = wait_one(&mut a);
@@ -190,7 +227,9 @@ fn kernel_msg_ring_to_non_ring_fd_is_an_error() {
 #[test]
 #[cfg_attr(miri, ignore)]
 fn kernel_msg_ring_to_closed_ring_is_an_error() {
-    let Some(mut a) = kernel_ring(&RingConfig::default()) else { return };
+    let Some(mut a) = kernel_ring(&RingConfig::default()) else {
+        return;
+    };
     let b = kernel_ring(&RingConfig::default()).unwrap();
     // Tests run in parallel and fd numbers are reused lowest-first, so message
     // a high duplicate of the ring's fd that no other test will be handed.
@@ -219,19 +258,31 @@ fn sim_msg_ring_to_unknown_ring_is_an_error() {
 #[test]
 #[cfg_attr(miri, ignore)]
 fn kernel_ring_fd_is_close_on_exec() {
-    let Some(ring) = kernel_ring(&RingConfig::default()) else { return };
+    let Some(ring) = kernel_ring(&RingConfig::default()) else {
+        return;
+    };
     // Checked through /proc: the fdinfo flags field is octal and
     // includes O_CLOEXEC (02000000) when set.
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", ring.as_raw_fd())).unwrap();
-    let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap().trim();
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .unwrap()
+        .trim();
     let flags = u32::from_str_radix(flags, 8).unwrap();
-    assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "ring fd lacks O_CLOEXEC: {info}");
+    assert_ne!(
+        flags & libc::O_CLOEXEC as u32,
+        0,
+        "ring fd lacks O_CLOEXEC: {info}"
+    );
 }
 
 #[test]
 #[cfg_attr(miri, ignore)]
 fn kernel_timed_wait_returns_without_completions() {
-    let Some(mut ring) = kernel_ring(&RingConfig::default()) else { return };
+    let Some(mut ring) = kernel_ring(&RingConfig::default()) else {
+        return;
+    };
     ring.submit_and_wait(1, Some(Duration::from_millis(10))).unwrap();
     assert!(ring.pop_cqe().is_none());
 }
@@ -246,7 +297,9 @@ fn sim_timed_wait_returns_without_completions() {
 #[test]
 #[cfg_attr(miri, ignore)]
 fn kernel_setup_reports_best_flags() {
-    let Some(ring) = kernel_ring(&RingConfig::default()) else { return };
+    let Some(ring) = kernel_ring(&RingConfig::default()) else {
+        return;
+    };
     let flags = ring.setup_flags();
     eprintln!("setup flags accepted: {flags:#x}");
     assert_ne!(flags & abi::IORING_SETUP_CQSIZE, 0);

@@ -20,7 +20,14 @@ pub type SharedFd = Arc<OwnedFd>;
 pub const MAX_RW_LEN: usize = 0x7fff_f000;
 
 fn sqe(opcode: u8, fd: RawFd, addr: u64, len: u32, off: u64) -> abi::io_uring_sqe {
-    abi::io_uring_sqe { opcode, fd, addr_or_splice_off_in: addr, len, off_or_addr2: off, ..Default::default() }
+    abi::io_uring_sqe {
+        opcode,
+        fd,
+        addr_or_splice_off_in: addr,
+        len,
+        off_or_addr2: off,
+        ..Default::default()
+    }
 }
 
 /// `pread` into an owned buffer, from its start up to its capacity.
@@ -36,7 +43,12 @@ pub struct Read<B> {
 impl<B: IoBufMut> Read<B> {
     /// Reads at `offset` into `buf` (from its start, up to `bytes_total()`).
     pub fn new(fd: SharedFd, buf: B, offset: u64) -> Self {
-        Read { fd, fixed_slot: None, buf, offset }
+        Read {
+            fd,
+            fixed_slot: None,
+            buf,
+            offset,
+        }
     }
 
     /// Reads through registered-file slot `slot` of the ring it is submitted
@@ -70,7 +82,13 @@ unsafe impl<B: IoBufMut> Op for Read<B> {
         let len = self.len() as u32;
         let ptr = self.buf.stable_mut_ptr() as u64;
         match self.fixed_slot {
-            None => Sqe::from_raw(sqe(abi::IORING_OP_READ, self.fd.as_raw_fd(), ptr, len, self.offset)),
+            None => Sqe::from_raw(sqe(
+                abi::IORING_OP_READ,
+                self.fd.as_raw_fd(),
+                ptr,
+                len,
+                self.offset,
+            )),
             Some(slot) => {
                 let mut s = sqe(abi::IORING_OP_READ, slot as RawFd, ptr, len, self.offset);
                 s.flags |= abi::IOSQE_FIXED_FILE;
@@ -81,7 +99,9 @@ unsafe impl<B: IoBufMut> Op for Read<B> {
     fn run_blocking(&mut self) -> i32 {
         let len = self.len();
         let ptr = self.buf.stable_mut_ptr();
-        let Ok(off) = libc::off_t::try_from(self.offset) else { return -libc::EINVAL };
+        let Ok(off) = libc::off_t::try_from(self.offset) else {
+            return -libc::EINVAL;
+        };
         // SAFETY: `ptr` is writable for `len` bytes (`IoBufMut` contract).
         cqe_res(unsafe { libc::pread(self.fd.as_raw_fd(), ptr.cast(), len, off) } as libc::c_long)
     }
@@ -117,12 +137,23 @@ unsafe impl<B: IoBuf> Op for Write<B> {
     fn prepare(&mut self) -> Sqe {
         let len = self.len() as u32;
         let ptr = self.buf.stable_ptr() as u64;
-        Sqe::from_raw(sqe(abi::IORING_OP_WRITE, self.fd.as_raw_fd(), ptr, len, self.offset))
+        Sqe::from_raw(sqe(
+            abi::IORING_OP_WRITE,
+            self.fd.as_raw_fd(),
+            ptr,
+            len,
+            self.offset,
+        ))
     }
     fn run_blocking(&mut self) -> i32 {
-        let Ok(off) = libc::off_t::try_from(self.offset) else { return -libc::EINVAL };
+        let Ok(off) = libc::off_t::try_from(self.offset) else {
+            return -libc::EINVAL;
+        };
         // SAFETY: `stable_ptr()` is readable for `len()` initialized bytes.
-        cqe_res(unsafe { libc::pwrite(self.fd.as_raw_fd(), self.buf.stable_ptr().cast(), self.len(), off) } as libc::c_long)
+        cqe_res(
+            unsafe { libc::pwrite(self.fd.as_raw_fd(), self.buf.stable_ptr().cast(), self.len(), off) }
+                as libc::c_long,
+        )
     }
     op_any!();
 }
@@ -153,7 +184,13 @@ unsafe impl Op for Fsync {
     fn run_blocking(&mut self) -> i32 {
         let fd = self.fd.as_raw_fd();
         // SAFETY: plain syscalls on an fd this op keeps open.
-        let ret = unsafe { if self.datasync { libc::fdatasync(fd) } else { libc::fsync(fd) } };
+        let ret = unsafe {
+            if self.datasync {
+                libc::fdatasync(fd)
+            } else {
+                libc::fsync(fd)
+            }
+        };
         cqe_res(ret as libc::c_long)
     }
     op_any!();
@@ -172,7 +209,12 @@ impl OpenAt {
     /// Opens `path` relative to `libc::AT_FDCWD` (or a directory fd the caller keeps open).
     /// `O_CLOEXEC` is always added.
     pub fn new(dirfd: RawFd, path: CString, flags: i32, mode: u32) -> Self {
-        OpenAt { dirfd, path, flags: flags | libc::O_CLOEXEC, mode }
+        OpenAt {
+            dirfd,
+            path,
+            flags: flags | libc::O_CLOEXEC,
+            mode,
+        }
     }
 
     /// Takes ownership of the fd a successful open returned.
@@ -190,13 +232,21 @@ impl OpenAt {
 // SAFETY: the SQE points at `path`'s heap bytes, owned by the op.
 unsafe impl Op for OpenAt {
     fn prepare(&mut self) -> Sqe {
-        let mut s = sqe(abi::IORING_OP_OPENAT, self.dirfd, self.path.as_ptr() as u64, self.mode, 0);
+        let mut s = sqe(
+            abi::IORING_OP_OPENAT,
+            self.dirfd,
+            self.path.as_ptr() as u64,
+            self.mode,
+            0,
+        );
         s.op_flags = self.flags as u32;
         Sqe::from_raw(s)
     }
     fn run_blocking(&mut self) -> i32 {
         // SAFETY: `path` is a valid C string; the mode is passed as the variadic arg.
-        cqe_res(unsafe { libc::openat(self.dirfd, self.path.as_ptr(), self.flags, self.mode) } as libc::c_long)
+        cqe_res(
+            unsafe { libc::openat(self.dirfd, self.path.as_ptr(), self.flags, self.mode) } as libc::c_long,
+        )
     }
     fn creates_fd(&self) -> bool {
         true
@@ -225,7 +275,9 @@ unsafe impl Op for Close {
         Sqe::from_raw(sqe(abi::IORING_OP_CLOSE, fd, 0, 0, 0))
     }
     fn run_blocking(&mut self) -> i32 {
-        let Some(fd) = self.fd.take() else { return -libc::EBADF };
+        let Some(fd) = self.fd.take() else {
+            return -libc::EBADF;
+        };
         let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
         // SAFETY: we own `raw` (taken out of the OwnedFd) and close it once.
         cqe_res(unsafe { libc::close(raw) } as libc::c_long)
@@ -245,7 +297,10 @@ pub struct Statx {
 
 impl std::fmt::Debug for Statx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Statx").field("path", &self.path).field("flags", &self.flags).finish_non_exhaustive()
+        f.debug_struct("Statx")
+            .field("path", &self.path)
+            .field("flags", &self.flags)
+            .finish_non_exhaustive()
     }
 }
 
@@ -264,7 +319,14 @@ impl Statx {
     fn build(dirfd: RawFd, fd: Option<SharedFd>, path: CString, flags: i32) -> Self {
         // SAFETY: `statx` is plain integer data; all-zero is a valid value.
         let out = Box::new(unsafe { std::mem::zeroed::<libc::statx>() });
-        Statx { dirfd, fd, path, flags, mask: libc::STATX_BASIC_STATS | libc::STATX_BTIME, out }
+        Statx {
+            dirfd,
+            fd,
+            path,
+            flags,
+            mask: libc::STATX_BASIC_STATS | libc::STATX_BTIME,
+            out,
+        }
     }
 
     /// The result, after a successful completion.
@@ -277,14 +339,28 @@ impl Statx {
 unsafe impl Op for Statx {
     fn prepare(&mut self) -> Sqe {
         let out = &mut *self.out as *mut libc::statx as u64;
-        let mut s = sqe(abi::IORING_OP_STATX, self.dirfd, self.path.as_ptr() as u64, self.mask, out);
+        let mut s = sqe(
+            abi::IORING_OP_STATX,
+            self.dirfd,
+            self.path.as_ptr() as u64,
+            self.mask,
+            out,
+        );
         s.op_flags = self.flags as u32;
         Sqe::from_raw(s)
     }
     fn run_blocking(&mut self) -> i32 {
         let _keep = &self.fd;
         // SAFETY: valid C string and an exclusively owned statx buffer.
-        cqe_res(unsafe { libc::statx(self.dirfd, self.path.as_ptr(), self.flags, self.mask, &mut *self.out) } as libc::c_long)
+        cqe_res(unsafe {
+            libc::statx(
+                self.dirfd,
+                self.path.as_ptr(),
+                self.flags,
+                self.mask,
+                &mut *self.out,
+            )
+        } as libc::c_long)
     }
     op_any!();
 }
@@ -301,17 +377,31 @@ pub struct Fallocate {
 impl Fallocate {
     /// Allocates (or, with a mode, punches/zeroes) `offset..offset + len`.
     pub fn new(fd: SharedFd, mode: i32, offset: u64, len: u64) -> Self {
-        Fallocate { fd, mode, offset, len }
+        Fallocate {
+            fd,
+            mode,
+            offset,
+            len,
+        }
     }
 }
 
 // SAFETY: references no memory.
 unsafe impl Op for Fallocate {
     fn prepare(&mut self) -> Sqe {
-        Sqe::from_raw(sqe(abi::IORING_OP_FALLOCATE, self.fd.as_raw_fd(), self.len, self.mode as u32, self.offset))
+        Sqe::from_raw(sqe(
+            abi::IORING_OP_FALLOCATE,
+            self.fd.as_raw_fd(),
+            self.len,
+            self.mode as u32,
+            self.offset,
+        ))
     }
     fn run_blocking(&mut self) -> i32 {
-        let (Ok(off), Ok(len)) = (libc::off_t::try_from(self.offset), libc::off_t::try_from(self.len)) else {
+        let (Ok(off), Ok(len)) = (
+            libc::off_t::try_from(self.offset),
+            libc::off_t::try_from(self.len),
+        ) else {
             return -libc::EINVAL;
         };
         // SAFETY: plain syscall on an fd this op keeps open.
@@ -340,7 +430,9 @@ unsafe impl Op for Ftruncate {
         Sqe::from_raw(sqe(abi::IORING_OP_FTRUNCATE, self.fd.as_raw_fd(), 0, 0, self.len))
     }
     fn run_blocking(&mut self) -> i32 {
-        let Ok(len) = libc::off_t::try_from(self.len) else { return -libc::EINVAL };
+        let Ok(len) = libc::off_t::try_from(self.len) else {
+            return -libc::EINVAL;
+        };
         // SAFETY: plain syscall on an fd this op keeps open.
         cqe_res(unsafe { libc::ftruncate(self.fd.as_raw_fd(), len) } as libc::c_long)
     }
@@ -400,17 +492,31 @@ unsafe impl Op for PathOp {
                 s
             }
             PathOp::Rename { from, to, flags } => {
-                let mut s = sqe(abi::IORING_OP_RENAMEAT, cwd, from.as_ptr() as u64, cwd as u32, to.as_ptr() as u64);
+                let mut s = sqe(
+                    abi::IORING_OP_RENAMEAT,
+                    cwd,
+                    from.as_ptr() as u64,
+                    cwd as u32,
+                    to.as_ptr() as u64,
+                );
                 s.op_flags = *flags;
                 s
             }
             PathOp::Mkdir { path, mode } => sqe(abi::IORING_OP_MKDIRAT, cwd, path.as_ptr() as u64, *mode, 0),
-            PathOp::Symlink { target, link } => {
-                sqe(abi::IORING_OP_SYMLINKAT, cwd, target.as_ptr() as u64, 0, link.as_ptr() as u64)
-            }
-            PathOp::HardLink { from, to } => {
-                sqe(abi::IORING_OP_LINKAT, cwd, from.as_ptr() as u64, cwd as u32, to.as_ptr() as u64)
-            }
+            PathOp::Symlink { target, link } => sqe(
+                abi::IORING_OP_SYMLINKAT,
+                cwd,
+                target.as_ptr() as u64,
+                0,
+                link.as_ptr() as u64,
+            ),
+            PathOp::HardLink { from, to } => sqe(
+                abi::IORING_OP_LINKAT,
+                cwd,
+                from.as_ptr() as u64,
+                cwd as u32,
+                to.as_ptr() as u64,
+            ),
         };
         Sqe::from_raw(s)
     }

@@ -124,13 +124,20 @@ pub struct InFlight<T> {
 
 impl<T> Default for InFlight<T> {
     fn default() -> Self {
-        InFlight { slots: Vec::new(), free: Vec::new(), live: 0 }
+        InFlight {
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+        }
     }
 }
 
 impl<T> std::fmt::Debug for InFlight<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InFlight").field("live", &self.live).field("slots", &self.slots.len()).finish()
+        f.debug_struct("InFlight")
+            .field("live", &self.live)
+            .field("slots", &self.slots.len())
+            .finish()
     }
 }
 
@@ -150,11 +157,19 @@ impl<T: Clone> InFlight<T> {
     /// # Errors
     ///
     /// Gives the op back with [`PushError::Full`] when the SQ stays full.
-    pub fn submit(&mut self, ring: &mut Ring, mut op: Box<dyn Op>, payload: T) -> Result<OpId, (Box<dyn Op>, PushError)> {
+    pub fn submit(
+        &mut self,
+        ring: &mut Ring,
+        mut op: Box<dyn Op>,
+        payload: T,
+    ) -> Result<OpId, (Box<dyn Op>, PushError)> {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
-                self.slots.push(Slot { generation: 0, entry: None });
+                self.slots.push(Slot {
+                    generation: 0,
+                    entry: None,
+                });
                 (self.slots.len() - 1) as u32
             }
         };
@@ -167,7 +182,11 @@ impl<T: Clone> InFlight<T> {
         // what is still in flight, see `leak_in_flight`).
         match unsafe { ring.push_unchecked(&sqe) } {
             Ok(()) => {
-                slot.entry = Some(Entry { op, payload, cancel_requested: false });
+                slot.entry = Some(Entry {
+                    op,
+                    payload,
+                    cancel_requested: false,
+                });
                 self.live += 1;
                 Ok(id)
             }
@@ -180,20 +199,32 @@ impl<T: Clone> InFlight<T> {
 
     /// Classifies a CQE and, on an op's final CQE, hands the op back.
     pub fn complete(&mut self, cqe: &Cqe) -> Completion<T> {
-        let Tag::Op(id) = msg::decode(cqe.user_data) else { return Completion::Stale };
-        let Some(slot) = self.slots.get_mut(id.index() as usize) else { return Completion::Stale };
+        let Tag::Op(id) = msg::decode(cqe.user_data) else {
+            return Completion::Stale;
+        };
+        let Some(slot) = self.slots.get_mut(id.index() as usize) else {
+            return Completion::Stale;
+        };
         if slot.generation != id.generation() || slot.entry.is_none() {
             return Completion::Stale;
         }
         if cqe.has_more() {
-            let payload = slot.entry.as_ref().map(|e| e.payload.clone()).expect("checked above");
+            let payload = slot
+                .entry
+                .as_ref()
+                .map(|e| e.payload.clone())
+                .expect("checked above");
             return Completion::More { payload, cqe: *cqe };
         }
         let entry = slot.entry.take().expect("checked above");
         slot.generation = msg::next_generation(slot.generation);
         self.free.push(id.index());
         self.live -= 1;
-        Completion::Finished { payload: entry.payload, op: entry.op, cqe: *cqe }
+        Completion::Finished {
+            payload: entry.payload,
+            op: entry.op,
+            cqe: *cqe,
+        }
     }
 
     /// The `ASYNC_CANCEL` SQE for `id`, if it is still in flight and was not
@@ -267,7 +298,9 @@ unsafe impl Op for Nop {
 /// Maps a libc return value (`-1` + errno) to a CQE-style result.
 pub(crate) fn cqe_res(ret: libc::c_long) -> i32 {
     if ret < 0 {
-        -std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+        -std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
     } else {
         i32::try_from(ret).unwrap_or(i32::MAX)
     }
