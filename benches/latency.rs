@@ -13,8 +13,9 @@
 //! `LATENCY_SECS=5`. Other arguments (not starting with `-`) select harnesses
 //! by substring: `cargo bench --bench latency -- spargio 2`.
 //!
-//! Experiments: `SPARGIO_SPIN_US=n` sets spargio's `spin_before_park`; such a
-//! run is printed but not recorded in `latency.json`.
+//! Experiments: `SPARGIO_SPIN_US=n` sets spargio's `spin_before_park`,
+//! `SPARGIO_CPUS=0,1` pins its shards; such a run is printed but not recorded
+//! in `latency.json`.
 #![forbid(unsafe_code)]
 
 mod common;
@@ -129,13 +130,24 @@ fn main() {
     }
     if selected("spargio") {
         let spin = std::env::var("SPARGIO_SPIN_US").ok().and_then(|s| s.parse().ok());
-        let h = SpargioPingPong::with_builder(|b| match spin {
-            Some(us) => b.spin_before_park(Duration::from_micros(us)),
-            None => b,
+        let cpus: Option<Vec<usize>> = std::env::var("SPARGIO_CPUS").ok().map(|s| {
+            s.split(',')
+                .map(|c| c.trim().parse().expect("SPARGIO_CPUS: CPU numbers"))
+                .collect()
+        });
+        let experiment = spin.is_some() || cpus.is_some();
+        let h = SpargioPingPong::with_builder(|mut b| {
+            if let Some(us) = spin {
+                b = b.spin_before_park(Duration::from_micros(us));
+            }
+            if let Some(cpus) = cpus {
+                b = b.thread_affinity(cpus);
+            }
+            b
         });
         let before = h.runtime().handle().stats_snapshot();
         // An experiment's numbers are printed, not recorded for the report.
-        report("spargio", &measure(|c| h.call(c), secs), spin.is_none());
+        report("spargio", &measure(|c| h.call(c), secs), !experiment);
         let after = h.runtime().handle().stats_snapshot();
         let delta = |f: fn(&spargio::ShardStats) -> u64| after.total(f) - before.total(f);
         println!(

@@ -119,7 +119,11 @@ where
     F: Fn(std::sync::Arc<S::Output>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let rt = spargio::RuntimeBuilder::new().shards(2).build().unwrap();
+    let mut b = spargio::RuntimeBuilder::new().shards(2);
+    if let Ok(us) = std::env::var("SPIN_US") {
+        b = b.spin_before_park(std::time::Duration::from_micros(us.parse().unwrap()));
+    }
+    let rt = b.build().unwrap();
     let (drv, mut end): (_, DriverEnd<u64, ()>) = driver();
     rt.handle()
         .spawn_pinned(0, async move {

@@ -10,6 +10,9 @@
 //! Each group has `tokio` (2-worker multi-thread runtime) and `spargio`; the
 //! steady groups also have `tokio_two_thread` (driver and responder on two
 //! current-thread runtimes on two threads: Tokio's cross-thread baseline).
+//! `steady_ping_pong_rtt` also has `spargio_pinned`: the same runtime with its
+//! shards pinned to CPUs 0 and 1, so the two spinning shards never share a
+//! CPU (the scheduler may stack them on one CPU of a busy machine).
 //! See `benches/common/pingpong.rs` for the harnesses and `docs/BENCHMARKS.md`.
 #![forbid(unsafe_code)]
 
@@ -55,6 +58,12 @@ fn steady_ping_pong_rtt(c: &mut Criterion) {
             check(black_box(h.call(Cmd::RoundTrips { batches })).checksum, batches);
         },
     );
+    if std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2) {
+        let pinned = || SpargioPingPong::with_builder(|b| b.thread_affinity(vec![0, 1]));
+        bench_batches(&mut group, GROUP, "spargio_pinned", pinned, |h, batches| {
+            check(black_box(h.call(Cmd::RoundTrips { batches })).checksum, batches);
+        });
+    }
     group.finish();
 }
 

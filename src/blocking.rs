@@ -6,7 +6,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::error::{JoinError, RuntimeError};
 
@@ -17,14 +18,23 @@ const IDLE_EXIT: Duration = Duration::from_secs(10);
 
 struct State {
     jobs: VecDeque<Job>,
+    /// Threads started and not yet exited.
     threads: usize,
+    /// Threads waiting for a job. A queued job is owed a thread: while
+    /// `jobs.len() > idle`, a push starts a new thread (up to the bound), so a
+    /// job never waits behind another that blocks for long.
     idle: usize,
     shutdown: bool,
+    /// Handles of started threads (pruned of finished ones as new ones start).
+    handles: Vec<JoinHandle<()>>,
 }
 
 struct Inner {
     state: Mutex<State>,
+    /// Signalled when a job is queued or shutdown begins.
     cv: Condvar,
+    /// Signalled when a thread exits.
+    exited: Condvar,
     max_threads: usize,
     name: String,
 }
@@ -49,8 +59,10 @@ impl BlockingPool {
                     threads: 0,
                     idle: 0,
                     shutdown: false,
+                    handles: Vec::new(),
                 }),
                 cv: Condvar::new(),
+                exited: Condvar::new(),
                 max_threads,
                 name,
             }),
@@ -99,29 +111,65 @@ impl BlockingPool {
             return Err((job, RuntimeError::Closed));
         }
         st.jobs.push_back(job);
-        if st.idle > 0 {
+        if st.jobs.len() <= st.idle {
             self.inner.cv.notify_one();
-        } else if st.threads < self.inner.max_threads {
-            st.threads += 1;
+            return Ok(());
+        }
+        if st.threads < self.inner.max_threads {
             let inner = self.inner.clone();
             let spawned = std::thread::Builder::new()
                 .name(inner.name.clone())
                 .spawn(move || worker(inner));
-            if let Err(e) = spawned {
-                st.threads -= 1;
-                if st.threads == 0 {
+            match spawned {
+                Ok(handle) => {
+                    st.threads += 1;
+                    st.handles.retain(|h| !h.is_finished());
+                    st.handles.push(handle);
+                }
+                Err(e) if st.threads == 0 => {
                     let job = st.jobs.pop_back().expect("pushed above");
                     return Err((job, RuntimeError::Io(e)));
                 }
+                // Running threads will get to the job.
+                Err(_) => {}
             }
         }
         Ok(())
     }
 
-    /// Refuses new jobs; idle threads exit, running ones finish their job.
-    pub(crate) fn shutdown(&self) {
-        self.inner.lock().shutdown = true;
+    /// Refuses new jobs and waits, up to `timeout`, for the pool's threads to
+    /// exit (idle ones at once, busy ones after their job), then joins them.
+    /// A thread still running a job after `timeout` is detached, not waited
+    /// for. Called from a pool thread, it does not wait for that thread.
+    pub(crate) fn shutdown(&self, timeout: Duration) {
+        let me = std::thread::current().id();
+        let deadline = Instant::now().checked_add(timeout);
+        let mut st = self.inner.lock();
+        st.shutdown = true;
         self.inner.cv.notify_all();
+        let own = st.handles.iter().any(|h| h.thread().id() == me);
+        let others = |st: &State| st.threads - usize::from(own);
+        while others(&st) > 0 {
+            let wait = match deadline {
+                Some(at) => match at.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => break,
+                },
+                None => Duration::from_secs(3600),
+            };
+            st = self.inner.exited.wait_timeout(st, wait).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        let all_exited = others(&st) == 0;
+        let handles = std::mem::take(&mut st.handles);
+        drop(st);
+        for h in handles {
+            // Every other thread has left its loop (or this one had ended
+            // before): the join returns at once. Past the deadline, busy threads
+            // are detached.
+            if h.thread().id() != me && (all_exited || h.is_finished()) {
+                let _ = h.join();
+            }
+        }
     }
 }
 
@@ -149,6 +197,8 @@ fn worker(inner: Arc<Inner>) {
         }
     }
     st.threads -= 1;
+    drop(st);
+    inner.exited.notify_all();
 }
 
 /// A job's result (once it ran) and the waker of whoever awaits it.

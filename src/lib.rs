@@ -49,8 +49,8 @@ mod wire;
 
 pub use blocking::BlockingHandle;
 pub use error::{JoinError, RuntimeError, SendError};
-pub use native::{UringBoundFd, UringFileSession};
 pub use msg::{Event, NextEvent, RemoteShard, RingMsg, SendTicket, ShardCtx};
+pub use native::{UringBoundFd, UringFileSession};
 pub use runtime::{Backend, Runtime, RuntimeBuilder, RuntimeHandle, TaskPlacement, run};
 pub use stats::{RuntimeStats, ShardStats};
 pub use task::JoinHandle;

@@ -21,7 +21,10 @@
 //!    the deadline passed) and drops its ring. Ring fds stay open while any
 //!    `RingFd` clone lives, so no message can reach a reused fd number.
 //! 5. **Join threads.** The caller joins the shard threads, except its own
-//!    when shutdown is called from inside a shard, and stops the blocking pool.
+//!    when shutdown is called from inside a shard, then stops the blocking
+//!    pool: idle pool threads exit at once, busy ones after their job, and
+//!    all are joined (a job still running after the shutdown timeout is
+//!    detached rather than waited for).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -695,7 +698,7 @@ impl Shared {
             let _ = t.join();
         }
         self.foreign_ring.lock().unwrap_or_else(|p| p.into_inner()).take();
-        self.blocking.shutdown();
+        self.blocking.shutdown(self.config.shutdown_timeout);
         self.state.store(CLOSED, Ordering::SeqCst);
     }
 

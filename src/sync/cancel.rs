@@ -115,10 +115,12 @@ fn try_detach(node: Arc<Node>) {
             drop(n);
             p.children.remove(&Node::key(&node))
         };
-        drop(removed);
-        if parent.handles.load(Ordering::Acquire) != 0 {
+        // Only a removal can leave the parent childless: otherwise stop here
+        // (so dropping a long, already cancelled chain is not quadratic).
+        if removed.is_none() || parent.handles.load(Ordering::Acquire) != 0 {
             return;
         }
+        drop(removed);
         node = parent;
     }
 }
