@@ -157,7 +157,12 @@ impl BlockingPool {
                 },
                 None => Duration::from_secs(3600),
             };
-            st = self.inner.exited.wait_timeout(st, wait).unwrap_or_else(|p| p.into_inner()).0;
+            st = self
+                .inner
+                .exited
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         let all_exited = others(&st) == 0;
         let handles = std::mem::take(&mut st.handles);

@@ -476,12 +476,26 @@ impl<F: 'static> LocalSlot<F> {
     }
 
     fn take(self) -> F {
+        let this = std::mem::ManuallyDrop::new(self);
         let boxed = STASH
-            .with(|s| s.borrow_mut().remove(&self.id))
+            .with(|s| s.borrow_mut().remove(&this.id))
             .expect("local future taken on another thread");
         *boxed
             .downcast::<F>()
             .expect("local future slot holds another type")
+    }
+}
+
+/// A slot dropped untaken (its task was aborted before its first poll, or the
+/// spawn was refused) drops the stashed future. Local tasks are dropped on
+/// their own shard, so this runs on the thread that holds the stash.
+impl<F> Drop for LocalSlot<F> {
+    fn drop(&mut self) {
+        let id = self.id;
+        // `try_with`: during thread teardown the stash may already be gone
+        // (and with it the future).
+        let fut = STASH.try_with(|s| s.borrow_mut().remove(&id)).ok().flatten();
+        drop(fut);
     }
 }
 

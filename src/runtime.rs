@@ -581,13 +581,19 @@ impl Shared {
             Mobility::Stealable => {
                 target.lock_stealable().push_back(task);
                 target.stealable_len.fetch_add(1, Ordering::SeqCst);
+                // A sleeping owner is woken to run it. An owner that is awake
+                // may be stuck in a long poll: then an idle peer is woken (if
+                // one sleeps) to steal it.
+                if !self.unpark(owner) {
+                    self.unpark_one_idle(owner);
+                }
             }
             Mobility::Pinned | Mobility::Local => {
                 target.lock_inbox().push_back(task);
                 target.inbox_len.fetch_add(1, Ordering::SeqCst);
+                self.unpark(owner);
             }
         }
-        self.unpark(owner);
     }
 
     /// Wakes `shard` if it is parked: one doorbell, only when needed.
@@ -597,13 +603,17 @@ impl Shared {
     /// re-checks those lengths before sleeping. SeqCst on both sides means at
     /// least one sees the other: either the shard finds the work, or this swap
     /// finds `parked` and rings.
-    pub(crate) fn unpark(&self, shard: usize) {
+    ///
+    /// Returns whether a doorbell was rung.
+    pub(crate) fn unpark(&self, shard: usize) -> bool {
         let s = &self.shards[shard];
         if s.parked.swap(false, Ordering::SeqCst) {
             s.counters.doorbells_sent.fetch_add(1, Ordering::Relaxed);
             self.ring_doorbell(shard);
+            true
         } else {
             s.counters.doorbells_skipped.fetch_add(1, Ordering::Relaxed);
+            false
         }
     }
 
@@ -632,17 +642,24 @@ impl Shared {
             Some(Unparker::Condvar(p)) => p.unpark(),
             Some(Unparker::Ring(fd)) => {
                 if let Err(fd) = shard::doorbell_from_shard(self, fd) {
-                    self.foreign_doorbell(&fd);
+                    self.foreign_doorbell(shard, &fd);
                 }
             }
         }
     }
 
-    fn foreign_doorbell(&self, target: &RingFd) {
+    /// Rings `shard`'s doorbell from the foreign ring. If the kernel keeps
+    /// refusing the submit, the shard is marked parked again, so the next
+    /// wake of it (any spawn, message or op) rings again.
+    fn foreign_doorbell(&self, shard: usize, target: &RingFd) {
         let mut guard = self.foreign_ring.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ring) = guard.as_mut() {
             shard::push_doorbell(ring, target);
-            shard::submit_foreign(ring);
+            if shard::submit_foreign(ring, &mut |_| {}).is_err() {
+                let s = &self.shards[shard];
+                s.counters.doorbell_failures.fetch_add(1, Ordering::Relaxed);
+                s.parked.store(true, Ordering::SeqCst);
+            }
         }
     }
 

@@ -153,13 +153,41 @@ pub(crate) fn push_doorbell(ring: &mut Ring, target: &RingFd) {
     let _ = ring.push(&sqe);
 }
 
-/// Submits a foreign ring's queue and discards its (error) completions.
-pub(crate) fn submit_foreign(ring: &mut Ring) {
-    let _ = ring.submit();
-    while ring.pop_cqe().is_some() {}
+/// How many times a foreign-ring submit is tried while the kernel refuses it
+/// for a moment (`EBUSY`/`EAGAIN`: completions to reap first; `EINTR`).
+const FOREIGN_SUBMIT_ATTEMPTS: u32 = 64;
+
+/// Submits everything queued in a foreign ring, handing each completion
+/// reaped on the way to `on_cqe` (reaping is what clears an `EBUSY`).
+///
+/// All or nothing: when the kernel keeps refusing, the entries it did not take
+/// are taken back, so they are never submitted later, and the errno returned.
+pub(crate) fn submit_foreign(ring: &mut Ring, on_cqe: &mut dyn FnMut(Cqe)) -> Result<(), i32> {
+    let mut errno = libc::EAGAIN;
+    for attempt in 0..FOREIGN_SUBMIT_ATTEMPTS {
+        match ring.submit_and_flush() {
+            Ok(_) if ring.sq_len() == 0 => return Ok(()),
+            Ok(_) => {}
+            Err(e) => {
+                errno = e.raw_os_error().unwrap_or(libc::EIO);
+                if !matches!(errno, libc::EBUSY | libc::EAGAIN | libc::EINTR) {
+                    break;
+                }
+            }
+        }
+        while let Some(c) = ring.pop_cqe() {
+            on_cqe(c);
+        }
+        if attempt > 0 {
+            std::thread::yield_now();
+        }
+    }
+    ring.retract_unsubmitted();
+    Err(errno)
 }
 
-/// Sends one message through `ring` and waits for the sender-side completion.
+/// Sends one message through a foreign `ring` and waits for its sender-side
+/// completion. `Err` means the message was not delivered.
 pub(crate) fn send_msg_ring_blocking(
     ring: &mut Ring,
     target: &RingFd,
@@ -167,15 +195,27 @@ pub(crate) fn send_msg_ring_blocking(
     val: u32,
 ) -> Result<(), i32> {
     const OWN: u64 = 1;
+    let outcome = Cell::new(None);
+    let mut watch = |c: Cqe| {
+        if c.user_data == OWN {
+            outcome.set(Some(c.res));
+        }
+    };
     ring.push(&msg_ring_sqe(target, val, user_data, OWN, false))
         .map_err(|_| libc::EBUSY)?;
+    submit_foreign(ring, &mut watch)?;
+    // Submitted: the outcome is the sender-side CQE, which MSG_RING posts as it runs.
     loop {
-        ring.submit_and_wait(1, Some(Duration::from_secs(1)))
-            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
         while let Some(c) = ring.pop_cqe() {
-            if c.user_data == OWN {
-                return if c.res < 0 { Err(-c.res) } else { Ok(()) };
-            }
+            watch(c);
+        }
+        if let Some(res) = outcome.get() {
+            return if res < 0 { Err(-res) } else { Ok(()) };
+        }
+        match ring.submit_and_wait(1, Some(Duration::from_secs(1))) {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {}
+            Err(e) => return Err(e.raw_os_error().unwrap_or(libc::EIO)),
         }
     }
 }
@@ -192,8 +232,11 @@ pub(crate) fn doorbell_from_shard(shared: &Shared, target: &RingFd) -> Result<()
         };
         let Some(ring) = ring.as_mut() else { return false };
         push_doorbell(ring, target);
-        // Submit now: the target is asleep and latency is the point.
-        let _ = ring.submit();
+        // Submit now: the target is asleep and latency is the point. A refused
+        // submit leaves the doorbell queued for the loop's next submit.
+        if ring.submit().is_err() {
+            l.needs_submit.set(true);
+        }
         true
     });
     if sent == Some(true) {
@@ -219,12 +262,13 @@ impl Local {
     }
 
     /// Submits queued SQEs now.
+    /// A refused submit (`EBUSY`: completions to reap first) leaves the
+    /// entries queued and `needs_submit` set, so the loop's next reap retries.
     pub(crate) fn submit_now(&self) {
-        self.needs_submit.set(false);
         if let Ok(mut ring) = self.ring.try_borrow_mut()
             && let Some(ring) = ring.as_mut()
         {
-            let _ = ring.submit();
+            self.needs_submit.set(ring.submit().is_err());
         }
     }
 
@@ -311,8 +355,8 @@ impl Local {
                 if ring.cq_overflow_pending() {
                     self.me().counters.cq_overflows.fetch_add(1, Ordering::Relaxed);
                 }
-                self.needs_submit.set(false);
-                let _ = ring.submit_and_flush();
+                // Refused (EBUSY until the CQ is drained below): retry next turn.
+                self.needs_submit.set(ring.submit_and_flush().is_err());
             }
             ring.drain_cqes(&mut buf);
         }

@@ -18,6 +18,7 @@ pub(crate) struct ShardCounters {
     pub(crate) msg_send_failures: AtomicU64,
     pub(crate) doorbells_sent: AtomicU64,
     pub(crate) doorbells_skipped: AtomicU64,
+    pub(crate) doorbell_failures: AtomicU64,
     pub(crate) parks: AtomicU64,
     pub(crate) wakeups: AtomicU64,
     pub(crate) cq_overflows: AtomicU64,
@@ -52,6 +53,9 @@ pub struct ShardStats {
     pub doorbells_sent: u64,
     /// Wake requests that needed no doorbell (the shard was awake).
     pub doorbells_skipped: u64,
+    /// Doorbells from outside the runtime the kernel kept refusing (the shard
+    /// stays marked parked, so the next wake rings again).
+    pub doorbell_failures: u64,
     /// Times the shard went to sleep.
     pub parks: u64,
     /// Times it woke up.
@@ -98,6 +102,7 @@ impl RuntimeStats {
                     msg_send_failures: get(&c.msg_send_failures),
                     doorbells_sent: get(&c.doorbells_sent),
                     doorbells_skipped: get(&c.doorbells_skipped),
+                    doorbell_failures: get(&c.doorbell_failures),
                     parks: get(&c.parks),
                     wakeups: get(&c.wakeups),
                     cq_overflows: get(&c.cq_overflows),

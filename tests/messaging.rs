@@ -563,7 +563,6 @@ fn sim_faults_fifo_exactly_once_through_overflow_eintr_delay_and_reorder() {
 }
 
 #[test]
-#[ignore = "bug (sim model vs runtime FIFO): sim `reorder`/`delay_cqes` shuffle the MSG_RING messages a ring sends itself"]
 fn sim_faults_self_messages_stay_in_order_under_reorder() {
     let (b, kernel) = common::sim_builder_with_faults(
         1,
@@ -582,10 +581,20 @@ fn sim_faults_self_messages_stay_in_order_under_reorder() {
             let me = ctx.remote(0).unwrap();
             let mut got = Vec::new();
             for chunk in 0..n / 100 {
-                // A hundred messages to itself in one poll: one submission batch.
+                // A hundred messages to itself in one poll: one submission
+                // batch. Half carry tickets, whose sender-side completions the
+                // sim may shuffle; the messages themselves must stay in order.
+                let mut tickets = Vec::new();
                 for i in 0..100 {
                     // Distinct tags: distinct `user_data`, so the sim can tell a reorder.
-                    me.send_raw_nowait(i as u16, chunk * 100 + i).unwrap();
+                    if i % 2 == 0 {
+                        tickets.push(me.send_raw(i as u16, chunk * 100 + i));
+                    } else {
+                        me.send_raw_nowait(i as u16, chunk * 100 + i).unwrap();
+                    }
+                }
+                for t in tickets {
+                    t.await.unwrap();
                 }
                 for _ in 0..100 {
                     got.push(next_msg(&ctx).await.2);
@@ -605,7 +614,6 @@ fn sim_faults_self_messages_stay_in_order_under_reorder() {
 }
 
 #[test]
-#[ignore = "bug: an outside send refused with Os(EBUSY) leaves its SQE in the foreign ring and is delivered later"]
 fn sim_faults_outside_sender_exactly_once_under_ebusy() {
     let (b, kernel) = common::sim_builder_with_faults(
         2,
@@ -649,7 +657,6 @@ fn sim_faults_outside_sender_exactly_once_under_ebusy() {
 }
 
 #[test]
-#[ignore = "bug: a busy shard never retries a submit that failed (EBUSY): its message to a parked shard is stuck in its SQ"]
 fn sim_faults_message_from_a_busy_shard_survives_ebusy() {
     let (b, kernel) = common::sim_builder_with_faults(2, Faults::default());
     let rt = build(Kernel::Sim, b.spin_before_park(Duration::ZERO));

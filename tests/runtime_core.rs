@@ -34,7 +34,6 @@ each_kernel!(
     placement_round_robin_spreads_evenly,
     placement_out_of_range_is_no_such_shard,
     stealing_runs_work_of_a_blocked_shard,
-    #[ignore = "bug: waking a stealable task never wakes an idle shard to steal it (Shared::schedule)"]
     woken_stealable_work_of_a_blocked_shard_is_stolen,
     never_polled_by_two_threads_at_once,
     no_lost_wakeups,
@@ -49,7 +48,6 @@ each_kernel!(
     block_on_resumes_panic_and_runtime_survives,
     block_on_inside_a_shard_panics,
     local_task_runs_not_send_future,
-    #[ignore = "bug: ShardCtx::spawn_local leaves the future in its thread-local stash when the task never runs"]
     spawn_local_future_is_dropped_when_the_task_never_runs,
     spawn_blocking_runs_and_catches_panics,
     blocking_job_never_waits_behind_a_blocked_one,
@@ -1629,18 +1627,18 @@ fn sim_faults_wakes_survive_eintr_and_overflow() {
 }
 
 #[test]
-#[ignore = "bug: a doorbell whose submit fails (EBUSY) stays in the foreign ring's SQ; the parked shard never wakes"]
 fn sim_faults_doorbell_from_outside_survives_ebusy() {
     let (rt, kernel) = sim_runtime_asleep();
+    // A refusal that passes (the next three enters): the doorbell is retried.
     kernel.set_faults(Faults {
-        enter_ebusy_every: Some(1),
+        enter_ebusy_first: 3,
         ..Faults::default()
     });
     let t = rt.handle().spawn_pinned(1, async { shard_id() }).unwrap();
     let injected = kernel.injected();
     kernel.set_faults(Faults::default());
-    assert!(
-        injected.ebusy >= 1,
+    assert_eq!(
+        injected.ebusy, 3,
         "the doorbell's submit was meant to fail: {injected:?}"
     );
     let ran_on = common::wait_for(
@@ -1652,7 +1650,30 @@ fn sim_faults_doorbell_from_outside_survives_ebusy() {
 }
 
 #[test]
-#[ignore = "bug: a busy shard never retries a submit that failed (EBUSY): its doorbell to a parked shard is lost"]
+fn sim_faults_doorbell_refused_for_good_is_rung_again_by_the_next_wake() {
+    let (rt, kernel) = sim_runtime_asleep();
+    let h = rt.handle().clone();
+    // Every enter refused: the doorbell is taken back, not left in the SQ.
+    kernel.set_faults(Faults {
+        enter_ebusy_every: Some(1),
+        ..Faults::default()
+    });
+    let first = h.spawn_pinned(1, async { shard_id() }).unwrap();
+    kernel.set_faults(Faults::default());
+    assert_eq!(h.stats_snapshot().shards[1].doorbell_failures, 1);
+    // The shard still counts as parked, so the next wake rings again.
+    let second = h.spawn_pinned(1, async { shard_id() }).unwrap();
+    assert_eq!(
+        common::wait_for("second task", Duration::from_secs(30), second).unwrap(),
+        1
+    );
+    assert_eq!(
+        common::wait_for("first task", Duration::from_secs(30), first).unwrap(),
+        1
+    );
+}
+
+#[test]
 fn sim_faults_doorbell_from_a_busy_shard_survives_ebusy() {
     let (rt, kernel) = sim_runtime_asleep();
     let h = rt.handle().clone();

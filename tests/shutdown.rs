@@ -125,7 +125,11 @@ fn no_thread_or_fd_leaks_after_20_runtimes(kernel: Kernel) {
     for i in 0..20 {
         busy_life(kernel, &format!("lk{i}"));
     }
-    assert_eq!(threads_named("lk"), 0, "blocking-pool threads outlived their runtimes");
+    assert_eq!(
+        threads_named("lk"),
+        0,
+        "blocking-pool threads outlived their runtimes"
+    );
     // `<=`: a test thread of this binary that finished just before may still
     // have been counted in the baseline.
     common::until("thread count back to the baseline", || thread_count() <= threads);

@@ -660,6 +660,27 @@ impl Ring {
         Ok(())
     }
 
+    /// Takes back the SQEs the kernel has not consumed (after a submit that
+    /// failed, e.g. with `EBUSY`), so they are never submitted. Returns how
+    /// many were taken back; always 0 on an SQPOLL ring, whose kernel thread
+    /// may consume entries at any time.
+    ///
+    /// Only entries pushed with [`Ring::push`] should be taken back this way
+    /// without further thought: the caller decides what a retracted entry's
+    /// resources and waiters become.
+    pub fn retract_unsubmitted(&mut self) -> u32 {
+        if self.sqpoll() {
+            return 0;
+        }
+        // Without SQPOLL the kernel reads the SQ only inside `io_uring_enter`,
+        // which `&mut self` excludes, so the head read here stays the head.
+        let head = self.sq.head.get().load(Ordering::Acquire);
+        let retracted = index::len(head, self.sq.local_tail);
+        self.sq.local_tail = head;
+        self.publish_tail();
+        retracted
+    }
+
     /// Publishes queued SQEs to the kernel's view of the SQ tail.
     fn publish_tail(&self) {
         // Release pairs with the kernel's acquire of the SQ tail

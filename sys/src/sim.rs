@@ -123,6 +123,9 @@ pub struct Faults {
     pub enter_eintr_every: Option<u32>,
     /// Every n-th `io_uring_enter` fails with `EBUSY` before doing anything.
     pub enter_ebusy_every: Option<u32>,
+    /// The first n `io_uring_enter`s after the faults are set fail with
+    /// `EBUSY` before doing anything: a refusal that passes.
+    pub enter_ebusy_first: u32,
     /// An enter with SQEs to submit fails with `EBUSY` while overflowed CQEs
     /// cannot all be flushed into the CQ (what kernels without the newer
     /// overflow handling do): the caller must reap, then retry.
@@ -583,10 +586,12 @@ struct RingState {
     buffers: HashMap<u16, VecDeque<ProvidedBuf>>,
 }
 
-/// CQEs produced by the SQEs of one enter, posted together at its end; the
-/// flag says whether each counts for count-based timeouts.
+/// CQEs produced by the SQEs of one enter, posted together at its end: the
+/// ops' own completions (the flag says whether each counts for count-based
+/// timeouts), which faults may shuffle or hold back, and the messages the
+/// ring sent itself, which are posted first and in order.
 #[derive(Default)]
-struct Batch(Vec<(Cqe, bool)>);
+struct Batch(Vec<(Cqe, bool)>, Vec<Cqe>);
 
 impl Batch {
     /// The completion of `sqe` itself (suppressed on success with `CQE_SKIP_SUCCESS`).
@@ -742,6 +747,9 @@ impl RingState {
     /// Posts the CQEs of one enter, after shuffling or holding some back as
     /// the faults ask.
     fn post_batch(&mut self, faults: &mut FaultState, mut batch: Batch) {
+        for message in std::mem::take(&mut batch.1) {
+            self.post(faults, message, true);
+        }
         if faults.faults.reorder && batch.0.len() > 1 {
             let before: Vec<u64> = batch.0.iter().map(|(c, _)| c.user_data).collect();
             for i in (1..batch.0.len()).rev() {
@@ -882,7 +890,10 @@ impl KernelState {
             flags,
         };
         if sqe.fd == fd {
-            batch.0.push((message, true));
+            // A message lands as its MSG_RING runs, in submission order, like
+            // one to another ring: posted ahead of the batch, never shuffled
+            // or held back.
+            batch.1.push(message);
             return 0;
         }
         match self.rings.get_mut(&sqe.fd) {
@@ -1622,7 +1633,11 @@ impl SimRing {
             faults.injected.eintr += 1;
             return Err(io::Error::from_raw_os_error(libc::EINTR));
         }
-        if faults.ebusy.tick(faults.faults.enter_ebusy_every) {
+        let refuse_first = faults.faults.enter_ebusy_first > 0;
+        if refuse_first {
+            faults.faults.enter_ebusy_first -= 1;
+        }
+        if refuse_first || faults.ebusy.tick(faults.faults.enter_ebusy_every) {
             faults.injected.ebusy += 1;
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
