@@ -135,13 +135,17 @@ fn main() {
                 .map(|c| c.trim().parse().expect("SPARGIO_CPUS: CPU numbers"))
                 .collect()
         });
-        let experiment = spin.is_some() || cpus.is_some();
+        let coop = std::env::var_os("SPARGIO_COOP").is_some();
+        let experiment = spin.is_some() || cpus.is_some() || coop;
         let h = SpargioPingPong::with_builder(|mut b| {
             if let Some(us) = spin {
                 b = b.spin_before_park(Duration::from_micros(us));
             }
             if let Some(cpus) = cpus {
                 b = b.thread_affinity(cpus);
+            }
+            if coop {
+                b = b.io_uring_throughput_mode(false);
             }
             b
         });

@@ -450,6 +450,10 @@ impl Local {
             let _ = ring.push(&sqe);
             self.needs_submit.set(true);
         }
+        // Submit at once: the kernel runs the cancel inside this enter, so an
+        // op whose future was dropped cannot take data that arrives after the
+        // drop returned (a read armed on an empty pipe, say).
+        self.submit_now();
     }
 
     /// Takes ops and cancel requests other threads steered to this shard, and
@@ -562,6 +566,11 @@ impl Local {
     }
 
     fn fire_timers(&self) -> usize {
+        // No timer armed and no remote timer op posted: skip the clock read
+        // (this runs on every turn, spinning ones included).
+        if self.timers.borrow().next_deadline().is_none() {
+            return 0;
+        }
         let due = self.timers.borrow_mut().take_due(Instant::now());
         let n = due.len();
         for w in due {
