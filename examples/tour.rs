@@ -1,6 +1,7 @@
 //! A tour of spargio on this machine: the kernel features it found, a
-//! MSG_RING ping-pong, a stealable fan-out, a timer, a file round trip and the
-//! runtime's statistics. Exits non-zero if any step fails.
+//! MSG_RING ping-pong, a stealable fan-out, a timer, a file round trip, a TCP
+//! echo on loopback and the runtime's statistics. Exits non-zero if any step
+//! fails.
 //!
 //! ```text
 //! cargo run --release --example tour
@@ -168,6 +169,58 @@ fn tour() -> Result<(), String> {
         return Err("file contents differ".into());
     }
     println!("1 MiB written, fsynced, read back: identical");
+
+    step("TCP echo on loopback");
+    let h = handle.clone();
+    let (echoed, elapsed) = rt
+        .block_on(async move {
+            use spargio::net::{TcpListener, TcpStream};
+            let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+            let addr = listener.local_addr()?;
+            // The server runs on shard 1, the client here on shard 0.
+            let server = h
+                .spawn_pinned(1, async move {
+                    let (conn, _) = listener.accept().await?;
+                    conn.set_nodelay(true)?;
+                    let mut buf = Vec::with_capacity(4096);
+                    loop {
+                        buf.clear();
+                        let (res, b) = conn.recv(buf).await;
+                        if res? == 0 {
+                            return Ok::<_, std::io::Error>(());
+                        }
+                        let (res, b) = conn.write_all(b).await;
+                        res?;
+                        buf = b;
+                    }
+                })
+                .map_err(std::io::Error::other)?;
+            let client = TcpStream::connect(addr).await?;
+            client.set_nodelay(true)?;
+            let start = Instant::now();
+            let mut echoed = 0;
+            for i in 0..1000u32 {
+                let msg = vec![(i % 251) as u8; 256];
+                let (res, _) = client.write_all(msg).await;
+                res?;
+                let (res, back) = client.read_exact(vec![0u8; 256]).await;
+                res?;
+                if back.iter().any(|&b| b != (i % 251) as u8) {
+                    return Err(std::io::Error::other(format!("echo {i} differs")));
+                }
+                echoed += 256;
+            }
+            let elapsed = start.elapsed();
+            client.shutdown(std::net::Shutdown::Write).await?;
+            server.await.map_err(|e| std::io::Error::other(e.to_string()))??;
+            Ok::<_, std::io::Error>((echoed, elapsed))
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("echo: {e}"))?;
+    println!(
+        "1000 round trips of 256 B ({echoed} bytes checked), {:.1} µs each",
+        elapsed.as_secs_f64() * 1e6 / 1000.0
+    );
 
     step("stats");
     let stats = handle.stats_snapshot();

@@ -3,10 +3,11 @@
 #
 #   1. fmt     cargo fmt --all --check (and the fuzz crate)
 #   2. clippy  cargo clippy --workspace --all-targets -- -D warnings
-#   3. test    cargo test --workspace --no-fail-fast
-#   4. unsafe  bash scripts/unsafe-audit.sh
-#   5. miri    cargo +nightly miri test -p spargio-sys           (the simulated-kernel tests)
-#   6. fuzz    cargo +nightly fuzz run <target> -- -max_total_time=$FUZZ_SECONDS, every target
+#   3. test    cargo test --workspace --no-fail-fast (installs curl first if missing: tests/examples.rs)
+#   4. tour    cargo run --release --example tour    (the README's first command; must exit 0)
+#   5. unsafe  bash scripts/unsafe-audit.sh
+#   6. miri    cargo +nightly miri test -p spargio-sys           (the simulated-kernel tests)
+#   7. fuzz    cargo +nightly fuzz run <target> -- -max_total_time=$FUZZ_SECONDS, every target
 #
 # Every step runs even when an earlier one failed, so one run reports every problem; the script
 # exits 1 if any step failed. A step that cannot run here (no nightly, no miri, no cargo-fuzz)
@@ -35,7 +36,7 @@ esac
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 CI_FAIL_FAST="${CI_FAIL_FAST:-0}"
 CI_REQUIRE_ALL="${CI_REQUIRE_ALL:-0}"
-CI_STEPS="${CI_STEPS:-fmt clippy test unsafe miri fuzz}"
+CI_STEPS="${CI_STEPS:-fmt clippy test tour unsafe miri fuzz}"
 
 state_dir="$(mktemp -d)"
 trap 'rm -rf "$state_dir"' EXIT
@@ -142,8 +143,18 @@ step_clippy() {
 }
 
 step_test() {
+    # tests/examples.rs drives the HTTP examples with curl; without it those checks are skipped.
+    if ! command -v curl >/dev/null 2>&1; then
+        echo "curl is not installed; installing it"
+        { apt-get update -qq && apt-get install -y -qq curl; } ||
+            echo "!!! could not install curl: the curl checks of tests/examples.rs print SKIPPED"
+    fi
     # --no-fail-fast: run every test binary even after one fails, so every count line appears.
     cargo test --workspace --no-fail-fast
+}
+
+step_tour() {
+    cargo run --release --example tour
 }
 
 step_unsafe() {
@@ -235,6 +246,7 @@ echo "  rustc:  $(rustc --version)"
 run_step fmt "cargo fmt --all --check" step_fmt
 run_step clippy "cargo clippy --workspace --all-targets -- -D warnings" step_clippy
 run_step test "cargo test --workspace --no-fail-fast" step_test
+run_step tour "cargo run --release --example tour" step_tour
 run_step unsafe "bash scripts/unsafe-audit.sh" step_unsafe
 run_step miri "cargo +nightly miri test -p spargio-sys" step_miri
 run_step fuzz "cargo +nightly fuzz run <each target> -- -max_total_time=${FUZZ_SECONDS}" step_fuzz

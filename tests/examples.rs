@@ -1,0 +1,252 @@
+//! The examples, run as a user would: `tour` must pass; `echo_server`,
+//! `http_hello` and `file_server` are started on loopback and driven by real
+//! clients (100 concurrent echo clients; curl and a raw HTTP/1.1 client),
+//! their answers checked byte for byte.
+//!
+//! `cargo test` builds the examples before running this file; the binaries
+//! are taken from `target/<profile>/examples/`.
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The path of a built example.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/");
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run this through `cargo test`, which builds the examples",
+        path.display()
+    );
+    path
+}
+
+/// A running example server, killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `name` with `args` and reads the address from the first line it
+    /// prints (the first token that parses as `IP:PORT`, after an optional
+    /// `http://`).
+    fn start(name: &str, args: &[&str]) -> Server {
+        let mut child = Command::new(example(name))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the server's first line");
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.trim_start_matches("http://").trim_end_matches(',').parse().ok())
+            .unwrap_or_else(|| panic!("{name} printed no address: {line:?}"));
+        Server { child, addr }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect to the example server");
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs curl with `args`; `None` (after saying so) when curl is not installed.
+fn curl(args: &[&str]) -> Option<Vec<u8>> {
+    let out = match Command::new("curl")
+        .args(["-sS", "--max-time", "60"])
+        .args(args)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED (curl checks): curl is not installed; scripts/ci.sh installs it");
+            return None;
+        }
+        Err(e) => panic!("running curl: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(out.stdout)
+}
+
+/// Sends `request` on a fresh connection and reads until the server closes.
+fn raw_exchange(server: &Server, request: &[u8]) -> Vec<u8> {
+    let mut s = server.connect();
+    s.write_all(request).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    got
+}
+
+fn response(status: &str, content_type: &str, body: &[u8], keep_alive: bool) -> Vec<u8> {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+#[test]
+fn tour_passes() {
+    let out = Command::new(example("tour")).output().expect("running tour");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tour failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("tour: all steps passed"), "{stdout}");
+}
+
+#[test]
+fn echo_server_serves_a_hundred_concurrent_clients() {
+    let server = Server::start("echo_server", &["--addr", "127.0.0.1:0"]);
+    let clients: Vec<_> = (0..100u64)
+        .map(|id| {
+            let mut s = server.connect();
+            std::thread::spawn(move || {
+                for round in 0..20u64 {
+                    let len = 1 + ((id * 7919 + round * 104_729) % 9000) as usize;
+                    let msg: Vec<u8> = (0..len).map(|i| (i as u64 ^ id ^ round) as u8).collect();
+                    s.write_all(&msg).unwrap();
+                    let mut back = vec![0u8; len];
+                    s.read_exact(&mut back).unwrap();
+                    assert!(back == msg, "client {id}, round {round}: echo differs");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("an echo client failed");
+    }
+}
+
+#[test]
+fn http_hello_answers_pipelined_keep_alive_requests_and_curl() {
+    let server = Server::start("http_hello", &["--addr", "127.0.0.1:0"]);
+    let hello = b"Hello, world!\n";
+    // Three pipelined requests on one connection; the last asks to close.
+    let got = raw_exchange(
+        &server,
+        b"GET / HTTP/1.1\r\nHost: t\r\n\r\nHEAD / HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    let mut want = response("200 OK", "text/plain", hello, true);
+    let mut head = response("200 OK", "text/plain", hello, true);
+    head.truncate(head.len() - hello.len());
+    want.extend(head);
+    want.extend(response("404 Not Found", "text/plain", b"", false));
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+    // HTTP/1.0 without keep-alive: one answer, then close.
+    let got = raw_exchange(&server, b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(got, response("200 OK", "text/plain", hello, false));
+
+    let url = format!("http://{}/", server.addr);
+    if let Some(body) = curl(&[url.as_str()]) {
+        assert_eq!(body, hello);
+        // Two URLs in one curl: the second reuses the kept-alive connection.
+        let both = curl(&["-w", "%{num_connects}\n", url.as_str(), url.as_str()]).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&both),
+            "Hello, world!\n1\nHello, world!\n0\n"
+        );
+        let missing = format!("http://{}/missing", server.addr);
+        let code = curl(&["-o", "/dev/null", "-w", "%{http_code}", missing.as_str()]).unwrap();
+        assert_eq!(code, b"404");
+    }
+}
+
+#[test]
+fn file_server_serves_files_byte_for_byte() {
+    let dir = std::env::temp_dir().join(format!("spargio-file-server-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    // Several read chunks' worth, not a multiple of the chunk size.
+    let data: Vec<u8> = (0..300_001u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.join("data.bin"), &data).unwrap();
+    std::fs::write(dir.join("sub/index.html"), b"<p>index</p>\n").unwrap();
+    std::fs::write(dir.join("a b.txt"), b"spaced\n").unwrap();
+    let server = Server::start(
+        "file_server",
+        &["--addr", "127.0.0.1:0", "--dir", dir.to_str().unwrap()],
+    );
+
+    let got = raw_exchange(
+        &server,
+        b"GET /data.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        got == response("200 OK", "application/octet-stream", &data, false),
+        "data.bin: {} bytes back, want {}",
+        got.len(),
+        data.len() + 100
+    );
+    let got = raw_exchange(
+        &server,
+        b"GET /../etc/passwd HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(got, response("403 Forbidden", "text/plain", b"", false));
+    let got = raw_exchange(
+        &server,
+        b"POST /data.bin HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    );
+    assert_eq!(got, response("405 Method Not Allowed", "text/plain", b"", false));
+
+    let base = format!("http://{}", server.addr);
+    if let Some(body) = curl(&[format!("{base}/data.bin").as_str()]) {
+        assert!(body == data, "curl got {} bytes, want {}", body.len(), data.len());
+        assert_eq!(
+            curl(&[format!("{base}/sub/").as_str()]).unwrap(),
+            b"<p>index</p>\n"
+        );
+        assert_eq!(
+            curl(&[format!("{base}/a%20b.txt").as_str()]).unwrap(),
+            b"spaced\n"
+        );
+        let code = |path: &str| {
+            let url = format!("{base}{path}");
+            curl(&[
+                "--path-as-is",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                url.as_str(),
+            ])
+            .unwrap()
+        };
+        assert_eq!(code("/nothing-here"), b"404");
+        assert_eq!(code("/../../etc/passwd"), b"403");
+    }
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
