@@ -14,7 +14,8 @@
 //! by substring: `cargo bench --bench latency -- spargio 2`.
 //!
 //! Experiments: `SPARGIO_SPIN_US=n` sets spargio's `spin_before_park`,
-//! `SPARGIO_CPUS=0,1` pins its shards; such a run is printed but not recorded
+//! `SPARGIO_CPUS=0,1` pins its shards, `SPARGIO_DEFER=1` turns on
+//! `DEFER_TASKRUN` (`io_uring_throughput_mode(false)`); such a run is printed but not recorded
 //! in `latency.json`.
 #![forbid(unsafe_code)]
 
@@ -135,8 +136,8 @@ fn main() {
                 .map(|c| c.trim().parse().expect("SPARGIO_CPUS: CPU numbers"))
                 .collect()
         });
-        let coop = std::env::var_os("SPARGIO_COOP").is_some();
-        let experiment = spin.is_some() || cpus.is_some() || coop;
+        let defer = std::env::var_os("SPARGIO_DEFER").is_some();
+        let experiment = spin.is_some() || cpus.is_some() || defer;
         let h = SpargioPingPong::with_builder(|mut b| {
             if let Some(us) = spin {
                 b = b.spin_before_park(Duration::from_micros(us));
@@ -144,7 +145,7 @@ fn main() {
             if let Some(cpus) = cpus {
                 b = b.thread_affinity(cpus);
             }
-            if coop {
+            if defer {
                 b = b.io_uring_throughput_mode(false);
             }
             b

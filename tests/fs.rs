@@ -223,6 +223,7 @@ fn abandoned_opens_do_not_leak_fds() {
 fn dropped_pipe_read_is_cancelled_safely() {
     let _serial = serial();
     let rt = RuntimeBuilder::new().shards(1).build().unwrap();
+    let before = spargio::sys::os::open_fd_count().unwrap();
     let (reader, writer) = std::io::pipe().unwrap();
     rt.block_on(async move {
         let reader = File::from_owned_fd(reader.into());
@@ -239,6 +240,9 @@ fn dropped_pipe_read_is_cancelled_safely() {
         assert_eq!(&buf[..n.unwrap()], b"after");
     })
     .unwrap();
+    // Both pipe ends were closed by their owners: nothing the cancelled ops held stays open.
+    assert_eq!(spargio::sys::os::open_fd_count().unwrap(), before);
+    assert_eq!(rt.handle().stats_snapshot().total(|s| s.ops_leaked), 0);
 }
 
 /// `timeout(ZERO, op)` raced many times: every op has exactly one outcome, and
@@ -265,21 +269,38 @@ fn zero_timeout_races_have_one_outcome_each() {
             } else {
                 100_000
             };
+            // Write i + 1 (never 0) into slot i; remember which writes completed.
+            let mut completed = vec![false; rounds as usize];
             for i in 0..rounds {
                 match spargio::time::timeout(
                     Duration::ZERO,
-                    f.write_at(i.to_le_bytes().to_vec(), u64::from(i) * 4),
+                    f.write_at((i + 1).to_le_bytes().to_vec(), u64::from(i) * 4),
                 )
                 .await
                 {
                     Ok((r, _)) => {
                         assert_eq!(r.unwrap(), 4);
+                        completed[i as usize] = true;
                         ok += 1;
                     }
                     Err(_) => timed_out += 1,
                 }
             }
-            assert_eq!(ok + timed_out, rounds);
+            // A completed write is in its slot; a timed-out one was either
+            // done by the kernel before the cancel or not at all: never torn,
+            // never in another slot.
+            let back = f.read_to_end_at(0).await.unwrap();
+            assert!(back.len() <= rounds as usize * 4);
+            for i in 0..rounds as usize {
+                let slot = back
+                    .get(i * 4..i * 4 + 4)
+                    .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
+                assert!(
+                    slot == i as u32 + 1 || (slot == 0 && !completed[i]),
+                    "slot {i} holds {slot} (write completed: {})",
+                    completed[i]
+                );
+            }
             (ok, timed_out)
         })
         .unwrap();
@@ -288,7 +309,8 @@ fn zero_timeout_races_have_one_outcome_each() {
 }
 
 /// Shutting the runtime down with reads and fsyncs in flight completes, and a
-/// forgotten op future is leaked, not freed.
+/// forgotten op future, whose op the kernel still holds, is leaked with its
+/// buffer (owned by the shard's op table), never freed under the kernel.
 #[test]
 fn shutdown_with_ops_in_flight() {
     let _serial = serial();
@@ -297,27 +319,74 @@ fn shutdown_with_ops_in_flight() {
         .shutdown_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    let (reader, _writer) = std::io::pipe().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
     let reader = File::from_owned_fd(reader.into());
     let path = temp_path("inflight");
     std::fs::write(&path, vec![1u8; 1 << 20]).unwrap();
     let handle = rt.handle().clone();
+    let (armed_tx, armed_rx) = std::sync::mpsc::channel();
     for s in 0..2 {
-        let reader = reader.clone();
-        let path = path.clone();
+        let (reader, path, armed) = (reader.clone(), path.clone(), armed_tx.clone());
         handle
             .spawn_pinned(s, async move {
-                let f = File::open(&path).await.unwrap();
-                let pending = reader.read_at_into(vec![0u8; 32], 0);
-                let _sync = f.sync_all().await;
-                std::mem::forget(Box::pin(reader.read_at_into(vec![0u8; 32], 0)));
-                pending.await
+                // Polled once (submitted: the kernel holds its buffer), then forgotten.
+                let mut forgotten = Box::pin(reader.read_at_into(vec![0u8; 32], 0));
+                std::future::poll_fn(|cx| {
+                    assert!(forgotten.as_mut().poll(cx).is_pending(), "nothing was written");
+                    std::task::Poll::Ready(())
+                })
+                .await;
+                std::mem::forget(forgotten);
+                armed.send(()).unwrap();
+                // Then fsyncs back to back and a read that never completes.
+                let f = OpenOptions::new().write(true).open(&path).await.unwrap();
+                let syncs = async {
+                    loop {
+                        f.write_at(vec![2u8; 4096], 0).await.0.unwrap();
+                        f.sync_all().await.unwrap();
+                    }
+                };
+                let read = reader.read_at_into(vec![0u8; 32], 0);
+                let _ = futures_join(syncs, read).await;
             })
             .unwrap();
     }
-    std::thread::sleep(Duration::from_millis(50));
-    drop(rt); // Must return: reads on an empty pipe are cancelled.
+    for _ in 0..2 {
+        armed_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    }
+    // Data for the forgotten reads: the kernel writes into buffers nobody
+    // waits for, which must still be alive.
+    use std::io::Write as _;
+    std::fs::File::from(std::os::fd::OwnedFd::from(writer))
+        .write_all(&[7u8; 64])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20)); // Not a timing check: lets the syncs run.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(rt); // Cancels the reads and the fsync loops, then joins the shards.
+        done_tx.send(()).unwrap();
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("shutdown with ops in flight never finished");
+    let stats = handle.stats_snapshot();
+    assert_eq!(stats.live_tasks, 0, "{stats:?}");
+    // Pipe reads and fsyncs are all cancellable or finish: the kernel gave every op back.
+    assert_eq!(stats.total(|s| s.ops_leaked), 0, "{stats:?}");
     std::fs::remove_file(&path).unwrap();
+}
+
+/// Polls two futures together until the first finishes.
+async fn futures_join<A: std::future::Future, B: std::future::Future>(a: A, b: B) {
+    let (mut a, mut b) = (Box::pin(a), Box::pin(b));
+    std::future::poll_fn(move |cx| {
+        if a.as_mut().poll(cx).is_ready() || b.as_mut().poll(cx).is_ready() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 #[test]
@@ -386,5 +455,72 @@ fn bound_fd_and_file_session() {
         assert_eq!(stats.shards[1].file_sessions, if registered { 2 } else { 0 });
         drop(rt);
         std::fs::remove_file(&path).unwrap();
+    }
+}
+
+/// A full filesystem: `write_all_at` reports ENOSPC (`StorageFull`), the
+/// partial file is readable, and the runtime keeps serving. Needs a tiny
+/// tmpfs, mounted here when the test may mount (root), else skipped with the
+/// reason printed.
+#[test]
+fn enospc_on_a_tiny_filesystem_is_a_clear_error() {
+    let _serial = serial();
+    let dir = temp_path("tinyfs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&dir)
+        .output();
+    match mounted {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            eprintln!(
+                "SKIPPED (ENOSPC): cannot mount a tiny tmpfs here: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            std::fs::remove_dir(&dir).unwrap();
+            return;
+        }
+        Err(e) => {
+            eprintln!("SKIPPED (ENOSPC): cannot run mount: {e}");
+            std::fs::remove_dir(&dir).unwrap();
+            return;
+        }
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _unmount = Unmount(dir.clone());
+    for (backend, rt) in runtimes() {
+        let path = dir.join(format!("full-{backend:?}"));
+        rt.block_on(async move {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .await
+                .unwrap();
+            let (res, buf) = f.write_all_at(vec![9u8; 1 << 20], 0).await;
+            let e = res.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::StorageFull, "{backend:?}: {e}");
+            assert_eq!(buf.len(), 1 << 20, "the buffer comes back");
+            // What fit was written; reading it back works.
+            let len = f.metadata().await.unwrap().len();
+            assert!(len > 0 && len < 1 << 20, "{backend:?}: {len} bytes written");
+            let back = f.read_to_end_at(0).await.unwrap();
+            assert!(back.len() as u64 == len && back.iter().all(|&b| b == 9));
+            f.close().await.unwrap(); // An open file keeps its blocks.
+            fs::remove_file(&path).await.unwrap();
+            // Space is back: a small write succeeds.
+            fs::write(&path, b"ok".to_vec()).await.unwrap();
+            assert_eq!(fs::read(&path).await.unwrap(), b"ok");
+        })
+        .unwrap();
     }
 }
