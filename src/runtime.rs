@@ -396,6 +396,11 @@ fn foreign_ring_config() -> RingConfig {
 }
 
 /// Builds the ring config of shard rings.
+/// Smallest CQ of a shard ring. Messages land in the target's CQ: a burst of
+/// one-way sends (up to `msg_queue_capacity` per sender) should not spill
+/// into the kernel's slow overflow list. 16 B per entry: 128 KiB.
+const MIN_SHARD_CQ_ENTRIES: u32 = 8192;
+
 pub(crate) fn shard_ring_config(config: &Config) -> RingConfig {
     let mut ring = RingConfig::with_entries(config.ring_entries);
     // Default: COOP_TASKRUN without DEFER_TASKRUN. A MSG_RING into a
@@ -404,6 +409,7 @@ pub(crate) fn shard_ring_config(config: &Config) -> RingConfig {
     // (p50 3.4 µs → 1.6–2.1 µs without it; docs/BENCHMARKS.md).
     ring.defer_taskrun = false;
     ring.coop_taskrun = true;
+    ring.cq_entries = (2 * config.ring_entries).max(MIN_SHARD_CQ_ENTRIES);
     match config.sqpoll {
         None => {}
         // Throughput: completions batched until the shard enters.
