@@ -38,7 +38,14 @@ pub(crate) type SteeredOp = (Box<dyn Op>, Arc<OpShared>);
 /// The waiter's side of one op.
 pub(crate) struct OpShared {
     inner: Mutex<OpInner>,
+    /// Whatever the submitter wants kept until both the final completion and
+    /// the waiter are gone (the unbound lane's fd lease), dropped with the last
+    /// reference.
+    _hold: Option<OpHold>,
 }
+
+/// A value an op keeps alive until its final completion and its waiter are gone.
+pub(crate) type OpHold = Box<dyn std::any::Any + Send + Sync>;
 
 #[derive(Default)]
 struct OpInner {
@@ -51,9 +58,10 @@ struct OpInner {
 }
 
 impl OpShared {
-    fn new() -> Arc<OpShared> {
+    fn new(hold: Option<OpHold>) -> Arc<OpShared> {
         Arc::new(OpShared {
             inner: Mutex::new(OpInner::default()),
+            _hold: hold,
         })
     }
 
@@ -239,10 +247,25 @@ pub(crate) fn submit<O: Op>(
     shard: Option<usize>,
     op: O,
 ) -> Result<OpFuture<O>, NotSubmitted<O>> {
+    submit_holding(rt, shard, op, None)
+}
+
+/// As [`submit`], keeping `hold` alive until the op's final completion has
+/// been reaped and its future is gone.
+///
+/// # Errors
+///
+/// As [`submit`]; `hold` is dropped at once then.
+pub(crate) fn submit_holding<O: Op>(
+    rt: &Arc<Shared>,
+    shard: Option<usize>,
+    op: O,
+    hold: Option<OpHold>,
+) -> Result<OpFuture<O>, NotSubmitted<O>> {
     if rt.is_closing() {
         return Err((closed(), op));
     }
-    let shared = OpShared::new();
+    let shared = OpShared::new(hold);
     let fut = OpFuture {
         shared: shared.clone(),
         runtime: rt.clone(),
@@ -250,7 +273,15 @@ pub(crate) fn submit<O: Op>(
         _op: PhantomData,
     };
     let op: Box<dyn Op> = Box::new(op);
+    let here = shard::current_shard_of(rt);
+    let target = shard.or(here).unwrap_or(0);
     if rt.backend == Backend::Queue {
+        // No ring: the op is only charged to `target` while the pool runs it.
+        let charged = rt.clone();
+        charged.shards[target]
+            .counters
+            .ops_in_flight
+            .fetch_add(1, Ordering::Relaxed);
         let done = shared.clone();
         let job = move |op: Box<dyn Op>| {
             let mut op = op;
@@ -259,6 +290,10 @@ pub(crate) fn submit<O: Op>(
             } else {
                 op.run_blocking()
             };
+            charged.shards[target]
+                .counters
+                .ops_in_flight
+                .fetch_sub(1, Ordering::Relaxed);
             done.finish(
                 Cqe {
                     user_data: 0,
@@ -271,8 +306,6 @@ pub(crate) fn submit<O: Op>(
         rt.blocking.run_or_inline(op, job);
         return Ok(fut);
     }
-    let here = shard::current_shard_of(rt);
-    let target = shard.or(here).unwrap_or(0);
     if here == Some(target) {
         shard::with_local(|l| l.submit_op(op, shared)).expect("on a shard thread");
     } else {

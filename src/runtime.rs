@@ -337,6 +337,7 @@ impl RuntimeBuilder {
                 self.blocking_threads,
                 format!("{}-blocking", config.thread_name_prefix),
             ),
+            fd_leases: Arc::default(),
             threads: Mutex::new(Vec::new()),
             exited: Mutex::new(0),
             exited_cv: Condvar::new(),
@@ -556,6 +557,8 @@ pub(crate) struct Shared {
     /// The ring threads outside the runtime send `MSG_RING`s from.
     foreign_ring: Mutex<Option<Ring>>,
     pub(crate) blocking: BlockingPool,
+    /// Which shard each fd's unbound-lane ops go to, while a lease holds.
+    pub(crate) fd_leases: Arc<crate::native_any::FdLeases>,
     threads: Mutex<Vec<ThreadHandle<()>>>,
     exited: Mutex<usize>,
     exited_cv: Condvar,

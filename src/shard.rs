@@ -398,7 +398,10 @@ impl Local {
             Tag::Op(_) => {
                 let completion = self.inflight.borrow_mut().complete(&cqe);
                 match completion {
-                    Completion::Finished { payload, op, cqe } => payload.finish(cqe, op),
+                    Completion::Finished { payload, op, cqe } => {
+                        self.me().counters.ops_in_flight.fetch_sub(1, Ordering::Relaxed);
+                        payload.finish(cqe, op)
+                    }
                     Completion::More { payload, cqe } => payload.progress(cqe),
                     Completion::Stale => {}
                 }
@@ -430,6 +433,8 @@ impl Local {
         };
         match pushed {
             Ok(id) => {
+                // Counted once it is in the table; the final CQE uncounts it.
+                self.me().counters.ops_in_flight.fetch_add(1, Ordering::Relaxed);
                 self.needs_submit.set(true);
                 if !shared.submitted(self.shard, id) {
                     self.cancel_op(id);
@@ -517,10 +522,9 @@ impl Local {
         }
         let leaked = self.inflight.borrow_mut().leak_in_flight();
         if leaked > 0 {
-            self.me()
-                .counters
-                .ops_leaked
-                .fetch_add(leaked as u64, Ordering::Relaxed);
+            let c = &self.me().counters;
+            c.ops_leaked.fetch_add(leaked as u64, Ordering::Relaxed);
+            c.ops_in_flight.fetch_sub(leaked as u64, Ordering::Relaxed);
         }
         // Ops that never reached the kernel are simply dropped, failing their waiters.
         for (op, shared) in self.backlog.borrow_mut().drain(..) {
@@ -708,7 +712,7 @@ impl Local {
             }
             let started = *idle_since.get_or_insert_with(Instant::now);
             if !closing && started.elapsed() < spin {
-                std::hint::spin_loop();
+                std::thread::yield_now();
                 continue;
             }
             self.park(closing);
