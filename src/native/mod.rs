@@ -7,6 +7,24 @@
 //! registers the file in that shard's fixed-file table once, so repeated reads
 //! carry `IOSQE_FIXED_FILE` and skip the kernel's per-op fd lookup.
 //!
+//! Sockets bind the same way ([`RuntimeHandle::bind_tcp_stream`],
+//! [`RuntimeHandle::bind_udp_socket`]) and get stream and datagram ops:
+//! [`UringBoundFd::send`], [`UringBoundFd::recv`], batches, and multishot
+//! receive into provided buffers ([`UringBoundFd::recv_multishot`]). They run
+//! the same code as [`crate::net`]'s sockets, on a lane bound to the shard.
+//!
+//! # Batches on a stream socket
+//!
+//! Two sends in flight at once on one TCP socket may interleave: if the first
+//! is accepted only in part, the second can write before the first's rest.
+//! [`UringBoundFd::send_batch`] keeps every send in flight at once and is
+//! meant for datagram sockets (each datagram is atomic).
+//! [`UringBoundFd::send_all_batch`] keeps byte order: on a stream socket it
+//! copies runs of up to `window` small buffers into one contiguous send and
+//! continues each send until whole before the next starts; on a datagram
+//! socket it keeps up to `window` sends in flight.
+//! [`UringBoundFd::recv_batch_into`] issues one receive per buffer, in turn.
+//!
 //! ```
 //! let rt = spargio::Runtime::new().unwrap();
 //! let path = std::env::temp_dir().join(format!("spargio-native-doc-{}", std::process::id()));
@@ -35,6 +53,10 @@ use spargio_sys::op::fs::{Fsync, Read, SharedFd, Write};
 use crate::io::{BufResult, IoBuf, IoBufMut, cqe_result, submit};
 use crate::runtime::{RuntimeHandle, Shared};
 use crate::shard;
+
+mod net;
+
+pub use net::RecvSegments;
 
 /// An fd whose ops all run on one shard's ring.
 #[derive(Clone)]
@@ -105,6 +127,17 @@ impl UringBoundFd {
     /// The raw fd (still owned by this value).
     pub fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// Takes the fd back, once no clone of this value and no op in flight
+    /// (including a cancelled one awaiting its final completion) holds it.
+    ///
+    /// # Errors
+    ///
+    /// Gives `self` back while anything else still holds the fd.
+    pub fn into_owned_fd(self) -> Result<OwnedFd, UringBoundFd> {
+        let UringBoundFd { fd, shard, rt } = self;
+        Arc::try_unwrap(fd).map_err(|fd| UringBoundFd { fd, shard, rt })
     }
 
     /// Reads up to `len` bytes at `pos`.

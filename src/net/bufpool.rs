@@ -9,9 +9,11 @@
 //! dropping the stream mid-flight frees every buffer once the cancelled op's
 //! final completion arrives, whatever completions nobody read.
 //!
-//! Where multishot receive is unavailable (the Queue backend, a simulated
-//! ring, kernels before 6.0, a stream bound to another shard) the same API
-//! issues one plain `RECV` per call.
+//! A stream whose socket is bound to another shard registers its group there
+//! (through a task pinned on that shard) and keeps its op on that ring, so it
+//! works from any thread. Where multishot receive is unavailable (the Queue
+//! backend, a simulated ring, kernels before 6.0) the same API issues one
+//! plain `RECV` per call.
 
 use std::future::poll_fn;
 use std::io;
@@ -83,9 +85,12 @@ enum Mode {
 /// handed straight back. Dropping the stream cancels the receive; its buffers
 /// are freed once the cancelled op's final completion arrives.
 ///
-/// Where multishot receive is unavailable (the Queue backend, a simulated
-/// ring, kernels before 6.0, a stream bound to another shard) the same API
-/// issues one plain `RECV` per call ([`RecvStream::is_multishot`] says which).
+/// A stream on a socket bound to a shard (e.g. from
+/// [`RuntimeHandle::bind_tcp_stream`](crate::RuntimeHandle::bind_tcp_stream))
+/// registers its group on that shard and works from any thread. Where
+/// multishot receive is unavailable (the Queue backend, a simulated ring,
+/// kernels before 6.0) the same API issues one plain `RECV` per call
+/// ([`RecvStream::is_multishot`] says which).
 ///
 /// ```
 /// use spargio::net::UnixStream;
@@ -109,6 +114,8 @@ pub struct RecvStream {
     buffers: u16,
     buf_len: u32,
     eof: bool,
+    /// An error met after a batch already held segments, for the next call.
+    deferred: Option<io::Error>,
 }
 
 impl std::fmt::Debug for RecvStream {
@@ -125,6 +132,25 @@ impl std::fmt::Debug for RecvStream {
     }
 }
 
+impl Drop for RecvStream {
+    fn drop(&mut self) {
+        let Mode::Multishot { rt, shard, group, op } = std::mem::replace(&mut self.mode, Mode::Unstarted)
+        else {
+            return;
+        };
+        // Cancels a receive still armed; its op keeps the group until its
+        // final completion, which the shard reaps.
+        drop(op);
+        if shard::current_shard_of(&rt) != Some(shard) {
+            // The last holder unregisters the group, which only the ring's own
+            // thread may do: let the shard drop this one. At shutdown the ring
+            // goes away with its groups.
+            let handle = crate::RuntimeHandle { shared: rt };
+            let _ = handle.spawn_pinned(shard, async move { drop(group) });
+        }
+    }
+}
+
 impl RecvStream {
     pub(crate) fn new(sock: Socket, buffers: u16, buf_len: u32) -> RecvStream {
         RecvStream {
@@ -133,6 +159,7 @@ impl RecvStream {
             buffers,
             buf_len,
             eof: false,
+            deferred: None,
         }
     }
 
@@ -152,13 +179,37 @@ impl RecvStream {
     /// runtime or after shutdown began. A provided-buffer shortage (`ENOBUFS`)
     /// is not an error: the receive is re-armed.
     pub async fn next_into(&mut self, out: &mut Vec<u8>) -> io::Result<usize> {
-        if self.eof {
+        let mut lens = Vec::new();
+        self.next_batch_into(out, &mut lens, 1).await?;
+        Ok(lens.first().copied().unwrap_or(0))
+    }
+
+    /// Waits for at least one chunk, then appends it and every further chunk
+    /// already received (up to `max` in all) to `out`, pushing each chunk's
+    /// length to `lens`. Returns the number of chunks appended; `0` means end
+    /// of stream (and every later call returns `0` too).
+    ///
+    /// An error met after some chunks were taken is returned by the next call.
+    ///
+    /// # Errors
+    ///
+    /// As [`next_into`](Self::next_into).
+    pub(crate) async fn next_batch_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        lens: &mut Vec<usize>,
+        max: usize,
+    ) -> io::Result<usize> {
+        if let Some(e) = self.deferred.take() {
+            return Err(e);
+        }
+        if self.eof || max == 0 {
             return Ok(0);
         }
         if matches!(self.mode, Mode::Unstarted) {
-            self.mode = self.start();
+            self.mode = self.start().await;
         }
-        let n = if let Mode::Plain { scratch } = &mut self.mode {
+        if let Mode::Plain { scratch } = &mut self.mode {
             let mut buf = std::mem::take(scratch);
             buf.clear();
             buf.reserve(self.buf_len as usize);
@@ -168,26 +219,66 @@ impl RecvStream {
             if let Mode::Plain { scratch } = &mut self.mode {
                 *scratch = buf;
             }
-            n
-        } else {
-            poll_fn(|cx| self.poll_multishot(cx, out)).await?
-        };
-        if n == 0 {
-            self.eof = true;
+            if n == 0 {
+                self.eof = true;
+                return Ok(0);
+            }
+            lens.push(n);
+            return Ok(1);
         }
-        Ok(n)
+        let mut taken = 0;
+        poll_fn(|cx| {
+            while taken < max {
+                match self.poll_multishot(cx, out) {
+                    Poll::Pending if taken == 0 => return Poll::Pending,
+                    Poll::Pending => break,
+                    Poll::Ready(Ok(0)) => {
+                        self.eof = true;
+                        break;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        lens.push(n);
+                        taken += 1;
+                    }
+                    Poll::Ready(Err(e)) if taken == 0 => return Poll::Ready(Err(e)),
+                    Poll::Ready(Err(e)) => {
+                        self.deferred = Some(e);
+                        break;
+                    }
+                }
+            }
+            Poll::Ready(Ok(taken))
+        })
+        .await
     }
 
-    fn start(&self) -> Mode {
+    async fn start(&self) -> Mode {
         if let Some((rt, shard)) = self.sock.lane.target()
-            && let Some(group) = register_group(&rt, shard, self.buffers, self.buf_len)
+            && rt.backend == crate::Backend::IoUring
+            && multishot_supported()
         {
-            return Mode::Multishot {
-                rt,
-                shard,
-                group,
-                op: None,
+            let group = if shard::current_shard_of(&rt) == Some(shard) {
+                register_group(&rt, shard, self.buffers, self.buf_len)
+            } else {
+                // Registration must happen on the ring's own thread.
+                let (task_rt, buffers, buf_len) = (rt.clone(), self.buffers, self.buf_len);
+                let handle = crate::RuntimeHandle { shared: rt.clone() };
+                match handle.spawn_pinned(
+                    shard,
+                    async move { register_group(&task_rt, shard, buffers, buf_len) },
+                ) {
+                    Ok(join) => join.await.ok().flatten(),
+                    Err(_) => None,
+                }
             };
+            if let Some(group) = group {
+                return Mode::Multishot {
+                    rt,
+                    shard,
+                    group,
+                    op: None,
+                };
+            }
         }
         Mode::Plain { scratch: Vec::new() }
     }

@@ -54,9 +54,9 @@
 //! .unwrap();
 //! ```
 
-mod bufpool;
+pub(crate) mod bufpool;
 pub(crate) mod conn;
-mod lane;
+pub(crate) mod lane;
 mod tcp;
 mod udp;
 mod unix;
