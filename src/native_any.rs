@@ -165,7 +165,8 @@ impl UringNativeAny {
         self.rt.fd_leases.holder(fd, Instant::now())
     }
 
-    /// Reads at `pos` into `buf` (up to its capacity).
+    /// Reads at `pos` into `buf` (up to its capacity): positioned I/O, for
+    /// files (the Queue backend runs it as `pread`).
     ///
     /// # Errors
     ///
@@ -334,16 +335,21 @@ impl UringNativeAny {
     }
 }
 
-/// The selector: the least loaded shard, unless `preferred` (or the calling
-/// shard) is within a near-tie of it.
+/// The selector over `rt`'s current loads (see [`pick`]).
 fn select(rt: &Shared, preferred: Option<usize>) -> usize {
-    let n = rt.shards.len();
     let load = |s: usize| {
         let sh = &rt.shards[s];
         sh.counters.ops_in_flight.load(Ordering::Relaxed) + sh.remote_ops_len.load(Ordering::Relaxed) as u64
     };
     let home = preferred.or_else(|| shard::current_shard_of(rt));
     let start = home.unwrap_or_else(|| rt.next_round_robin());
+    pick(rt.shards.len(), load, home, start)
+}
+
+/// The selector rule: the least loaded of `n` shards (the first found scanning
+/// from `start`), unless `home` is within a near-tie of it,
+/// `load(home) <= best + 2 + best / 8`. `start` is `home` when there is one.
+fn pick(n: usize, load: impl Fn(usize) -> u64, home: Option<usize>, start: usize) -> usize {
     let start_load = load(start);
     let (mut best, mut best_load) = (start, start_load);
     for i in 1..n {
@@ -585,5 +591,32 @@ impl Drop for Lease {
                 l.expires = Some(Instant::now() + l.idle);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick;
+
+    fn loads(l: &'static [u64]) -> impl Fn(usize) -> u64 {
+        move |s| l[s]
+    }
+
+    #[test]
+    fn home_keeps_ties_and_near_ties() {
+        assert_eq!(pick(2, loads(&[0, 0]), Some(1), 1), 1);
+        assert_eq!(pick(2, loads(&[2, 0]), Some(0), 0), 0);
+        assert_eq!(pick(2, loads(&[3, 0]), Some(0), 0), 1);
+        // 2 + 80/8 = 12 ops of slack at a load of 80.
+        assert_eq!(pick(3, loads(&[92, 80, 85]), Some(0), 0), 0);
+        assert_eq!(pick(3, loads(&[93, 80, 85]), Some(0), 0), 1);
+    }
+
+    #[test]
+    fn without_home_the_least_loaded_wins_first_from_start() {
+        assert_eq!(pick(3, loads(&[5, 1, 1]), None, 0), 1);
+        assert_eq!(pick(3, loads(&[5, 1, 1]), None, 2), 2);
+        assert_eq!(pick(3, loads(&[0, 0, 0]), None, 1), 1);
+        assert_eq!(pick(1, loads(&[7]), None, 0), 0);
     }
 }
