@@ -6,8 +6,8 @@
 //! `event_interval` tasks (a task that wakes itself goes to the back, so it
 //! cannot starve the rest); submit what those polls queued; reap completions
 //! (messages, doorbells, tickets, I/O); fire due timers. A turn that found
-//! nothing to do tries to steal, then spins for `spin_before_park` re-checking
-//! its queues and ring, then parks (protocol in [`Shared::unpark`]):
+//! nothing to do tries to steal, then polls for `spin_before_park` re-checking
+//! its queues and ring (yielding the CPU on each turn), then parks (protocol in [`Shared::unpark`]):
 //! `parked = true`, re-check, `io_uring_enter(GETEVENTS, min_complete = 1)`
 //! with the next timer as its timeout.
 
@@ -712,6 +712,12 @@ impl Local {
             }
             let started = *idle_since.get_or_insert_with(Instant::now);
             if !closing && started.elapsed() < spin {
+                // Poll again, but give the CPU to any other runnable thread
+                // first: with more shards than CPUs (or a busy machine) a
+                // pure spin starves the very shard that would send us work.
+                // Measured: fanout_fanin 6.7 -> 2.5 ms (balanced) and
+                // 15 -> 3.6 ms (skewed) per iteration; the ping-pong p99
+                // under load 225 -> 8.5 µs.
                 std::thread::yield_now();
                 continue;
             }
