@@ -166,7 +166,10 @@ fn selector_spreads_ops_away_from_a_loaded_shard() {
     };
     let handle = rt.handle().clone();
     let lane = handle.uring_native_unbound();
-    // An idle runtime: a task's ops stay on its own shard.
+    // An idle runtime, from outside: ties rotate over the shards.
+    let picks: std::collections::BTreeSet<usize> = (0..4).map(|_| lane.select_shard()).collect();
+    assert_eq!(picks.into_iter().collect::<Vec<_>>(), vec![0, 1]);
+    // From a task: its ops stay on its own shard.
     let (sock, mut peer) = socket_pair();
     let probe = lane.clone();
     let s = sock.clone();
