@@ -291,14 +291,13 @@ fn zero_timeout_races_have_one_outcome_each() {
             // never in another slot.
             let back = f.read_to_end_at(0).await.unwrap();
             assert!(back.len() <= rounds as usize * 4);
-            for i in 0..rounds as usize {
+            for (i, &done) in completed.iter().enumerate() {
                 let slot = back
                     .get(i * 4..i * 4 + 4)
                     .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()));
                 assert!(
-                    slot == i as u32 + 1 || (slot == 0 && !completed[i]),
-                    "slot {i} holds {slot} (write completed: {})",
-                    completed[i]
+                    slot == i as u32 + 1 || (slot == 0 && !done),
+                    "slot {i} holds {slot} (write completed: {done})"
                 );
             }
             (ok, timed_out)
