@@ -45,14 +45,20 @@ fn multishot_supported() -> bool {
 }
 
 /// Registers a new group on the calling shard's ring (must be `rt`'s `shard`).
-fn register_group(rt: &Arc<Shared>, shard: usize, buffers: u16, buf_len: u32) -> Option<Arc<RecvBufGroup>> {
+fn register_group(rt: &Arc<Shared>, shard: usize, buffers: u16, buf_len: u32) -> Option<HomeGroup> {
     if !multishot_supported() || shard::current_shard_of(rt) != Some(shard) {
         return None;
     }
     for _ in 0..8 {
         let bgid = NEXT_BGID.fetch_add(1, Ordering::Relaxed) as u16;
         match shard::with_ring(|ring| RecvBufGroup::new(ring, bgid, buffers, buf_len))? {
-            Ok(group) => return Some(group),
+            Ok(group) => {
+                return Some(HomeGroup {
+                    group: Some(group),
+                    rt: rt.clone(),
+                    shard,
+                });
+            }
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
             Err(_) => return None,
         }
@@ -60,15 +66,43 @@ fn register_group(rt: &Arc<Shared>, shard: usize, buffers: u16, buf_len: u32) ->
     None
 }
 
+/// A stream's hold on its group, dropped on the group's shard: the last
+/// holder unregisters the group, which only the ring's own thread may do
+/// (elsewhere the kernel refuses and the group leaks). The other holders, the
+/// stream's ops, are freed on that shard after their final completion.
+struct HomeGroup {
+    group: Option<Arc<RecvBufGroup>>,
+    rt: Arc<Shared>,
+    shard: usize,
+}
+
+impl HomeGroup {
+    fn get(&self) -> &Arc<RecvBufGroup> {
+        self.group.as_ref().expect("a group is held until dropped")
+    }
+}
+
+impl Drop for HomeGroup {
+    fn drop(&mut self) {
+        let Some(group) = self.group.take() else { return };
+        if shard::current_shard_of(&self.rt) != Some(self.shard) {
+            // At shutdown the ring goes away with its groups.
+            let handle = crate::RuntimeHandle {
+                shared: self.rt.clone(),
+            };
+            let _ = handle.spawn_pinned(self.shard, async move { drop(group) });
+        }
+    }
+}
+
 enum Mode {
     /// Not started yet: the first call picks the mode.
     Unstarted,
-    /// A multishot `RECV` on `shard`'s ring, selecting from `group`.
+    /// A multishot `RECV` on the group's shard's ring, selecting from the
+    /// group. `op` is declared first so a dropped stream cancels it first.
     Multishot {
-        rt: Arc<Shared>,
-        shard: usize,
-        group: Arc<RecvBufGroup>,
         op: Option<OpFuture<RecvMulti>>,
+        group: HomeGroup,
     },
     /// One plain `RECV` per call into `scratch`.
     Plain { scratch: Vec<u8> },
@@ -129,25 +163,6 @@ impl std::fmt::Debug for RecvStream {
             .field("fd", &self.sock.raw())
             .field("mode", &mode)
             .finish()
-    }
-}
-
-impl Drop for RecvStream {
-    fn drop(&mut self) {
-        let Mode::Multishot { rt, shard, group, op } = std::mem::replace(&mut self.mode, Mode::Unstarted)
-        else {
-            return;
-        };
-        // Cancels a receive still armed; its op keeps the group until its
-        // final completion, which the shard reaps.
-        drop(op);
-        if shard::current_shard_of(&rt) != Some(shard) {
-            // The last holder unregisters the group, which only the ring's own
-            // thread may do: let the shard drop this one. At shutdown the ring
-            // goes away with its groups.
-            let handle = crate::RuntimeHandle { shared: rt };
-            let _ = handle.spawn_pinned(shard, async move { drop(group) });
-        }
     }
 }
 
@@ -262,7 +277,7 @@ impl RecvStream {
             } else {
                 // Registration must happen on the ring's own thread.
                 let (task_rt, buffers, buf_len) = (rt.clone(), self.buffers, self.buf_len);
-                let handle = crate::RuntimeHandle { shared: rt.clone() };
+                let handle = crate::RuntimeHandle { shared: rt };
                 match handle.spawn_pinned(
                     shard,
                     async move { register_group(&task_rt, shard, buffers, buf_len) },
@@ -272,21 +287,18 @@ impl RecvStream {
                 }
             };
             if let Some(group) = group {
-                return Mode::Multishot {
-                    rt,
-                    shard,
-                    group,
-                    op: None,
-                };
+                return Mode::Multishot { op: None, group };
             }
         }
         Mode::Plain { scratch: Vec::new() }
     }
 
     fn poll_multishot(&mut self, cx: &mut Context<'_>, out: &mut Vec<u8>) -> Poll<io::Result<usize>> {
-        let Mode::Multishot { rt, shard, group, op } = &mut self.mode else {
+        let Mode::Multishot { op, group } = &mut self.mode else {
             unreachable!("poll_multishot in multishot mode only")
         };
+        let HomeGroup { rt, shard, .. } = &*group;
+        let group = group.get();
         loop {
             let fut = match op {
                 Some(fut) => fut,
