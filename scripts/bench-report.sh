@@ -9,8 +9,8 @@
 #              idle-CPU output (target/bench-report/idle_cpu.txt).
 #
 # What it runs (about 4-5 minutes on a 2-vCPU machine):
-#   1. every criterion suite in BENCH_SUITES (default: ping_pong fanout_fanin, plus fs_api and
-#      net_api when their files exist) with a short profile:
+#   1. every criterion suite in BENCH_SUITES (default: ping_pong fanout_fanin, plus fs_api,
+#      net_api and time_boundary when their files exist) with a short profile:
 #      --warm-up-time $WARM_UP --measurement-time $MEASURE --sample-size $SAMPLES
 #   2. the latency harness (cargo bench --bench latency -- $LATENCY_SECS)
 #   3. the idle-CPU example (cargo run --release --example idle_cpu)
@@ -41,7 +41,7 @@ SAMPLES="${SAMPLES:-30}"
 LATENCY_SECS="${LATENCY_SECS:-0.7}"
 if [ -z "${BENCH_SUITES:-}" ]; then
     BENCH_SUITES="ping_pong fanout_fanin"
-    for extra in fs_api net_api; do
+    for extra in fs_api net_api time_boundary; do
         [ -f "benches/$extra.rs" ] && BENCH_SUITES="$BENCH_SUITES $extra"
     done
 fi
@@ -136,6 +136,16 @@ except OSError:
 if idle:
     when = datetime.datetime.fromtimestamp(idle[2]).strftime("%Y-%m-%d %H:%M")
     rows.append(f"| idle CPU, 2 shards / 2 workers (% of one core) | {idle[0]:.2f} % | {idle[1]:.2f} % | – | – | – | – | – | – | {when} |")
+# The time_boundary suite prints the idle CPU of runtimes holding 10k pending timers.
+timers_log = os.path.join(os.path.dirname(idle_file), "time_boundary.log")
+try:
+    with open(timers_log) as f:
+        m = re.search(r"IDLE_TIMERS_CPU_PERCENT tokio=([\d.]+) spargio=([\d.]+)", f.read())
+    if m:
+        when = datetime.datetime.fromtimestamp(os.path.getmtime(timers_log)).strftime("%Y-%m-%d %H:%M")
+        rows.append(f"| idle CPU with 10k pending timers (% of one core) | {float(m.group(1)):.2f} % | {float(m.group(2)):.2f} % | – | – | – | – | – | – | {when} |")
+except OSError:
+    pass
 
 def sh(cmd):
     try:
