@@ -35,22 +35,7 @@ use std::time::{Duration, SystemTime};
 
 use spargio_sys::op::fs::{Close, Fallocate, Fsync, Ftruncate, OpenAt, PathOp, Read, SharedFd, Statx, Write};
 
-use crate::io::{BufResult, IoBuf, IoBufMut, cqe_result, submit_current};
-
-/// The largest file offset an op accepts: io_uring reads offset `-1` (`u64::MAX`)
-/// as "the current position", which positional I/O must never mean.
-const MAX_OFFSET: u64 = i64::MAX as u64;
-
-fn check_offset(pos: u64) -> io::Result<()> {
-    if pos > MAX_OFFSET {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("file offset {pos} is beyond i64::MAX"),
-        ))
-    } else {
-        Ok(())
-    }
-}
+use crate::io::{BufResult, IoBuf, IoBufMut, check_offset, cqe_result, read_done, submit_current};
 
 /// Submits an op whose resources the caller does not need back on failure.
 fn submit_op<O: spargio_sys::op::Op>(op: O) -> io::Result<crate::io::OpFuture<O>> {
@@ -141,9 +126,7 @@ impl File {
             Err((e, op)) => (Err(e), op.into_buf(0)),
             Ok(fut) => {
                 let (cqe, op) = fut.await;
-                let res = cqe_result(&cqe);
-                let n = *res.as_ref().unwrap_or(&0);
-                (res, op.into_buf(n))
+                read_done(cqe_result(&cqe), op)
             }
         }
     }

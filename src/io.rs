@@ -340,6 +340,32 @@ pub(crate) fn closed() -> io::Error {
     io::Error::other("spargio runtime is shut down")
 }
 
+/// Checks a file offset for positional I/O: io_uring reads offset `-1`
+/// (`u64::MAX`) as "the current position", which positional I/O must never
+/// mean, and the kernel's `loff_t` is signed.
+///
+/// # Errors
+///
+/// `InvalidInput` for an offset beyond `i64::MAX`.
+pub(crate) fn check_offset(pos: u64) -> io::Result<()> {
+    if pos > i64::MAX as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("file offset {pos} is beyond i64::MAX"),
+        ));
+    }
+    Ok(())
+}
+
+/// A finished read: the count, and the buffer with that many bytes initialized.
+pub(crate) fn read_done<B: IoBufMut>(
+    res: io::Result<usize>,
+    op: spargio_sys::op::fs::Read<B>,
+) -> BufResult<usize, B> {
+    let n = *res.as_ref().unwrap_or(&0);
+    (res, op.into_buf(n))
+}
+
 /// Turns a CQE result into `io::Result<usize>`.
 pub(crate) fn cqe_result(cqe: &Cqe) -> io::Result<usize> {
     cqe.result().map(|n| n as usize)

@@ -16,7 +16,7 @@ use spargio_sys::op::Op;
 use spargio_sys::op::fs::{Fsync, Read, SharedFd, Write};
 use spargio_sys::op::net::{CancelFlag, Recv, Send};
 
-use crate::io::{BufResult, IoBuf, IoBufMut, cqe_result, submit_holding};
+use crate::io::{BufResult, IoBuf, IoBufMut, check_offset, cqe_result, read_done, submit_holding};
 use crate::runtime::{Backend, RuntimeHandle, Shared};
 use crate::{JoinHandle, RuntimeError, TaskPlacement, shard};
 
@@ -100,23 +100,6 @@ impl RuntimeHandle {
             lease_idle: UringNativeAny::DEFAULT_LEASE_IDLE,
         }
     }
-}
-
-/// An offset the kernel accepts (`loff_t` is signed).
-fn check_offset(pos: u64) -> io::Result<()> {
-    if pos > i64::MAX as u64 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("file offset {pos} is beyond i64::MAX"),
-        ));
-    }
-    Ok(())
-}
-
-/// A read's result: the count, and the buffer with that many bytes initialized.
-fn read_done<B: IoBufMut>(res: io::Result<usize>, op: Read<B>) -> BufResult<usize, B> {
-    let n = *res.as_ref().unwrap_or(&0);
-    (res, op.into_buf(n))
 }
 
 fn recv_done<B: IoBufMut>(res: io::Result<usize>, op: Recv<B>) -> BufResult<usize, B> {

@@ -50,7 +50,7 @@ use std::sync::atomic::Ordering;
 
 use spargio_sys::op::fs::{Fsync, Read, SharedFd, Write};
 
-use crate::io::{BufResult, IoBuf, IoBufMut, cqe_result, submit};
+use crate::io::{BufResult, IoBuf, IoBufMut, check_offset, cqe_result, read_done, submit};
 use crate::runtime::{RuntimeHandle, Shared};
 use crate::shard;
 
@@ -108,16 +108,6 @@ impl RuntimeHandle {
     }
 }
 
-fn check_offset(pos: u64) -> io::Result<()> {
-    if pos > i64::MAX as u64 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("file offset {pos} is beyond i64::MAX"),
-        ));
-    }
-    Ok(())
-}
-
 impl UringBoundFd {
     /// The shard whose ring runs this fd's ops.
     pub fn shard(&self) -> usize {
@@ -165,9 +155,7 @@ impl UringBoundFd {
             Err((e, op)) => (Err(e), op.into_buf(0)),
             Ok(fut) => {
                 let (cqe, op) = fut.await;
-                let res = cqe_result(&cqe);
-                let n = *res.as_ref().unwrap_or(&0);
-                (res, op.into_buf(n))
+                read_done(cqe_result(&cqe), op)
             }
         }
     }
