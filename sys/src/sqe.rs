@@ -1471,19 +1471,22 @@ impl Fadvise {
 }
 
 op! {
-    /// `IORING_OP_SEND`: `send(2)`.
+    /// `IORING_OP_SEND`: `send(2)`, optionally from provided buffers.
     Send = abi::IORING_OP_SEND;
     required {
         /// Socket, or a registered-file index with [`SqeFlags::FIXED_FILE`].
         fd: i32,
-        /// Source.
+        /// Source; null when `buf_group` selects the buffer.
         buf: *const u8,
-        /// Bytes to send.
+        /// Bytes to send (with `buf_group`: 0 for the whole buffer).
         len: u32,
     }
     optional {
         /// `MSG_*` flags.
         msg_flags: i32 = 0,
+        /// Provided-buffer group to send from (sets [`SqeFlags::BUFFER_SELECT`];
+        /// kernel 6.10, gate it on the probe).
+        buf_group: Option<u16> = None,
     }
 }
 
@@ -1493,6 +1496,7 @@ impl Send {
         raw.addr_or_splice_off_in = addr(self.buf);
         raw.len = self.len;
         raw.op_flags = self.msg_flags as u32;
+        encode_buf_group(raw, self.buf_group);
     }
     fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         Ok(Self {
@@ -1500,6 +1504,7 @@ impl Send {
             buf: r.addr_ptr()?,
             len: r.len(),
             msg_flags: r.op_flags() as i32,
+            buf_group: r.buf_group(),
         })
     }
 }

@@ -342,8 +342,14 @@ fn fadvise() -> impl Strategy<Value = Op> {
 }
 
 fn send() -> impl Strategy<Value = Op> {
-    (fd(), ptr_const(), u32_edgy(), any::<i32>())
-        .prop_map(|(fd, buf, len, msg_flags)| Send::new(fd, buf, len).msg_flags(msg_flags).into())
+    (fd(), ptr_const(), u32_edgy(), any::<i32>(), opt_u16()).prop_map(
+        |(fd, buf, len, msg_flags, buf_group)| {
+            Send::new(fd, buf, len)
+                .msg_flags(msg_flags)
+                .buf_group(buf_group)
+                .into()
+        },
+    )
 }
 
 fn recv() -> impl Strategy<Value = Op> {

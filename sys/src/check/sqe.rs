@@ -419,7 +419,10 @@ fn op_from_input(kind: u8, i: &mut Input<'_>) -> Op {
             .rw_flags(i.i32())
             .into(),
         23 => Fadvise::new(i.i32(), i.u64(), i.u32(), i.i32()).into(),
-        24 => Send::new(i.i32(), i.ptr(), i.u32()).msg_flags(i.i32()).into(),
+        24 => Send::new(i.i32(), i.ptr(), i.u32())
+            .msg_flags(i.i32())
+            .buf_group(i.option_u16())
+            .into(),
         25 => Recv::new(i.i32(), i.ptr_mut(), i.u32())
             .msg_flags(i.i32())
             .buf_group(i.option_u16())
