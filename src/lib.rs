@@ -29,7 +29,7 @@
 //! assert_eq!(echoed, 42);
 //! ```
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod blocking;
 pub mod boundary;

@@ -26,7 +26,8 @@
 //! | [`check`] | invariants shared by the property tests and the fuzz targets |
 
 #![deny(unsafe_code, unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
+#![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod abi;
 pub mod buf;
