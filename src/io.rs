@@ -27,7 +27,7 @@ use spargio_sys::{Cqe, Sqe};
 use crate::runtime::{Backend, Shared};
 use crate::shard;
 
-pub use spargio_sys::buf::{IoBuf, IoBufMut, Slice};
+pub use spargio_sys::buf::{AlignedBuf, IoBuf, IoBufMut, Slice};
 
 /// A result together with the buffer that was lent to the kernel.
 pub type BufResult<T, B> = (io::Result<T>, B);

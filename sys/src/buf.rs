@@ -7,7 +7,10 @@
 //! standard owned types.
 #![allow(unsafe_code)]
 
-use std::ops::{Bound, RangeBounds};
+use std::alloc::{self, Layout};
+use std::fmt;
+use std::ops::{Bound, Deref, DerefMut, RangeBounds};
+use std::ptr::{self, NonNull};
 
 /// A buffer the kernel may read from.
 ///
@@ -151,6 +154,186 @@ unsafe impl IoBuf for &'static str {
     }
 }
 
+/// An owned heap buffer whose start is aligned to a chosen power of two, for
+/// `O_DIRECT` I/O (which needs the address, length and file offset aligned to
+/// the device's logical block size, usually 512 or 4096 bytes).
+///
+/// Like a `Vec<u8>` it has a capacity and a count of initialized bytes
+/// ([`len`](AlignedBuf::len)); a read fills it from the start and sets the
+/// count, a write sends the initialized bytes.
+///
+/// ```
+/// use spargio_sys::buf::{AlignedBuf, IoBuf};
+///
+/// let mut buf = AlignedBuf::zeroed(8192, 4096);
+/// assert_eq!(buf.stable_ptr() as usize % 4096, 0);
+/// buf[..5].copy_from_slice(b"hello");
+/// assert_eq!((buf.len(), buf.capacity()), (8192, 8192));
+/// buf.clear();
+/// assert!(buf.is_empty());
+/// ```
+pub struct AlignedBuf {
+    /// Start of the allocation (`layout`), or a dangling pointer aligned to
+    /// `layout.align()` when `layout.size() == 0` (nothing allocated).
+    ptr: NonNull<u8>,
+    /// Size and alignment of the allocation; its size is the capacity.
+    layout: Layout,
+    /// Bytes at the start that are initialized; never above the capacity.
+    len: usize,
+}
+
+impl AlignedBuf {
+    /// An empty buffer of `capacity` uninitialized bytes starting at a
+    /// multiple of `align`.
+    ///
+    /// # Panics
+    ///
+    /// Panics when `align` is not a power of two or `capacity` rounded up to
+    /// `align` overflows `isize`; aborts when the allocation fails.
+    pub fn with_capacity(capacity: usize, align: usize) -> Self {
+        Self::allocate(capacity, align, false)
+    }
+
+    /// A buffer of `len` zero bytes (all initialized) starting at a multiple
+    /// of `align`.
+    ///
+    /// # Panics
+    ///
+    /// As [`AlignedBuf::with_capacity`].
+    pub fn zeroed(len: usize, align: usize) -> Self {
+        Self::allocate(len, align, true)
+    }
+
+    fn allocate(capacity: usize, align: usize, zeroed: bool) -> Self {
+        let layout = Layout::from_size_align(capacity, align)
+            .unwrap_or_else(|e| panic!("AlignedBuf of {capacity} bytes aligned to {align}: {e}"));
+        let ptr = if capacity == 0 {
+            // No allocation: a dangling pointer that is still aligned, as
+            // slices and the kernel (for a 0-length op) expect.
+            NonNull::new(ptr::without_provenance_mut(align)).expect("an alignment is never 0")
+        } else {
+            // SAFETY: `layout` has a non-zero size (checked just above).
+            let raw = unsafe {
+                if zeroed {
+                    alloc::alloc_zeroed(layout)
+                } else {
+                    alloc::alloc(layout)
+                }
+            };
+            NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout))
+        };
+        AlignedBuf {
+            ptr,
+            layout,
+            len: if zeroed { capacity } else { 0 },
+        }
+    }
+
+    /// Initialized bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no byte is initialized.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Allocated bytes.
+    pub fn capacity(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// The alignment of the start.
+    pub fn align(&self) -> usize {
+        self.layout.align()
+    }
+
+    /// The initialized bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` is valid for `capacity >= len` bytes (or dangling and
+        // aligned with `len == 0`), the first `len` are initialized, and the
+        // borrow of `self` keeps the memory alive and unaliased by `&mut`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The initialized bytes, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`; the `&mut self` borrow makes this the only
+        // reference to the memory.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Forgets the contents (the capacity and alignment stay).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        if self.layout.size() != 0 {
+            // SAFETY: `ptr` was returned by `alloc`/`alloc_zeroed` with this
+            // same `layout` (non-zero size) and is freed only here, once.
+            unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+        }
+    }
+}
+
+// SAFETY: `AlignedBuf` uniquely owns its heap memory, like `Box<[u8]>`; it has
+// no interior mutability and no thread affinity.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: as for `Send`: a shared `&AlignedBuf` only reads.
+unsafe impl Sync for AlignedBuf {}
+
+impl Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.as_mut_slice()
+    }
+}
+
+impl fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("len", &self.len)
+            .field("capacity", &self.capacity())
+            .field("align", &self.align())
+            .finish_non_exhaustive()
+    }
+}
+
+// SAFETY: the heap allocation does not move when the `AlignedBuf` is moved and
+// lives until its drop; `len` bytes are initialized and `capacity` allocated.
+unsafe impl IoBuf for AlignedBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len
+    }
+    fn bytes_total(&self) -> usize {
+        self.capacity()
+    }
+}
+
+// SAFETY: see the `IoBuf` impl; all `capacity` bytes are writable.
+unsafe impl IoBufMut for AlignedBuf {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+    unsafe fn set_init(&mut self, pos: usize) {
+        // Clamped so `as_slice` stays in bounds even for a caller's bad count.
+        self.len = self.len.max(pos.min(self.capacity()));
+    }
+}
+
 /// A range of an owned buffer; [`Slice::into_inner`] gives the buffer back.
 #[derive(Debug)]
 pub struct Slice<B> {
@@ -231,5 +414,68 @@ mod tests {
     #[should_panic(expected = "out of")]
     fn slice_out_of_range_panics() {
         let _ = vec![0u8; 4].slice(2..9);
+    }
+
+    #[test]
+    fn aligned_buf_start_is_aligned() {
+        for align in [1, 8, 512, 4096] {
+            let a = AlignedBuf::with_capacity(64, align);
+            assert_eq!(a.stable_ptr() as usize % align, 0, "align {align}");
+            assert_eq!((a.len(), a.capacity(), a.align()), (0, 64, align));
+            let z = AlignedBuf::zeroed(24, align);
+            assert_eq!(z.as_ptr() as usize % align, 0);
+            assert_eq!(&z[..], &[0u8; 24]);
+        }
+    }
+
+    #[test]
+    fn aligned_buf_len_follows_set_init() {
+        let mut a = AlignedBuf::with_capacity(32, 16);
+        let p = a.stable_mut_ptr();
+        for i in 0..10 {
+            // SAFETY: `p` is writable for `capacity` (32) bytes and `a` lives.
+            unsafe { p.add(i).write(i as u8) };
+        }
+        // SAFETY: the first 10 bytes were just written.
+        unsafe { a.set_init(10) };
+        assert_eq!(a.as_slice(), &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        // SAFETY: 4 <= 10 initialized bytes; the count never shrinks.
+        unsafe { a.set_init(4) };
+        assert_eq!((a.len(), a.bytes_init(), a.bytes_total()), (10, 10, 32));
+        a.as_mut_slice()[0] = 42;
+        assert_eq!(a[0], 42);
+        a.clear();
+        assert!(a.is_empty());
+        assert_eq!(a.capacity(), 32);
+    }
+
+    #[test]
+    fn aligned_buf_zero_capacity_allocates_nothing() {
+        let mut a = AlignedBuf::with_capacity(0, 4096);
+        assert_eq!((a.len(), a.capacity()), (0, 0));
+        assert_eq!(a.stable_mut_ptr() as usize % 4096, 0);
+        assert!(a.as_slice().is_empty());
+        assert!(a.as_mut_slice().is_empty());
+        let z = AlignedBuf::zeroed(0, 512);
+        assert!(z.is_empty());
+    }
+
+    #[test]
+    fn aligned_buf_slice_sees_its_range() {
+        let s = AlignedBuf::zeroed(16, 8).slice(8..);
+        assert_eq!((s.bytes_init(), s.bytes_total()), (8, 8));
+        assert_eq!(s.stable_ptr() as usize % 8, 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "aligned to 3")]
+    fn aligned_buf_rejects_a_non_power_of_two() {
+        let _ = AlignedBuf::with_capacity(8, 3);
+    }
+
+    #[test]
+    fn aligned_buf_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<AlignedBuf>();
     }
 }
