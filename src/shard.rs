@@ -336,10 +336,12 @@ impl Local {
     }
 
     fn run_task(&self, task: Arc<Task>) {
+        // Counted before the poll: whoever sees the task's output (a join
+        // handle, say) then also sees its poll counted.
+        self.me().counters.polled.fetch_add(1, Ordering::Relaxed);
         self.current_task.set(task.id);
         task.run(|t, cx| t.poll_stored(cx));
         self.current_task.set(0);
-        self.me().counters.polled.fetch_add(1, Ordering::Relaxed);
         if self.needs_submit.get() {
             self.submit_now();
         }
