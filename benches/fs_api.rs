@@ -2,7 +2,8 @@
 //!
 //! A 16 MiB file of 4096 × 4 KiB blocks is written and fsynced first (page
 //! cache warm). `fs_read_rtt_4k`: 256 sequential 4 KiB reads at block
-//! `i % 4096`, reusing one buffer. `fs_read_throughput_4k_qd32`: 4096 reads in
+//! `i % 4096`, reusing one buffer (`spargio_fixed`: a registered buffer
+//! from `io::checkout_fixed_buf`, read with `READ_FIXED`). `fs_read_throughput_4k_qd32`: 4096 reads in
 //! batches of 32 in flight. Tokio runs `spawn_blocking(pread)` (its fastest
 //! way) and `tokio::fs`.
 //!
@@ -140,6 +141,22 @@ fn bench_rtt(c: &mut Criterion, path: &PathBuf) {
         b.iter(|| {
             let f = file.clone();
             rt.block_on(spargio_rtt(f, Vec::with_capacity(BLOCK))).unwrap();
+        })
+    });
+
+    g.bench_function("spargio_fixed", |b| {
+        b.iter(|| {
+            let f = file.clone();
+            rt.block_on(async move {
+                let mut buf = spargio::io::checkout_fixed_buf(BLOCK).expect("a free fixed buffer");
+                for i in 0..RTT_READS {
+                    buf.clear();
+                    let (n, back) = f.read_fixed_at(buf, offset(i)).await;
+                    assert_eq!(n.unwrap(), BLOCK);
+                    buf = back;
+                }
+            })
+            .unwrap();
         })
     });
 

@@ -31,15 +31,25 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use spargio_sys::op::fs::{Close, Fallocate, Fsync, Ftruncate, OpenAt, PathOp, Read, SharedFd, Statx, Write};
+use spargio_sys::op::fs::{
+    Close, Fallocate, Fsync, Ftruncate, OpenAt, PathOp, Read, ReadFixed, SharedFd, Statx, Write, WriteFixed,
+};
 
-use crate::io::{BufResult, IoBuf, IoBufMut, check_offset, cqe_result, read_done, submit_current};
+use crate::io::{BufResult, FixedBuf, IoBuf, IoBufMut, check_offset, cqe_result, read_done, submit_current};
 
 /// Submits an op whose resources the caller does not need back on failure.
 fn submit_op<O: spargio_sys::op::Op>(op: O) -> io::Result<crate::io::OpFuture<O>> {
     submit_current(op).map_err(|(e, _op)| e)
+}
+
+/// The shard that registered `buf`: `None` for an unregistered buffer,
+/// `Some(None)` when that runtime is gone.
+fn fixed_owner(buf: &FixedBuf) -> Option<Option<(Arc<crate::runtime::Shared>, usize)>> {
+    let owner = buf.owner()?.downcast_ref::<crate::shard::FixedOwner>()?;
+    Some(owner.runtime.upgrade().map(|rt| (rt, owner.shard)))
 }
 
 fn cpath(path: &Path) -> io::Result<CString> {
@@ -192,6 +202,96 @@ impl File {
             return (Err(e), buf);
         }
         match submit_current(Write::new(self.fd.clone(), buf, pos)) {
+            Err((e, op)) => (Err(e), op.into_buf()),
+            Ok(fut) => {
+                let (cqe, op) = fut.await;
+                (cqe_result(&cqe), op.into_buf())
+            }
+        }
+    }
+
+    /// Reads at `pos` into a buffer from [`checkout_fixed_buf`](crate::io::checkout_fixed_buf)
+    /// (from its start, up to its capacity); returns the byte count with the buffer.
+    ///
+    /// A registered buffer is read with `READ_FIXED`, always on the ring of
+    /// the shard that registered it (from another shard or thread the op is
+    /// steered there), since a buffer index means something only on that
+    /// ring. An unregistered one is read like [`File::read_at_into`].
+    ///
+    /// # Errors
+    ///
+    /// The read's error; `InvalidInput` for `pos` beyond `i64::MAX`; `Other`
+    /// once the buffer's runtime is shut down.
+    ///
+    /// ```
+    /// spargio::run(|_| async {
+    ///     let path = std::env::temp_dir().join(format!("spargio-doc-fixed-{}", std::process::id()));
+    ///     spargio::fs::write(&path, b"fixed".to_vec()).await?;
+    ///     let file = spargio::fs::File::open(&path).await?;
+    ///     let buf = spargio::io::checkout_fixed_buf(4096).expect("a free buffer");
+    ///     let (n, buf) = file.read_fixed_at(buf, 0).await;
+    ///     assert_eq!(&buf[..n?], b"fixed");
+    ///     spargio::fs::remove_file(&path).await
+    /// })
+    /// .unwrap()
+    /// .unwrap();
+    /// ```
+    pub async fn read_fixed_at(&self, buf: FixedBuf, pos: u64) -> BufResult<usize, FixedBuf> {
+        if let Err(e) = check_offset(pos) {
+            return (Err(e), buf);
+        }
+        let Some(owner) = fixed_owner(&buf) else {
+            return self.read_at_into(buf, pos).await;
+        };
+        let Some((rt, shard)) = owner else {
+            return (Err(crate::io::closed()), buf);
+        };
+        let op = match ReadFixed::new(self.fd.clone(), buf, pos) {
+            Ok(op) => op,
+            Err(buf) => return self.read_at_into(buf, pos).await,
+        };
+        rt.shards[shard]
+            .counters
+            .fixed_buf_ops
+            .fetch_add(1, Ordering::Relaxed);
+        match crate::io::submit(&rt, Some(shard), op) {
+            Err((e, op)) => (Err(e), op.into_buf(0)),
+            Ok(fut) => {
+                let (cqe, op) = fut.await;
+                let res = cqe_result(&cqe);
+                let n = *res.as_ref().unwrap_or(&0);
+                (res, op.into_buf(n))
+            }
+        }
+    }
+
+    /// Writes the contents of a buffer from [`checkout_fixed_buf`](crate::io::checkout_fixed_buf)
+    /// at `pos`; returns how many bytes were written. As [`File::read_fixed_at`]:
+    /// `WRITE_FIXED` on the buffer's own shard, or a plain write when the
+    /// buffer is not registered.
+    ///
+    /// # Errors
+    ///
+    /// As [`File::read_fixed_at`].
+    pub async fn write_fixed_at(&self, buf: FixedBuf, pos: u64) -> BufResult<usize, FixedBuf> {
+        if let Err(e) = check_offset(pos) {
+            return (Err(e), buf);
+        }
+        let Some(owner) = fixed_owner(&buf) else {
+            return self.write_at(buf, pos).await;
+        };
+        let Some((rt, shard)) = owner else {
+            return (Err(crate::io::closed()), buf);
+        };
+        let op = match WriteFixed::new(self.fd.clone(), buf, pos) {
+            Ok(op) => op,
+            Err(buf) => return self.write_at(buf, pos).await,
+        };
+        rt.shards[shard]
+            .counters
+            .fixed_buf_ops
+            .fetch_add(1, Ordering::Relaxed);
+        match crate::io::submit(&rt, Some(shard), op) {
             Err((e, op)) => (Err(e), op.into_buf()),
             Ok(fut) => {
                 let (cqe, op) = fut.await;

@@ -27,7 +27,41 @@ use spargio_sys::{Cqe, Sqe};
 use crate::runtime::{Backend, Shared};
 use crate::shard;
 
-pub use spargio_sys::buf::{AlignedBuf, IoBuf, IoBufMut, Slice};
+pub use spargio_sys::buf::{AlignedBuf, FixedBuf, IoBuf, IoBufMut, Slice};
+
+/// Checks out a registered (fixed) buffer of `capacity` bytes from the
+/// calling shard's table, for [`File::read_fixed_at`](crate::fs::File::read_fixed_at)
+/// and [`File::write_fixed_at`](crate::fs::File::write_fixed_at).
+///
+/// The table (16 page-aligned buffers of 64 KiB) is registered with the
+/// shard's ring on the first checkout. Where none can be (Queue backend, a
+/// simulated ring, or the kernel refused: `EBUSY`, `ENOMEM` over the memlock
+/// limit), and for a `capacity` above 64 KiB, the buffer is an unregistered
+/// page-aligned one that the same calls read and write with plain ops
+/// ([`FixedBuf::is_registered`] tells which). Dropping the buffer, on any
+/// thread, gives it back to its table, but not before the kernel is done
+/// with it: an op holds its buffer until its final completion.
+///
+/// Returns `None` off a shard thread, and when every buffer of the table is
+/// checked out.
+///
+/// ```
+/// spargio::run(|_| async {
+///     let mut buf = spargio::io::checkout_fixed_buf(4096).expect("a free buffer");
+///     buf.extend_from_slice(b"hello");
+///     assert_eq!(&buf[..], b"hello");
+/// })
+/// .unwrap();
+/// ```
+pub fn checkout_fixed_buf(capacity: usize) -> Option<FixedBuf> {
+    shard::checkout_fixed_buf(capacity)
+}
+
+/// Free buffers in the calling shard's fixed-buffer table; `None` off a shard
+/// or before (or without) a registered table.
+pub fn fixed_bufs_available() -> Option<usize> {
+    shard::fixed_bufs_available()
+}
 
 /// A result together with the buffer that was lent to the kernel.
 pub type BufResult<T, B> = (io::Result<T>, B);

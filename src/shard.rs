@@ -23,6 +23,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use spargio_sys::abi;
+use spargio_sys::buf::{FixedBuf, FixedBufTable};
+use spargio_sys::register::FixedBufRegistration;
 use spargio_sys::ring::{Ring, RingFd};
 use spargio_sys::sim::SimKernel;
 use spargio_sys::{Cqe, Sqe};
@@ -63,6 +65,44 @@ pub(crate) struct Local {
     fixed_slots: RefCell<Vec<u32>>,
     /// Ops waiting for SQ room (the kernel refused entries for a moment).
     backlog: RefCell<VecDeque<crate::io::SteeredOp>>,
+    /// The ring's registered-buffer table, set up on first checkout.
+    fixed_bufs: RefCell<FixedBufs>,
+}
+
+/// A shard's registered (fixed) buffers.
+enum FixedBufs {
+    /// No checkout yet.
+    Untried,
+    /// Registered with the shard's ring; unregistered (or leaked) at shutdown.
+    Registered(FixedBufRegistration),
+    /// Simulated ring, Queue backend, or the kernel refused (`EBUSY`,
+    /// `ENOMEM` over the memlock limit): checkouts get unregistered buffers.
+    Unavailable,
+}
+
+/// What a fixed buffer leads back to: the shard whose ring registered it.
+pub(crate) struct FixedOwner {
+    pub(crate) runtime: std::sync::Weak<Shared>,
+    pub(crate) shard: usize,
+}
+
+/// Buffers in a shard's fixed-buffer table (1 MiB pinned per shard in all).
+pub(crate) const FIXED_BUF_COUNT: usize = 16;
+/// Bytes of each fixed buffer.
+pub(crate) const FIXED_BUF_SIZE: usize = 64 * 1024;
+
+/// Checks out a buffer of the calling shard's table (see `io::checkout_fixed_buf`).
+pub(crate) fn checkout_fixed_buf(capacity: usize) -> Option<FixedBuf> {
+    with_local(|l| l.checkout_fixed_buf(capacity)).flatten()
+}
+
+/// Free buffers of the calling shard's table, once it has one.
+pub(crate) fn fixed_bufs_available() -> Option<usize> {
+    with_local(|l| match &*l.fixed_bufs.borrow() {
+        FixedBufs::Registered(reg) => Some(reg.table().available()),
+        _ => None,
+    })
+    .flatten()
 }
 
 thread_local! {
@@ -247,6 +287,53 @@ pub(crate) fn doorbell_from_shard(shared: &Shared, target: &RingFd) -> Result<()
 }
 
 impl Local {
+    fn checkout_fixed_buf(&self, capacity: usize) -> Option<FixedBuf> {
+        let mut state = self.fixed_bufs.borrow_mut();
+        if matches!(*state, FixedBufs::Untried) {
+            *state = self.register_fixed_bufs();
+        }
+        match &*state {
+            FixedBufs::Registered(reg) if capacity <= reg.table().buf_size() => {
+                reg.table().checkout(capacity)
+            }
+            _ => Some(FixedBuf::unregistered(capacity)),
+        }
+    }
+
+    /// Registers this shard's table; called on the shard's own thread, from a
+    /// task poll (the ring is not borrowed then).
+    fn register_fixed_bufs(&self) -> FixedBufs {
+        let Ok(mut ring) = self.ring.try_borrow_mut() else {
+            return FixedBufs::Untried;
+        };
+        let Some(ring) = ring.as_mut().filter(|r| !r.is_simulated()) else {
+            return FixedBufs::Unavailable;
+        };
+        let owner = FixedOwner {
+            runtime: Arc::downgrade(&self.shared),
+            shard: self.shard,
+        };
+        let table = Arc::new(FixedBufTable::new(FIXED_BUF_COUNT, FIXED_BUF_SIZE, owner));
+        match FixedBufRegistration::register(ring, table) {
+            Ok(reg) => FixedBufs::Registered(reg),
+            Err(_) => FixedBufs::Unavailable,
+        }
+    }
+
+    /// Shutdown step 4, before the ring closes: unregister the fixed buffers,
+    /// unless ops were leaked (they may use them still: then the table is
+    /// leaked with them).
+    fn release_fixed_bufs(&self, leaked: usize) {
+        let state = std::mem::replace(&mut *self.fixed_bufs.borrow_mut(), FixedBufs::Unavailable);
+        if let FixedBufs::Registered(reg) = state
+            && leaked == 0
+            && let Some(ring) = self.ring.borrow_mut().as_mut()
+        {
+            // A failed unregister leaks the table (see `FixedBufRegistration`).
+            let _ = reg.unregister(ring);
+        }
+    }
+
     fn me(&self) -> &crate::runtime::ShardShared {
         &self.shared.shards[self.shard]
     }
@@ -502,12 +589,13 @@ impl Local {
 
     /// Shutdown step 3: cancel what is in flight and reap until the table is
     /// empty or `deadline` passes; what the kernel still holds then is leaked.
-    fn cancel_in_flight(&self, deadline: Instant) {
+    /// Returns how many ops were leaked.
+    fn cancel_in_flight(&self, deadline: Instant) -> usize {
         self.take_remote_ops();
         let sqes = self.inflight.borrow_mut().cancel_all_sqes();
         {
             let mut ring = self.ring.borrow_mut();
-            let Some(ring) = ring.as_mut() else { return };
+            let Some(ring) = ring.as_mut() else { return 0 };
             for sqe in &sqes {
                 let _ = ring.push(sqe);
             }
@@ -539,6 +627,7 @@ impl Local {
                 op,
             );
         }
+        leaked
     }
 
     pub(crate) fn deliver(&self, event: Event) {
@@ -782,6 +871,7 @@ pub(crate) fn run(
         inflight: RefCell::new(InFlight::default()),
         fixed_slots: RefCell::new(Vec::new()),
         backlog: RefCell::new(VecDeque::new()),
+        fixed_bufs: RefCell::new(FixedBufs::Untried),
     });
     if let Some(ring) = local.ring.borrow_mut().as_mut()
         && !ring.is_simulated()
@@ -793,7 +883,8 @@ pub(crate) fn run(
     let _ = ready.send(Ok(()));
     local.event_loop();
     local.abandon_queued();
-    local.cancel_in_flight(Instant::now() + shared.config.shutdown_timeout);
+    let leaked = local.cancel_in_flight(Instant::now() + shared.config.shutdown_timeout);
+    local.release_fixed_bufs(leaked);
     // Complete tickets that can no longer be answered.
     for (_, t) in local.tickets.borrow_mut().drain() {
         t.complete(Err(crate::error::SendError::Closed));

@@ -24,6 +24,7 @@ pub(crate) struct ShardCounters {
     pub(crate) cq_overflows: AtomicU64,
     pub(crate) ops_leaked: AtomicU64,
     pub(crate) file_sessions: AtomicU64,
+    pub(crate) fixed_buf_ops: AtomicU64,
     /// Ops submitted on this shard's ring (or, on the Queue backend, charged
     /// to this shard) whose final completion has not come yet. Updated once
     /// at submission and once at the final completion, by the shard itself.
@@ -70,6 +71,8 @@ pub struct ShardStats {
     pub ops_leaked: u64,
     /// File sessions started with a registered-file slot on this shard.
     pub file_sessions: u64,
+    /// `READ_FIXED`/`WRITE_FIXED` ops submitted for this shard's registered buffers.
+    pub fixed_buf_ops: u64,
     /// Ops in flight on this shard's ring now (submitted, final completion not
     /// yet reaped). On the Queue backend: ops charged to this shard that the
     /// blocking pool has not finished. The unbound lane
@@ -117,6 +120,7 @@ impl RuntimeStats {
                     cq_overflows: get(&c.cq_overflows),
                     ops_leaked: get(&c.ops_leaked),
                     file_sessions: get(&c.file_sessions),
+                    fixed_buf_ops: get(&c.fixed_buf_ops),
                     ops_in_flight: get(&c.ops_in_flight),
                     inbox_depth: s.inbox_len.load(Ordering::Relaxed),
                     stealable_depth: s.stealable_len.load(Ordering::Relaxed),

@@ -8,9 +8,11 @@
 #![allow(unsafe_code)]
 
 use std::alloc::{self, Layout};
+use std::any::Any;
 use std::fmt;
 use std::ops::{Bound, Deref, DerefMut, RangeBounds};
 use std::ptr::{self, NonNull};
+use std::sync::Arc;
 
 /// A buffer the kernel may read from.
 ///
@@ -388,6 +390,338 @@ unsafe impl<B: IoBufMut> IoBufMut for Slice<B> {
     }
 }
 
+/// The page size fixed-buffer tables align each buffer to (and round sizes up to).
+pub const FIXED_BUF_ALIGN: usize = 4096;
+
+/// `count` equal page-aligned buffers in one zeroed allocation, meant to be
+/// registered with a ring (`IORING_REGISTER_BUFFERS`) so that `READ_FIXED` /
+/// `WRITE_FIXED` skip the per-op page pinning.
+///
+/// The table never touches the bytes itself. A buffer is used only through
+/// the one [`FixedBuf`] that checked its index out of the free list, so the
+/// buffers never alias; dropping that `FixedBuf` (on any thread) puts the
+/// index back. Every `FixedBuf` keeps the table (and so the memory) alive.
+///
+/// ```
+/// use std::sync::Arc;
+/// use spargio_sys::buf::FixedBufTable;
+///
+/// let table = Arc::new(FixedBufTable::new(2, 4096, (0, 0)));
+/// let mut a = table.checkout(100).unwrap();
+/// a.extend_from_slice(b"hi");
+/// let _b = table.checkout(4096).unwrap();
+/// assert!(table.checkout(1).is_none(), "both are out");
+/// drop(a);
+/// assert_eq!(table.available(), 1);
+/// ```
+pub struct FixedBufTable {
+    /// `count * buf_size` zeroed bytes (all initialized), aligned to
+    /// [`FIXED_BUF_ALIGN`]; only ever accessed through raw pointers derived
+    /// from `mem.ptr`, one buffer per checked-out [`FixedBuf`].
+    mem: AlignedBuf,
+    buf_size: usize,
+    count: u16,
+    /// Indices not checked out. Invariant: each index `< count` is either here
+    /// (exactly once) or held by exactly one live `FixedBuf`.
+    free: std::sync::Mutex<Vec<u16>>,
+    /// Whatever the creator wants a buffer to lead back to (the runtime puts
+    /// its shard there).
+    owner: Box<dyn Any + Send + Sync>,
+}
+
+impl FixedBufTable {
+    /// A table of `count` buffers of `buf_size` bytes each, rounded up to a
+    /// multiple of [`FIXED_BUF_ALIGN`]; `owner` is any value the creator
+    /// reads back with [`FixedBufTable::owner`] and [`FixedBuf::owner`].
+    ///
+    /// # Panics
+    ///
+    /// Panics when `count` is 0 or above `u16::MAX`, `buf_size` is 0, or the
+    /// total size overflows.
+    pub fn new(count: usize, buf_size: usize, owner: impl Any + Send + Sync) -> Self {
+        assert!(count > 0 && buf_size > 0, "an empty fixed-buffer table");
+        let count = u16::try_from(count).expect("at most u16::MAX fixed buffers");
+        let buf_size = buf_size
+            .checked_next_multiple_of(FIXED_BUF_ALIGN)
+            .expect("fixed buffer size overflows");
+        let total = buf_size
+            .checked_mul(usize::from(count))
+            .expect("fixed-buffer table size overflows");
+        FixedBufTable {
+            mem: AlignedBuf::zeroed(total, FIXED_BUF_ALIGN),
+            buf_size,
+            count,
+            free: std::sync::Mutex::new((0..count).rev().collect()),
+            owner: Box::new(owner),
+        }
+    }
+
+    /// Checks out a free buffer as a [`FixedBuf`] of capacity `capacity`
+    /// (empty, `len() == 0`). `None` when every buffer is out or `capacity`
+    /// exceeds [`FixedBufTable::buf_size`].
+    pub fn checkout(self: &Arc<Self>, capacity: usize) -> Option<FixedBuf> {
+        if capacity > self.buf_size {
+            return None;
+        }
+        let index = self.lock_free().pop()?;
+        Some(FixedBuf {
+            storage: Storage::Registered {
+                table: self.clone(),
+                index,
+            },
+            capacity,
+            len: 0,
+        })
+    }
+
+    /// Buffers not checked out now.
+    pub fn available(&self) -> usize {
+        self.lock_free().len()
+    }
+
+    /// Buffers in the table.
+    pub fn count(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// Bytes of each buffer (a multiple of [`FIXED_BUF_ALIGN`]).
+    pub fn buf_size(&self) -> usize {
+        self.buf_size
+    }
+
+    /// The creator's value.
+    pub fn owner(&self) -> &(dyn Any + Send + Sync) {
+        &*self.owner
+    }
+
+    /// One `iovec` per buffer, in index order, for `register_buffers`.
+    pub fn iovecs(&self) -> Vec<libc::iovec> {
+        (0..self.count)
+            .map(|i| libc::iovec {
+                iov_base: self.slot_ptr(i).cast(),
+                iov_len: self.buf_size,
+            })
+            .collect()
+    }
+
+    fn slot_ptr(&self, index: u16) -> *mut u8 {
+        // In bounds: `index < count` and the allocation is `count * buf_size`.
+        self.mem
+            .ptr
+            .as_ptr()
+            .wrapping_add(usize::from(index) * self.buf_size)
+    }
+
+    fn lock_free(&self) -> std::sync::MutexGuard<'_, Vec<u16>> {
+        self.free.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn give_back(&self, index: u16) {
+        let mut free = self.lock_free();
+        debug_assert!(
+            index < self.count && !free.contains(&index),
+            "fixed buffer {index} freed twice"
+        );
+        free.push(index);
+    }
+}
+
+impl fmt::Debug for FixedBufTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FixedBufTable")
+            .field("count", &self.count)
+            .field("buf_size", &self.buf_size)
+            .field("available", &self.available())
+            .finish()
+    }
+}
+
+enum Storage {
+    /// Buffer `index` of `table`, checked out of its free list.
+    Registered { table: Arc<FixedBufTable>, index: u16 },
+    /// A zeroed heap buffer of its own (no table to take one from).
+    Plain(AlignedBuf),
+}
+
+/// An owned buffer for the fixed-buffer fast path: either one buffer of a
+/// [`FixedBufTable`] (used with `READ_FIXED`/`WRITE_FIXED` on the ring that
+/// registered the table) or, where no table is registered, a page-aligned
+/// buffer of its own that ordinary ops use.
+///
+/// Like a `Vec<u8>` it has a capacity and a length; a read fills it from the
+/// start and sets the length, a write sends `len()` bytes. Dropping it (on any
+/// thread) returns a table buffer to its table's free list.
+///
+/// ```
+/// use spargio_sys::buf::FixedBuf;
+///
+/// let mut b = FixedBuf::unregistered(16);
+/// assert!(!b.is_registered());
+/// b.extend_from_slice(b"abc");
+/// assert_eq!((&b[..], b.capacity()), (&b"abc"[..], 16));
+/// ```
+pub struct FixedBuf {
+    storage: Storage,
+    /// Usable bytes, at most the table's `buf_size` (or the plain buffer's size).
+    capacity: usize,
+    /// Bytes at the start that count as contents; `<= capacity`.
+    len: usize,
+}
+
+impl FixedBuf {
+    /// An empty page-aligned buffer of `capacity` bytes backed by no table:
+    /// the fallback where no fixed buffers are registered.
+    pub fn unregistered(capacity: usize) -> Self {
+        FixedBuf {
+            storage: Storage::Plain(AlignedBuf::zeroed(capacity, FIXED_BUF_ALIGN)),
+            capacity,
+            len: 0,
+        }
+    }
+
+    /// True when this is a table buffer (usable with `READ_FIXED`/`WRITE_FIXED`).
+    pub fn is_registered(&self) -> bool {
+        matches!(self.storage, Storage::Registered { .. })
+    }
+
+    /// The registered-buffer index, for a table buffer.
+    pub fn buf_index(&self) -> Option<u16> {
+        match self.storage {
+            Storage::Registered { index, .. } => Some(index),
+            Storage::Plain(_) => None,
+        }
+    }
+
+    /// The table's owner value ([`FixedBufTable::owner`]), for a table buffer.
+    pub fn owner(&self) -> Option<&(dyn Any + Send + Sync)> {
+        self.table().map(|t| t.owner())
+    }
+
+    /// The table this buffer belongs to, if any.
+    pub fn table(&self) -> Option<&Arc<FixedBufTable>> {
+        match &self.storage {
+            Storage::Registered { table, .. } => Some(table),
+            Storage::Plain(_) => None,
+        }
+    }
+
+    /// Bytes of contents.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there are no contents.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Usable bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets the contents.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Shortens the contents to `len` bytes (no-op when already shorter).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Appends `data` to the contents.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the contents would exceed the capacity.
+    pub fn extend_from_slice(&mut self, data: &[u8]) {
+        let end = self.len + data.len();
+        assert!(
+            end <= self.capacity,
+            "FixedBuf of capacity {} cannot hold {end} bytes",
+            self.capacity
+        );
+        // SAFETY: `base()` is valid for `capacity >= end` initialized bytes,
+        // used by this value alone (see `base`); `&mut self` makes this the
+        // only access now, and `data` cannot overlap it (it is a shared borrow
+        // distinct from the `&mut self` that owns these bytes).
+        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.base().add(self.len), data.len()) };
+        self.len = end;
+    }
+
+    /// Start of this buffer's bytes: `capacity` bytes, all initialized (the
+    /// table and the plain buffer are zeroed at allocation), that no other
+    /// value reads or writes: a table index is held by one `FixedBuf` at a time.
+    fn base(&self) -> *mut u8 {
+        match &self.storage {
+            Storage::Registered { table, index } => table.slot_ptr(*index),
+            Storage::Plain(buf) => buf.ptr.as_ptr(),
+        }
+    }
+}
+
+impl Drop for FixedBuf {
+    fn drop(&mut self) {
+        if let Storage::Registered { table, index } = &self.storage {
+            table.give_back(*index);
+        }
+    }
+}
+
+impl Deref for FixedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `base()` is valid for `capacity >= len` initialized bytes
+        // accessed by this value alone; the borrow of `self` keeps them alive
+        // and excludes writes through `&mut self`.
+        unsafe { std::slice::from_raw_parts(self.base(), self.len) }
+    }
+}
+
+impl DerefMut for FixedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.base(), self.len) }
+    }
+}
+
+impl fmt::Debug for FixedBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FixedBuf")
+            .field("buf_index", &self.buf_index())
+            .field("len", &self.len)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+// SAFETY: the bytes live in a heap allocation (the table's, kept alive by the
+// `Arc`, or the plain buffer's) that does not move when the `FixedBuf` moves;
+// `capacity` bytes are valid and initialized, used by this value alone.
+unsafe impl IoBuf for FixedBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.base()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len
+    }
+    fn bytes_total(&self) -> usize {
+        self.capacity
+    }
+}
+
+// SAFETY: see the `IoBuf` impl; all `capacity` bytes are writable.
+unsafe impl IoBufMut for FixedBuf {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.base()
+    }
+    unsafe fn set_init(&mut self, pos: usize) {
+        // Clamped so `deref` stays in bounds even for a caller's bad count.
+        self.len = self.len.max(pos.min(self.capacity));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,5 +811,82 @@ mod tests {
     fn aligned_buf_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<AlignedBuf>();
+    }
+    #[test]
+    fn fixed_table_hands_out_each_index_once() {
+        let table = Arc::new(FixedBufTable::new(3, 100, (7usize, 1usize)));
+        assert_eq!((table.count(), table.buf_size()), (3, 4096));
+        assert_eq!(table.owner().downcast_ref::<(usize, usize)>(), Some(&(7, 1)));
+        let bufs: Vec<_> = (0..3).map(|_| table.checkout(4096).unwrap()).collect();
+        let mut idx: Vec<_> = bufs.iter().map(|b| b.buf_index().unwrap()).collect();
+        idx.sort_unstable();
+        assert_eq!(idx, [0, 1, 2]);
+        assert!(table.checkout(1).is_none());
+        assert_eq!(table.available(), 0);
+        drop(bufs);
+        assert_eq!(table.available(), 3);
+    }
+
+    #[test]
+    fn fixed_table_refuses_oversized_checkout() {
+        let table = Arc::new(FixedBufTable::new(1, 4096, (0, 0)));
+        assert!(table.checkout(4097).is_none());
+        assert_eq!(table.available(), 1);
+    }
+
+    #[test]
+    fn fixed_bufs_do_not_alias_and_keep_the_table_alive() {
+        let table = Arc::new(FixedBufTable::new(2, 64, (0, 0)));
+        let mut a = table.checkout(64).unwrap();
+        let mut b = table.checkout(64).unwrap();
+        let iov = table.iovecs();
+        assert_eq!(iov.len(), 2);
+        assert_eq!(iov[0].iov_base as usize % FIXED_BUF_ALIGN, 0);
+        a.extend_from_slice(&[1; 64]);
+        b.extend_from_slice(&[2; 10]);
+        drop(table);
+        assert_eq!(&a[..], &[1; 64]);
+        assert_eq!(&b[..], &[2; 10]);
+        b[0] = 9;
+        b.truncate(1);
+        assert_eq!(&b[..], &[9]);
+        assert!(a.stable_ptr() != b.stable_ptr());
+    }
+
+    #[test]
+    fn fixed_buf_returns_from_another_thread() {
+        let table = Arc::new(FixedBufTable::new(1, 64, (0, 0)));
+        let mut a = table.checkout(8).unwrap();
+        let p = a.stable_mut_ptr();
+        // SAFETY: `p` is writable for the buffer's 8-byte capacity.
+        unsafe { p.write(5) };
+        // SAFETY: the first byte was just written.
+        unsafe { a.set_init(1) };
+        assert_eq!(&a[..], &[5]);
+        std::thread::spawn(move || drop(a)).join().unwrap();
+        assert_eq!(table.available(), 1);
+        let again = table.checkout(8).unwrap();
+        assert_eq!(again.buf_index(), Some(0));
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn unregistered_fixed_buf_is_plain_memory() {
+        let mut b = FixedBuf::unregistered(32);
+        assert_eq!(
+            (b.is_registered(), b.buf_index(), b.owner().is_none()),
+            (false, None, true)
+        );
+        assert_eq!(b.stable_ptr() as usize % FIXED_BUF_ALIGN, 0);
+        b.extend_from_slice(b"xyz");
+        assert_eq!((&b[..], b.bytes_init(), b.bytes_total()), (&b"xyz"[..], 3, 32));
+        b.clear();
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "cannot hold")]
+    fn fixed_buf_extend_past_capacity_panics() {
+        FixedBuf::unregistered(2).extend_from_slice(b"abc");
     }
 }

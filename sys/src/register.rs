@@ -22,7 +22,10 @@ use std::ptr;
 use crate::abi;
 use crate::msg::{self, Message, UserData};
 use crate::probe::OpTable;
-use crate::ring::Ring;
+use std::sync::Arc;
+
+use crate::buf::FixedBufTable;
+use crate::ring::{Ring, RingFd};
 
 /// The largest number of probe entries the kernel may fill: opcodes are `u8`.
 const PROBE_OPS: usize = 256;
@@ -388,6 +391,78 @@ pub fn send_msg_ring_without_ring(
 pub fn send_message_without_ring(target_ring: BorrowedFd<'_>, m: &Message) -> io::Result<()> {
     let post = m.target_cqe();
     send_msg_ring_without_ring(target_ring, post.user_data, post.res as u32, m.extra)
+}
+
+/// A [`FixedBufTable`] registered with one ring (`IORING_REGISTER_BUFFERS`).
+///
+/// Holds the table and the ring's fd, so neither goes away while the kernel
+/// may use the buffers. [`FixedBufRegistration::unregister`] on the same ring
+/// releases both; a registration dropped without it (or whose unregister
+/// failed) leaks the table and the ring fd on purpose: the kernel may still
+/// hold the memory, so it is never freed.
+#[derive(Debug)]
+pub struct FixedBufRegistration {
+    /// `None` only after a successful unregister.
+    held: Option<(Arc<FixedBufTable>, RingFd)>,
+}
+
+impl FixedBufRegistration {
+    /// Registers every buffer of `table` as the fixed buffers of `ring`,
+    /// buffer `i` under index `i`.
+    ///
+    /// # Errors
+    ///
+    /// As [`register_buffers`] (`EBUSY` when the ring has buffers already,
+    /// `ENOMEM` over the memlock limit); `Unsupported` on a simulated ring.
+    pub fn register(ring: &mut Ring, table: Arc<FixedBufTable>) -> io::Result<Self> {
+        let iovecs = table.iovecs();
+        // SAFETY: the iovecs describe the table's allocation, which the `Arc`
+        // kept here keeps valid; it is released only after a successful
+        // unregister on this ring, and leaked otherwise (see `Drop`). The
+        // table never accesses the bytes; each buffer is used by the one
+        // `FixedBuf` holding its index, and an op lends that `FixedBuf` to
+        // the kernel by value.
+        unsafe { register_buffers(kernel_fd(ring)?, &iovecs) }?;
+        Ok(FixedBufRegistration {
+            held: Some((table, ring.ring_fd())),
+        })
+    }
+
+    /// The registered table.
+    pub fn table(&self) -> &Arc<FixedBufTable> {
+        &self.held.as_ref().expect("registered until unregister").0
+    }
+
+    /// Unregisters the buffers from `ring`, which must be the ring they were
+    /// registered with, and releases the table. Ops that used them hold their
+    /// `FixedBuf`, so the memory of one still in flight stays alive anyway.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for another ring; as [`unregister_buffers`]. Either way
+    /// the registration is leaked (the table's memory is never freed).
+    pub fn unregister(mut self, ring: &mut Ring) -> io::Result<()> {
+        let (_, ring_fd) = self.held.as_ref().expect("registered until unregister");
+        // Same ring: we hold its fd open, so its number cannot have been reused.
+        if ring.ring_fd().raw() != ring_fd.raw() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "fixed buffers unregistered from another ring",
+            ));
+        }
+        unregister_buffers(kernel_fd(ring)?)?;
+        self.held = None;
+        Ok(())
+    }
+}
+
+impl Drop for FixedBufRegistration {
+    fn drop(&mut self) {
+        // Never unregistered: the kernel may still use the memory, so it stays.
+        if let Some(held) = self.held.take() {
+            std::mem::forget(held);
+        }
+    }
 }
 
 fn kernel_fd(ring: &Ring) -> io::Result<BorrowedFd<'_>> {

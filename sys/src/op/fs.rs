@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{Op, cqe_res, op_any};
 use crate::abi;
-use crate::buf::{IoBuf, IoBufMut};
+use crate::buf::{FixedBuf, IoBuf, IoBufMut};
 use crate::sqe::Sqe;
 
 /// An fd shared by the handle that owns it and the ops using it, so it cannot
@@ -144,6 +144,136 @@ unsafe impl<B: IoBuf> Op for Write<B> {
             len,
             self.offset,
         ))
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let Ok(off) = libc::off_t::try_from(self.offset) else {
+            return -libc::EINVAL;
+        };
+        // SAFETY: `stable_ptr()` is readable for `len()` initialized bytes.
+        cqe_res(
+            unsafe { libc::pwrite(self.fd.as_raw_fd(), self.buf.stable_ptr().cast(), self.len(), off) }
+                as libc::c_long,
+        )
+    }
+    op_any!();
+}
+
+/// `pread` into a registered buffer (`IORING_OP_READ_FIXED`), from its start
+/// up to its capacity. Submit it only on the ring that registered the
+/// buffer's table; the kernel rejects (`EFAULT`) an address outside the
+/// registered buffer of that index.
+#[derive(Debug)]
+pub struct ReadFixed {
+    fd: SharedFd,
+    buf: FixedBuf,
+    offset: u64,
+}
+
+impl ReadFixed {
+    /// Reads at `offset` into `buf`; gives `buf` back when it is not a table buffer.
+    ///
+    /// # Errors
+    ///
+    /// `Err(buf)` when `buf` is not registered ([`FixedBuf::is_registered`]).
+    pub fn new(fd: SharedFd, buf: FixedBuf, offset: u64) -> Result<Self, FixedBuf> {
+        if !buf.is_registered() {
+            return Err(buf);
+        }
+        Ok(ReadFixed { fd, buf, offset })
+    }
+
+    /// Takes the buffer back after completion, marking `n` bytes initialized.
+    pub fn into_buf(mut self, n: usize) -> FixedBuf {
+        let n = n.min(self.buf.bytes_total());
+        // SAFETY: the kernel (or `pread`) reported writing `n` bytes at the start
+        // of the buffer, and `n` is clamped to its size.
+        unsafe { self.buf.set_init(n) };
+        self.buf
+    }
+
+    fn len(&self) -> usize {
+        self.buf.bytes_total().min(MAX_RW_LEN)
+    }
+}
+
+// SAFETY: the SQE points at the op's `FixedBuf` (stable table memory kept alive
+// by its `Arc`, used by no one else) for at most `bytes_total()` bytes.
+unsafe impl Op for ReadFixed {
+    fn prepare(&mut self) -> Sqe {
+        let len = self.len() as u32;
+        let index = self.buf.buf_index().expect("checked in `new`");
+        let ptr = self.buf.stable_mut_ptr() as u64;
+        let mut s = sqe(
+            abi::IORING_OP_READ_FIXED,
+            self.fd.as_raw_fd(),
+            ptr,
+            len,
+            self.offset,
+        );
+        s.buf_index_or_group = index;
+        Sqe::from_raw(s)
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let len = self.len();
+        let ptr = self.buf.stable_mut_ptr();
+        let Ok(off) = libc::off_t::try_from(self.offset) else {
+            return -libc::EINVAL;
+        };
+        // SAFETY: `ptr` is writable for `len` bytes (`IoBufMut` contract).
+        cqe_res(unsafe { libc::pread(self.fd.as_raw_fd(), ptr.cast(), len, off) } as libc::c_long)
+    }
+    op_any!();
+}
+
+/// `pwrite` of a registered buffer's contents (`IORING_OP_WRITE_FIXED`); as
+/// [`ReadFixed`], only on the ring that registered the buffer's table.
+#[derive(Debug)]
+pub struct WriteFixed {
+    fd: SharedFd,
+    buf: FixedBuf,
+    offset: u64,
+}
+
+impl WriteFixed {
+    /// Writes `buf`'s contents at `offset`; gives `buf` back when it is not a
+    /// table buffer.
+    ///
+    /// # Errors
+    ///
+    /// `Err(buf)` when `buf` is not registered ([`FixedBuf::is_registered`]).
+    pub fn new(fd: SharedFd, buf: FixedBuf, offset: u64) -> Result<Self, FixedBuf> {
+        if !buf.is_registered() {
+            return Err(buf);
+        }
+        Ok(WriteFixed { fd, buf, offset })
+    }
+
+    /// Takes the buffer back.
+    pub fn into_buf(self) -> FixedBuf {
+        self.buf
+    }
+
+    fn len(&self) -> usize {
+        self.buf.bytes_init().min(MAX_RW_LEN)
+    }
+}
+
+// SAFETY: the SQE points at the op's `FixedBuf`'s initialized bytes (stable
+// table memory kept alive by its `Arc`, used by no one else).
+unsafe impl Op for WriteFixed {
+    fn prepare(&mut self) -> Sqe {
+        let len = self.len() as u32;
+        let index = self.buf.buf_index().expect("checked in `new`");
+        let ptr = self.buf.stable_ptr() as u64;
+        let mut s = sqe(
+            abi::IORING_OP_WRITE_FIXED,
+            self.fd.as_raw_fd(),
+            ptr,
+            len,
+            self.offset,
+        );
+        s.buf_index_or_group = index;
+        Sqe::from_raw(s)
     }
     fn run_blocking(&mut self) -> i32 {
         let Ok(off) = libc::off_t::try_from(self.offset) else {
