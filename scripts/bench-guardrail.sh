@@ -16,13 +16,21 @@
 #
 # label                                      floor  measured (ratio, date, notes)
 FLOORS='
-steady_ping_pong_rtt/tokio_two_thread        0.50   0.15-0.21 (2026-05, 1.1-1.4 us per round trip vs 7-8 us); target <= 0.25
-steady_ping_pong_rtt                         5.00   2.4-3.3 (tokio keeps both tasks on one worker: same-thread hand-off)
-steady_one_way_send_drain                    3.00   1.6-1.9 (spargio pays one MSG_RING SQE + CQE per message)
-steady_one_way_send_drain/tokio_two_thread   3.00   1.5-1.7
-cold_start_ping_pong                         1.50   0.53-0.69 (three ring setups vs epoll + eventfd)
-fanout_fanin_balanced                        1.60   0.92-1.12 (4 shards on 2 vCPUs)
-fanout_fanin_skewed                          1.60   0.94-1.09
+steady_ping_pong_rtt/tokio_two_thread        0.25   0.03 (2026-12-02: 2.25 us per round trip, p99 6.3 us, vs 72 us); target <= 0.25 met
+steady_ping_pong_rtt                        12.00   7.0 (tokio keeps both tasks on one worker: a same-thread hand-off, 0.3 us)
+steady_one_way_send_drain                    7.00   4.3 (one MSG_RING SQE + CQE per message, ~200 ns; target >= 2x faster missed)
+steady_one_way_send_drain/tokio_two_thread   5.00   3.2
+cold_start_ping_pong                         1.00   0.65
+fanout_fanin_balanced                        0.90   0.55 (4 shards on 2 vCPUs)
+fanout_fanin_skewed                          1.50   1.01
+fs_read_rtt_4k/tokio_spawn_blocking          0.20   0.07 (2.0 us per 4 KiB cached read; target <= 0.2 met)
+fs_read_throughput_4k_qd32/tokio_spawn_blocking 0.30 0.09 (target <= 0.33 met)
+net_echo_rtt_256b                            0.60   0.29
+net_stream_throughput_4k_window32            1.60   1.22 (plain read/write; the multishot variant is 0.31)
+net_stream_imbalanced_4k_hot1_light7         1.50   1.09
+net_pipeline_hotspot_rotation_4k_window32    1.80   1.41
+timer_insert_cancel                          1.60   1.15
+boundary_round_trip/tokio_mpsc_oneshot_cross_runtime 0.90 0.53
 '
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
