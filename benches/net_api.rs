@@ -14,6 +14,11 @@
 //! - `net_pipeline_hotspot_rotation_4k_window32`: 8 streams × 1024 frames,
 //!   window 32; after each window, a CPU stage per frame: 4000 xorshift steps
 //!   if `stream == (frame / 64) % 8`, else 150.
+//!
+//! The two multi-stream groups run spargio twice: `spargio` pins each
+//! stream's task to the stream's shard; `spargio_stealable` queues it there
+//! as stealable work (an idle shard may take it; its ops are still steered to
+//! the stream's ring).
 #![forbid(unsafe_code)]
 
 mod common;
@@ -394,45 +399,55 @@ fn multi_stream(
         },
         |h, iters| h.driver.call(iters),
     );
-    bench_batches(
-        &mut g,
-        group,
-        "spargio",
-        || {
-            spargio_harness(
-                async move {
-                    // Connections are spread over the shards in turn, like an
-                    // accept loop would hand them out.
-                    let handle = spargio::RuntimeHandle::current().unwrap();
-                    let mut v = Vec::new();
-                    for i in 0..STREAMS {
-                        let s = spargio_connect(addr).await;
-                        v.push(std::sync::Arc::new(s.bind_to_shard(&handle, i % 2).unwrap()));
-                    }
-                    v
-                },
-                move |streams| async move {
-                    let handle = spargio::RuntimeHandle::current().unwrap();
-                    let tasks: Vec<_> = streams
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| {
-                            let s = s.clone();
-                            handle
-                                .spawn_pinned(s.shard().unwrap(), async move {
-                                    spargio_windows(&s, shape(i)).await
-                                })
-                                .unwrap()
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.unwrap();
-                    }
-                },
-            )
-        },
-        |h, iters| h.driver.call(iters),
-    );
+    // `spargio`: each stream's task pinned to the stream's shard.
+    // `spargio_stealable`: queued there, but stealable; a stolen task's ops
+    // are still steered to the stream's ring.
+    type Placement = fn(usize) -> spargio::TaskPlacement;
+    let variants: [(&str, Placement); 2] = [
+        ("spargio", spargio::TaskPlacement::Pinned),
+        ("spargio_stealable", spargio::TaskPlacement::StealablePreferred),
+    ];
+    for (name, placement) in variants {
+        bench_batches(
+            &mut g,
+            group,
+            name,
+            || {
+                spargio_harness(
+                    async move {
+                        // Connections are spread over the shards in turn, like an
+                        // accept loop would hand them out.
+                        let handle = spargio::RuntimeHandle::current().unwrap();
+                        let mut v = Vec::new();
+                        for i in 0..STREAMS {
+                            let s = spargio_connect(addr).await;
+                            v.push(std::sync::Arc::new(s.bind_to_shard(&handle, i % 2).unwrap()));
+                        }
+                        v
+                    },
+                    move |streams| async move {
+                        let handle = spargio::RuntimeHandle::current().unwrap();
+                        let tasks: Vec<_> = streams
+                            .iter()
+                            .enumerate()
+                            .map(|(i, s)| {
+                                let s = s.clone();
+                                handle
+                                    .spawn_with_placement(placement(s.shard().unwrap()), async move {
+                                        spargio_windows(&s, shape(i)).await
+                                    })
+                                    .unwrap()
+                            })
+                            .collect();
+                        for t in tasks {
+                            t.await.unwrap();
+                        }
+                    },
+                )
+            },
+            |h, iters| h.driver.call(iters),
+        );
+    }
     g.finish();
 }
 
