@@ -642,10 +642,9 @@ impl FixedBuf {
             "FixedBuf of capacity {} cannot hold {end} bytes",
             self.capacity
         );
-        // SAFETY: `base()` is valid for `capacity >= end` initialized bytes,
-        // used by this value alone (see `base`); `&mut self` makes this the
-        // only access now, and `data` cannot overlap it (it is a shared borrow
-        // distinct from the `&mut self` that owns these bytes).
+        // SAFETY: `base()` holds `capacity >= end` initialized bytes owned by this
+        // value alone (see `base`); `&mut self` excludes other access, and `data`,
+        // a shared borrow of other memory, cannot overlap them.
         unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.base().add(self.len), data.len()) };
         self.len = end;
     }

@@ -287,11 +287,11 @@ impl BufRing {
         );
         let addr = self.buffer_ptr(bid).as_ptr() as u64;
         let entry: *mut abi::io_uring_buf = self.ring_mem.as_ptr().as_ptr().cast();
-        // SAFETY: `slot < entries`, so the entry is inside `ring_mem`, which is
-        // page aligned (so every entry is 8-byte aligned). The kernel reads only
-        // slots in [head, tail), and this slot is outside it (see `recycle`, and
-        // at construction nothing is published yet); `&mut self` excludes other
-        // writers. The `resv` field is not written: in entry 0 it is the tail.
+        // The kernel reads only slots in [head, tail); this one is outside it (see
+        // `recycle`; at construction nothing is published). `resv` is not
+        // written: in entry 0 it is the tail.
+        // SAFETY: `slot < entries` keeps the entry inside page-aligned `ring_mem`
+        // (8-byte aligned entries), unread by the kernel; `&mut self` excludes writers.
         unsafe {
             let entry = entry.add(usize::from(slot));
             (&raw mut (*entry).addr).write(addr);

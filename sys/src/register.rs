@@ -416,12 +416,10 @@ impl FixedBufRegistration {
     /// `ENOMEM` over the memlock limit); `Unsupported` on a simulated ring.
     pub fn register(ring: &mut Ring, table: Arc<FixedBufTable>) -> io::Result<Self> {
         let iovecs = table.iovecs();
-        // SAFETY: the iovecs describe the table's allocation, which the `Arc`
-        // kept here keeps valid; it is released only after a successful
-        // unregister on this ring, and leaked otherwise (see `Drop`). The
-        // table never accesses the bytes; each buffer is used by the one
-        // `FixedBuf` holding its index, and an op lends that `FixedBuf` to
-        // the kernel by value.
+        // Each buffer is used by the one `FixedBuf` holding its index, which an
+        // op lends to the kernel by value; the table never touches the bytes.
+        // SAFETY: the iovecs describe the table's allocation, kept valid by the
+        // `Arc` held here until a successful unregister (leaked otherwise, `Drop`).
         unsafe { register_buffers(kernel_fd(ring)?, &iovecs) }?;
         Ok(FixedBufRegistration {
             held: Some((table, ring.ring_fd())),

@@ -176,10 +176,9 @@ impl<T: Clone> InFlight<T> {
         let slot = &mut self.slots[index as usize];
         let id = OpId::new(index, slot.generation);
         let sqe = op.prepare().user_data(UserData::op(id).get());
-        // SAFETY: the SQE points only into memory `op` owns (the `Op` contract),
-        // and `op` stays boxed in this slot until `complete` sees its final CQE;
-        // the box is never moved out or dropped before then (shutdown leaks
-        // what is still in flight, see `leak_in_flight`).
+        // SAFETY: the SQE points only into memory `op` owns (the `Op` contract);
+        // the box stays in this slot, unmoved, until `complete` sees its final CQE
+        // (shutdown leaks what is still in flight: `leak_in_flight`).
         match unsafe { ring.push_unchecked(&sqe) } {
             Ok(()) => {
                 slot.entry = Some(Entry {
