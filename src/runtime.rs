@@ -290,20 +290,29 @@ impl RuntimeBuilder {
     }
 
     /// Decides the backend: io_uring if a ring can be set up here.
-    fn resolve_backend(&self) -> Result<(Backend, Option<String>), RuntimeError> {
-        if self.backend == Backend::Queue {
-            return Ok((Backend::Queue, None));
-        }
-        if self.sim.is_some() {
-            return Ok((Backend::IoUring, None));
-        }
-        match Ring::new(2) {
-            Ok(_) => Ok((Backend::IoUring, None)),
-            Err(e) if e.io_uring_unavailable() && self.fallback_to_queue => {
-                Ok((Backend::Queue, Some(e.to_string())))
-            }
-            Err(e) => Err(RuntimeError::Io(e.into())),
-        }
+    fn resolve_backend(&self) -> Result<Resolved, RuntimeError> {
+        let queue = |reason| Resolved {
+            backend: Backend::Queue,
+            fallback_reason: reason,
+            foreign_ring: None,
+        };
+        let ring = match (self.backend, &self.sim) {
+            (Backend::Queue, _) => return Ok(queue(None)),
+            (Backend::IoUring, Some(k)) => Ring::sim(k, &foreign_ring_config())?,
+            // The foreign ring is the probe: if it cannot be set up, no shard ring can.
+            (Backend::IoUring, None) => match Ring::with_config(&foreign_ring_config()) {
+                Ok(ring) => ring,
+                Err(e) if e.io_uring_unavailable() && self.fallback_to_queue => {
+                    return Ok(queue(Some(e.to_string())));
+                }
+                Err(e) => return Err(io_err(e)),
+            },
+        };
+        Ok(Resolved {
+            backend: Backend::IoUring,
+            fallback_reason: None,
+            foreign_ring: Some(ring),
+        })
     }
 
     /// Starts the shard threads.
@@ -315,13 +324,12 @@ impl RuntimeBuilder {
     /// failure is not "io_uring unavailable") or a thread cannot be spawned.
     pub fn build(self) -> Result<Runtime, RuntimeError> {
         let config = self.validate()?;
-        let (backend, fallback_reason) = self.resolve_backend()?;
+        let Resolved {
+            backend,
+            fallback_reason,
+            foreign_ring,
+        } = self.resolve_backend()?;
         let n = config.shards;
-        let foreign_ring = match (backend, &self.sim) {
-            (Backend::Queue, _) => None,
-            (Backend::IoUring, Some(k)) => Some(Ring::sim(k, &foreign_ring_config())?),
-            (Backend::IoUring, None) => Some(Ring::with_config(&foreign_ring_config()).map_err(io_err)?),
-        };
         let shared = Arc::new(Shared {
             shards: (0..n).map(|i| ShardShared::new(i, n)).collect(),
             config: config.clone(),
@@ -418,6 +426,13 @@ pub(crate) fn shard_ring_config(config: &Config) -> RingConfig {
         Some(true) => ring.sqpoll_idle = Some(Duration::from_millis(50)),
     }
     ring
+}
+
+/// The backend a build settled on, with the foreign ring it set up on the way.
+struct Resolved {
+    backend: Backend,
+    fallback_reason: Option<String>,
+    foreign_ring: Option<Ring>,
 }
 
 /// How a sleeping shard is woken.
