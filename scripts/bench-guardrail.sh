@@ -16,10 +16,10 @@
 #
 # label                                      floor  measured (ratio, date, notes)
 FLOORS='
-steady_ping_pong_rtt/tokio_two_thread        0.25   0.03 (2026-12-02: 2.25 us per round trip, p99 6.3 us, vs 72 us); target <= 0.25 met
-steady_ping_pong_rtt                        12.00   7.0 (tokio keeps both tasks on one worker: a same-thread hand-off, 0.3 us)
-steady_one_way_send_drain                    7.00   4.3 (one MSG_RING SQE + CQE per message, ~200 ns; target >= 2x faster missed)
-steady_one_way_send_drain/tokio_two_thread   5.00   3.2
+steady_ping_pong_rtt/tokio_two_thread        0.25   0.03-0.04 (2026-12-02: 2.25 us per round trip, p99 5.5-6.3 us, vs 54-72 us); target <= 0.25 met
+steady_ping_pong_rtt                        15.00   7.0-10.1 (tokio keeps both tasks on one worker: a same-thread hand-off, 0.2-0.3 us)
+steady_one_way_send_drain                   10.00   4.3-6.9 (one MSG_RING SQE + CQE per message, ~200 ns; target >= 2x faster missed)
+steady_one_way_send_drain/tokio_two_thread   6.00   3.2-4.1
 cold_start_ping_pong                         1.00   0.65
 fanout_fanin_balanced                        0.90   0.55 (4 shards on 2 vCPUs)
 fanout_fanin_skewed                          1.50   1.01
