@@ -4,7 +4,7 @@
 //! An op is submitted on one shard's ring (the current shard, or a chosen one:
 //! requests from other threads are steered there before submission) and
 //! completes on that ring; the completion wakes the waiting task wherever it
-//! runs. Dropping an [`OpFuture`] before it completes asks that shard to
+//! runs. Dropping an op's future before it completes asks that shard to
 //! submit `ASYNC_CANCEL`; the op's resources stay in the shard's table until
 //! the final CQE, and an fd the op produced after all is closed.
 //!

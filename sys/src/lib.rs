@@ -13,7 +13,7 @@
 //! | [`syscall`] | `io_uring_setup` / `io_uring_enter` / `io_uring_register` as typed functions |
 //! | [`mmap`] | RAII memory mappings of the rings |
 //! | [`os`] | safe wrappers for affinity, CPU time and fd counts |
-//! | [`ring`] | [`Ring`](ring::Ring): the SQ and CQ, submit and wait, on the kernel or on [`sim`] |
+//! | [`ring`] | [`Ring`]: the SQ and CQ, submit and wait, on the kernel or on [`sim`] |
 //! | [`sqe`] | safe, pure SQE encoders and a decoder back to a typed op |
 //! | [`buf`] | owned buffers the kernel may read or write ([`IoBuf`](buf::IoBuf), [`IoBufMut`](buf::IoBufMut)) |
 //! | [`op`] | the safe submission API: ops that own their resources until the final CQE |
