@@ -2,6 +2,8 @@
 //! backends (io_uring and Queue).
 #![forbid(unsafe_code)]
 
+mod common;
+
 use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -21,17 +23,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 fn runtimes() -> Vec<(Backend, Runtime)> {
     [Backend::IoUring, Backend::Queue]
         .into_iter()
-        .map(|b| {
-            (
-                b,
-                RuntimeBuilder::new()
-                    .shards(2)
-                    .backend(b)
-                    .fallback_to_queue(false)
-                    .build()
-                    .unwrap(),
-            )
-        })
+        .map(|b| (b, common::runtime_on(b)))
         .collect()
 }
 

@@ -7,28 +7,23 @@
 //! skips the test with a printed reason.
 #![forbid(unsafe_code)]
 
+mod common;
+
+use common::runtime_on as runtime;
+
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use spargio::Backend;
 use spargio::fs::{File, OpenOptions};
 use spargio::io::{AlignedBuf, IoBuf};
-use spargio::{Backend, Runtime, RuntimeBuilder};
 
 /// The alignment and block size used: a multiple of every common logical
 /// block size (512, 4096).
 const BLOCK: usize = 4096;
 const BLOCKS: usize = 8;
-
-fn runtime(backend: Backend) -> Runtime {
-    RuntimeBuilder::new()
-        .shards(2)
-        .backend(backend)
-        .fallback_to_queue(false)
-        .build()
-        .unwrap()
-}
 
 /// A fresh path on a disk-backed filesystem.
 fn direct_path(tag: &str) -> PathBuf {

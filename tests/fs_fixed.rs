@@ -3,6 +3,10 @@
 //! lifetime across cancellation and threads.
 #![forbid(unsafe_code)]
 
+mod common;
+
+use common::runtime_on as runtime;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake};
 use std::time::Duration;
 
+use spargio::Backend;
 use spargio::fs::{File, OpenOptions};
 use spargio::io::{FixedBuf, checkout_fixed_buf, fixed_bufs_available};
-use spargio::{Backend, Runtime, RuntimeBuilder};
 
 /// Buffers in a shard's table (`shard::FIXED_BUF_COUNT`).
 const TABLE: usize = 16;
@@ -22,15 +26,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn runtime(backend: Backend) -> Runtime {
-    RuntimeBuilder::new()
-        .shards(2)
-        .backend(backend)
-        .fallback_to_queue(false)
-        .build()
-        .unwrap()
 }
 
 fn temp_path(tag: &str) -> PathBuf {

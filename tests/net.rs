@@ -4,6 +4,10 @@
 //! outstanding, and close-on-exec. Only loopback and Unix sockets are used.
 #![forbid(unsafe_code)]
 
+mod common;
+
+use common::runtime_on as runtime;
+
 use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -17,21 +21,12 @@ use std::time::{Duration, Instant};
 
 use spargio::io::IoBuf;
 use spargio::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixListener, UnixStream};
-use spargio::{Backend, Runtime, RuntimeBuilder, RuntimeHandle};
+use spargio::{Backend, RuntimeBuilder, RuntimeHandle};
 
 /// A liveness bound for anything a test waits for (a hang, not a speed check).
 const HANG: Duration = Duration::from_secs(60);
 
 const BACKENDS: [Backend; 2] = [Backend::IoUring, Backend::Queue];
-
-fn runtime(backend: Backend) -> Runtime {
-    RuntimeBuilder::new()
-        .shards(2)
-        .backend(backend)
-        .fallback_to_queue(false)
-        .build()
-        .unwrap_or_else(|e| panic!("{backend:?} runtime: {e}"))
-}
 
 fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()

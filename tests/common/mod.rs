@@ -77,6 +77,16 @@ pub fn builder(kernel: Kernel, shards: usize) -> Option<RuntimeBuilder> {
     }
 }
 
+/// A 2-shard runtime on `backend`, with no fallback to the other one.
+pub fn runtime_on(backend: Backend) -> Runtime {
+    RuntimeBuilder::new()
+        .shards(2)
+        .backend(backend)
+        .fallback_to_queue(false)
+        .build()
+        .unwrap_or_else(|e| panic!("{backend:?} runtime: {e}"))
+}
+
 /// A simulated-kernel builder whose kernel injects `faults`; returns the kernel
 /// too, so the test can read what was injected.
 pub fn sim_builder_with_faults(shards: usize, faults: Faults) -> (RuntimeBuilder, SimKernel) {
