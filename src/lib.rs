@@ -34,6 +34,7 @@
 mod blocking;
 pub mod boundary;
 mod error;
+mod mail;
 pub mod fs;
 pub mod io;
 mod msg;

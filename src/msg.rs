@@ -13,9 +13,13 @@
 //!   [`ShardCtx::next_event`]); beyond that sends fail with
 //!   [`SendError::Backpressure`] instead of growing a queue without bound.
 //!
-//! On the io_uring backend a message is one `MSG_RING` SQE from the sender's
-//! ring: the target's CQE carries `(from, tag)` in `user_data` and the value in
-//! `res`, so delivery wakes a sleeping target without a separate doorbell.
+//! On the io_uring backend a lone message is one `MSG_RING` SQE from the
+//! sender's ring: the target's CQE carries `(from, tag)` in `user_data` and the
+//! value in `res`, so delivery wakes a sleeping target without a separate
+//! doorbell. Several messages a task sends to one shard in one poll travel as
+//! one batch behind one `MSG_RING` doorbell (`mail.rs` has the protocol).
+//! Threads outside the runtime send one `MSG_RING` per message through a
+//! shared ring.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,7 +29,7 @@ use std::task::{Context, Poll, Waker};
 
 use crate::error::{RuntimeError, SendError};
 use crate::runtime::{Backend, QueuedMsg, RuntimeHandle, Shared};
-use crate::shard::{self, msg_ring_sqe};
+use crate::shard;
 use crate::task::JoinHandle;
 use crate::wire;
 
@@ -77,7 +81,7 @@ pub(crate) struct TicketShared {
 type TicketState = (Option<Result<(), SendError>>, Option<Waker>);
 
 impl TicketShared {
-    fn new() -> Arc<TicketShared> {
+    pub(crate) fn new() -> Arc<TicketShared> {
         Arc::new(TicketShared {
             inner: Mutex::new((None, None)),
         })
@@ -219,29 +223,12 @@ impl RemoteShard {
             return SendTicket::ready(Err(SendError::Closed));
         }
         let on_ring = shard::with_local(|l| {
-            if !Arc::ptr_eq(&l.shared, &self.shared) || !l.has_ring() {
-                return None;
-            }
-            let fd = l.ring_fd_of(self.target)?;
-            let ticket = TicketShared::new();
-            let id = l.new_ticket(ticket.clone());
-            // A doorbell the target ignores; its sender-side CQE comes after those
-            // of every earlier MSG_RING from this ring, which ran in order.
-            let sqe = msg_ring_sqe(&fd, 0, wire::doorbell(l.shard as u16), wire::ticket(id), false);
-            match l.push_sqe(&sqe) {
-                Ok(()) => {
-                    l.submit_now();
-                    Some(ticket)
-                }
-                Err(_) => {
-                    l.tickets.borrow_mut().remove(&id);
-                    None
-                }
-            }
+            (Arc::ptr_eq(&l.shared, &self.shared) && l.has_ring()).then(|| l.flush_to(self.target))
         })
         .flatten();
         match on_ring {
-            Some(t) => SendTicket { state: Ok(t) },
+            Some(Ok(t)) => SendTicket { state: Ok(t) },
+            Some(Err(e)) => SendTicket::ready(Err(e)),
             // In-memory and foreign-ring sends are delivered before they return.
             None => SendTicket::ready(Ok(())),
         }
@@ -268,8 +255,24 @@ impl RemoteShard {
         if shared.is_closing() {
             return Err(SendError::Closed);
         }
+        let ticket = matches!(delivery, Delivery::Ticket);
+        // `Some((shard, _))` on a shard thread of this runtime, with the
+        // outcome when the message went into that shard's outbox (io_uring,
+        // see `mail`).
+        let on_shard = shard::with_local(|l| {
+            if !Arc::ptr_eq(&l.shared, shared) {
+                return None;
+            }
+            let batched = l.has_ring().then(|| l.send_message(self.target, tag, val, ticket));
+            Some((l.shard, batched))
+        })
+        .flatten();
+        let from_shard = match on_shard {
+            Some((_, Some(result))) => return result,
+            Some((shard, None)) => Some(shard),
+            None => None,
+        };
         let n = shared.shards.len();
-        let from_shard = shard::current_shard_of(shared);
         let from = from_shard.unwrap_or(n);
         let target = &shared.shards[self.target];
         let credit = &target.msg_inflight[from];
@@ -278,25 +281,18 @@ impl RemoteShard {
             return Err(SendError::Backpressure);
         }
         let counters = &shared.shards[from_shard.unwrap_or(self.target)].counters;
-        let result = self.transmit(from, from_shard.is_some(), tag, val, delivery);
+        let result = self.transmit(from, tag, val);
         if result.is_ok() {
             counters.msgs_sent.fetch_add(1, Ordering::Relaxed);
         } else {
             credit.fetch_sub(1, Ordering::AcqRel);
         }
-        result
+        result.map(|()| None)
     }
 
-    fn transmit(
-        &self,
-        from: usize,
-        on_shard: bool,
-        tag: u16,
-        val: u32,
-        delivery: Delivery,
-    ) -> Result<Option<Arc<TicketShared>>, SendError> {
+    /// The one-message path: the Queue backend, or a sender outside the runtime.
+    fn transmit(&self, from: usize, tag: u16, val: u32) -> Result<(), SendError> {
         let shared = &self.shared;
-        let user_data = wire::message(from as u16, tag);
         if shared.backend == Backend::Queue {
             let target = &shared.shards[self.target];
             target
@@ -310,25 +306,7 @@ impl RemoteShard {
                 });
             target.queued_msgs_len.fetch_add(1, Ordering::SeqCst);
             shared.unpark(self.target);
-            return Ok(None);
-        }
-        if on_shard {
-            let sent = shard::with_local(|l| {
-                let fd = l.ring_fd_of(self.target).ok_or(SendError::Closed)?;
-                let (own, skip, ticket) = match delivery {
-                    Delivery::Nowait => (wire::nowait_failed(self.target as u16), true, None),
-                    Delivery::Ticket => {
-                        let t = TicketShared::new();
-                        (wire::ticket(l.new_ticket(t.clone())), false, Some(t))
-                    }
-                };
-                l.push_sqe(&msg_ring_sqe(&fd, val, user_data, own, skip))
-                    .map_err(|_| SendError::Backpressure)?;
-                Ok(ticket)
-            });
-            if let Some(r) = sent {
-                return r;
-            }
+            return Ok(());
         }
         // Outside the runtime: through the shared foreign ring, synchronously.
         let fd = match shared.shards[self.target].unparker.get() {
@@ -336,9 +314,8 @@ impl RemoteShard {
             _ => return Err(SendError::Closed),
         };
         shared
-            .foreign_msg_ring(&fd, user_data, val)
-            .map_err(SendError::Os)?;
-        Ok(None)
+            .foreign_msg_ring(&fd, wire::message(from as u16, tag), val)
+            .map_err(SendError::Os)
     }
 }
 
@@ -413,8 +390,15 @@ impl ShardCtx {
     }
 
     fn release_credit(&self, ev: &Event) {
-        let Event::RingMsg { from, .. } = ev;
-        self.shared.shards[self.shard].msg_inflight[*from].fetch_sub(1, Ordering::AcqRel);
+        let Event::RingMsg { from, .. } = *ev;
+        let me = &self.shared.shards[self.shard];
+        match me.mailboxes.get(from) {
+            // A shard sender on io_uring counts its own sends (see `mail`).
+            Some(mailbox) if self.shared.backend == Backend::IoUring => mailbox.count_taken(),
+            _ => {
+                me.msg_inflight[from].fetch_sub(1, Ordering::AcqRel);
+            }
+        }
     }
 
     fn with_own_local<R>(&self, f: impl FnOnce(&shard::Local) -> R) -> R {

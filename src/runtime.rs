@@ -500,8 +500,11 @@ pub(crate) struct ShardShared {
     /// Messages that travel in memory.
     pub(crate) queued_msgs: Mutex<VecDeque<QueuedMsg>>,
     pub(crate) queued_msgs_len: AtomicUsize,
-    /// Undelivered messages per sender (index `shards` = outside the runtime).
+    /// Undelivered messages per sender (index `shards` = outside the runtime;
+    /// on the io_uring backend only that index: shard senders use `mailboxes`).
     pub(crate) msg_inflight: Box<[AtomicUsize]>,
+    /// Message batches from each shard of the runtime (see `mail`).
+    pub(crate) mailboxes: Box<[crate::mail::Mailbox]>,
     /// Ops other threads steered to this shard, to submit on its ring.
     pub(crate) remote_ops: Mutex<VecDeque<crate::io::SteeredOp>>,
     pub(crate) remote_ops_len: AtomicUsize,
@@ -525,6 +528,7 @@ impl ShardShared {
             queued_msgs: Mutex::new(VecDeque::new()),
             queued_msgs_len: AtomicUsize::new(0),
             msg_inflight: (0..=shards).map(|_| AtomicUsize::new(0)).collect(),
+            mailboxes: (0..shards).map(|_| crate::mail::Mailbox::default()).collect(),
             remote_ops: Mutex::new(VecDeque::new()),
             remote_ops_len: AtomicUsize::new(0),
             cancel_requests: Mutex::new(Vec::new()),

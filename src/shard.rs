@@ -31,6 +31,7 @@ use spargio_sys::{Cqe, Sqe};
 
 use crate::error::RuntimeError;
 use crate::io::OpShared;
+use crate::mail::{Outbox, TicketFor};
 use crate::msg::{Event, TicketShared};
 use crate::runtime::{Backend, Parker, Shared, Unparker, shard_ring_config};
 use crate::task::{Mobility, Task};
@@ -53,7 +54,9 @@ pub(crate) struct Local {
     local_futures: RefCell<HashMap<u64, LocalFuture>>,
     current_task: Cell<u64>,
     pub(crate) timers: RefCell<Timers>,
-    pub(crate) tickets: RefCell<HashMap<u32, Arc<TicketShared>>>,
+    pub(crate) tickets: RefCell<HashMap<u32, (Arc<TicketShared>, TicketFor)>>,
+    /// Messages to other shards before they are handed over (see `mail`).
+    pub(crate) outbox: Outbox,
     next_ticket: Cell<u32>,
     needs_submit: Cell<bool>,
     rng: Cell<u64>,
@@ -334,7 +337,7 @@ impl Local {
         }
     }
 
-    fn me(&self) -> &crate::runtime::ShardShared {
+    pub(crate) fn me(&self) -> &crate::runtime::ShardShared {
         &self.shared.shards[self.shard]
     }
 
@@ -370,11 +373,21 @@ impl Local {
         self.ring.borrow().is_some()
     }
 
-    pub(crate) fn new_ticket(&self, shared: Arc<TicketShared>) -> u32 {
+    pub(crate) fn new_ticket(&self, shared: Arc<TicketShared>, what: TicketFor) -> u32 {
         let id = self.next_ticket.get().wrapping_add(1);
         self.next_ticket.set(id);
-        self.tickets.borrow_mut().insert(id, shared);
+        self.tickets.borrow_mut().insert(id, (shared, what));
         id
+    }
+
+    /// True when the SQ has room for one more entry (submitting to make room).
+    pub(crate) fn sq_room(&self) -> bool {
+        let mut ring = self.ring.borrow_mut();
+        let Some(ring) = ring.as_mut() else { return false };
+        if ring.sq_space() == 0 {
+            self.needs_submit.set(ring.submit().is_err());
+        }
+        ring.sq_space() > 0
     }
 
     fn next_random(&self) -> u64 {
@@ -429,6 +442,9 @@ impl Local {
         self.current_task.set(task.id);
         task.run(|t, cx| t.poll_stored(cx));
         self.current_task.set(0);
+        if self.outbox.is_dirty() {
+            self.flush_outboxes();
+        }
         if self.needs_submit.get() {
             self.submit_now();
         }
@@ -464,14 +480,20 @@ impl Local {
                 tag,
                 val: cqe.res as u32,
             }),
-            Tag::Doorbell => {}
+            Tag::Doorbell { from } => self.take_mail(usize::from(from)),
             Tag::Ticket(id) => {
-                if let Some(t) = self.tickets.borrow_mut().remove(&id) {
-                    t.complete(if cqe.res < 0 {
-                        Err(crate::error::SendError::Os(-cqe.res))
-                    } else {
-                        Ok(())
-                    });
+                let Some((t, what)) = self.tickets.borrow_mut().remove(&id) else {
+                    return;
+                };
+                match (cqe.res < 0, what) {
+                    (false, _) => t.complete(Ok(())),
+                    (true, TicketFor::Message(target)) => {
+                        // Not delivered: the credit comes back, the ticket fails.
+                        self.outbox.refund(target);
+                        t.complete(Err(crate::error::SendError::Os(-cqe.res)));
+                    }
+                    // The messages wait in the mailbox: ring again.
+                    (true, TicketFor::Doorbell(target)) => self.owe_doorbell(target, Some(t)),
                 }
             }
             Tag::NowaitFailed { target } => {
@@ -480,10 +502,9 @@ impl Local {
                     .counters
                     .msg_send_failures
                     .fetch_add(1, Ordering::Relaxed);
-                if let Some(t) = self.shared.shards.get(usize::from(target)) {
-                    t.msg_inflight[self.shard].fetch_sub(1, Ordering::AcqRel);
-                }
+                self.outbox.refund(usize::from(target));
             }
+            Tag::MailDoorbellFailed { target } => self.owe_doorbell(usize::from(target), None),
             Tag::Op(_) => {
                 let completion = self.inflight.borrow_mut().complete(&cqe);
                 match completion {
@@ -633,6 +654,13 @@ impl Local {
     pub(crate) fn deliver(&self, event: Event) {
         self.me().counters.msgs_received.fetch_add(1, Ordering::Relaxed);
         self.events.borrow_mut().push_back(event);
+        self.wake_event_waiters();
+    }
+
+    pub(crate) fn wake_event_waiters(&self) {
+        if self.event_waiters.borrow().is_empty() {
+            return;
+        }
         let waiters = std::mem::take(&mut *self.event_waiters.borrow_mut());
         for w in waiters {
             w.wake();
@@ -720,6 +748,7 @@ impl Local {
 
     fn has_local_work(&self) -> bool {
         !self.run_queue.borrow().is_empty()
+            || self.outbox.is_dirty()
             || self.me().has_remote_work()
             || self
                 .ring
@@ -777,6 +806,10 @@ impl Local {
         loop {
             let mut progress = self.take_inbox();
             progress |= self.take_remote_ops();
+            if self.outbox.is_dirty() {
+                // Sends from outside a task poll, and owed doorbells.
+                self.flush_outboxes();
+            }
             for _ in 0..interval {
                 let Some(task) = self.next_task() else { break };
                 self.run_task(task);
@@ -863,6 +896,7 @@ pub(crate) fn run(
         current_task: Cell::new(0),
         timers: RefCell::new(Timers::default()),
         tickets: RefCell::new(HashMap::new()),
+        outbox: Outbox::new(shared.shards.len()),
         next_ticket: Cell::new(0),
         needs_submit: Cell::new(false),
         rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (shard as u64 + 1).wrapping_mul(0x1000_0000_01b3)),
@@ -886,7 +920,7 @@ pub(crate) fn run(
     let leaked = local.cancel_in_flight(Instant::now() + shared.config.shutdown_timeout);
     local.release_fixed_bufs(leaked);
     // Complete tickets that can no longer be answered.
-    for (_, t) in local.tickets.borrow_mut().drain() {
+    for (_, (t, _)) in local.tickets.borrow_mut().drain() {
         t.complete(Err(crate::error::SendError::Closed));
     }
     CURRENT.with(|c| c.borrow_mut().take());

@@ -16,6 +16,7 @@ pub(crate) struct ShardCounters {
     pub(crate) msgs_sent: AtomicU64,
     pub(crate) msgs_received: AtomicU64,
     pub(crate) msg_send_failures: AtomicU64,
+    pub(crate) msg_batches: AtomicU64,
     pub(crate) doorbells_sent: AtomicU64,
     pub(crate) doorbells_skipped: AtomicU64,
     pub(crate) doorbell_failures: AtomicU64,
@@ -54,12 +55,16 @@ pub struct ShardStats {
     pub msgs_received: u64,
     /// Fire-and-forget messages the kernel refused (each released its credit).
     pub msg_send_failures: u64,
+    /// Batches of several messages this shard handed to another shard behind
+    /// one `MSG_RING` doorbell (a lone message travels as its own `MSG_RING`).
+    pub msg_batches: u64,
     /// Doorbells rung to wake this shard.
     pub doorbells_sent: u64,
     /// Wake requests that needed no doorbell (the shard was awake).
     pub doorbells_skipped: u64,
-    /// Doorbells from outside the runtime the kernel kept refusing (the shard
-    /// stays marked parked, so the next wake rings again).
+    /// Doorbells the kernel refused: from outside the runtime (the shard stays
+    /// marked parked, so the next wake rings again), or a shard's mailbox
+    /// doorbell (retried on its next turn).
     pub doorbell_failures: u64,
     /// Times the shard went to sleep.
     pub parks: u64,
@@ -112,6 +117,7 @@ impl RuntimeStats {
                     msgs_sent: get(&c.msgs_sent),
                     msgs_received: get(&c.msgs_received),
                     msg_send_failures: get(&c.msg_send_failures),
+                    msg_batches: get(&c.msg_batches),
                     doorbells_sent: get(&c.doorbells_sent),
                     doorbells_skipped: get(&c.doorbells_skipped),
                     doorbell_failures: get(&c.doorbell_failures),

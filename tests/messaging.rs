@@ -562,10 +562,12 @@ fn sim_faults_fifo_exactly_once_through_overflow_eintr_delay_and_reorder() {
     assert!(injected.reordered_batches > 0, "{injected:?}");
 }
 
-#[test]
-fn sim_faults_self_messages_stay_in_order_under_reorder() {
+/// Shard 0 sends `n` messages to `target` in chunks of a hundred per poll,
+/// every other one with a ticket, while the sim shuffles each submission's
+/// completions; the messages must arrive in order.
+fn messages_stay_in_order_under_reorder(target: usize) {
     let (b, kernel) = common::sim_builder_with_faults(
-        1,
+        2,
         Faults {
             seed: 7,
             reorder: true,
@@ -573,44 +575,62 @@ fn sim_faults_self_messages_stay_in_order_under_reorder() {
         },
     );
     let rt = build(Kernel::Sim, b);
+    let h = rt.handle().clone();
     let n = 2_000u32;
-    let t = rt
-        .handle()
-        .spawn_pinned(0, async move {
+    let receiver = h
+        .spawn_pinned(target, async move {
             let ctx = ShardCtx::current().unwrap();
-            let me = ctx.remote(0).unwrap();
             let mut got = Vec::new();
+            while got.len() < n as usize {
+                got.push(next_msg(&ctx).await.2);
+            }
+            got
+        })
+        .unwrap();
+    let sender = h
+        .spawn_pinned(0, async move {
+            let to = ShardCtx::current().unwrap().remote(target).unwrap();
             for chunk in 0..n / 100 {
-                // A hundred messages to itself in one poll: one submission
-                // batch. Half carry tickets, whose sender-side completions the
-                // sim may shuffle; the messages themselves must stay in order.
+                // A hundred messages in one poll: one submission batch. Half
+                // carry tickets, whose sender-side completions the sim may
+                // shuffle; the messages themselves must stay in order.
                 let mut tickets = Vec::new();
                 for i in 0..100 {
                     // Distinct tags: distinct `user_data`, so the sim can tell a reorder.
                     if i % 2 == 0 {
-                        tickets.push(me.send_raw(i as u16, chunk * 100 + i));
+                        tickets.push(to.send_raw(i as u16, chunk * 100 + i));
                     } else {
-                        me.send_raw_nowait(i as u16, chunk * 100 + i).unwrap();
+                        to.send_raw_nowait(i as u16, chunk * 100 + i).unwrap();
                     }
                 }
                 for t in tickets {
                     t.await.unwrap();
                 }
-                for _ in 0..100 {
-                    got.push(next_msg(&ctx).await.2);
-                }
             }
-            got
         })
         .unwrap();
-    let got = join("self sender", t);
+    join("sender", sender);
+    let got = join("receiver", receiver);
     if let Some(at) = got.iter().zip(0..).position(|(&g, want)| g != want) {
         panic!(
-            "messages a shard sent itself arrived out of order: at {at}, {:?}",
+            "messages to shard {target} arrived out of order: at {at}, {:?}",
             &got[at..(at + 8).min(got.len())]
         );
     }
-    assert!(kernel.injected().reordered_batches > 0);
+    if target != 0 {
+        // Messages to itself never enter the ring; to another shard they do.
+        assert!(kernel.injected().reordered_batches > 0);
+    }
+}
+
+#[test]
+fn sim_faults_self_messages_stay_in_order_under_reorder() {
+    messages_stay_in_order_under_reorder(0);
+}
+
+#[test]
+fn sim_faults_cross_shard_messages_stay_in_order_under_reorder() {
+    messages_stay_in_order_under_reorder(1);
 }
 
 #[test]
