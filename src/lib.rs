@@ -34,9 +34,9 @@
 mod blocking;
 pub mod boundary;
 mod error;
-mod mail;
 pub mod fs;
 pub mod io;
+mod mail;
 mod msg;
 pub mod native;
 mod native_any;

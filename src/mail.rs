@@ -285,7 +285,10 @@ impl Local {
 
     /// Remembers a doorbell to retry on the next turn.
     pub(crate) fn owe_doorbell(&self, target: usize, ticket: Option<Arc<TicketShared>>) {
-        self.me().counters.doorbell_failures.fetch_add(1, Ordering::Relaxed);
+        self.me()
+            .counters
+            .doorbell_failures
+            .fetch_add(1, Ordering::Relaxed);
         if self.shared.is_closing() {
             if let Some(t) = ticket {
                 t.complete(Err(SendError::Closed));
@@ -347,9 +350,11 @@ impl Local {
             .counters
             .msgs_received
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.events
-            .borrow_mut()
-            .extend(batch.drain(..).map(|(tag, val)| Event::RingMsg { from, tag, val }));
+        self.events.borrow_mut().extend(
+            batch
+                .drain(..)
+                .map(|(tag, val)| Event::RingMsg { from, tag, val }),
+        );
         self.wake_event_waiters();
     }
 }

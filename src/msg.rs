@@ -263,7 +263,9 @@ impl RemoteShard {
             if !Arc::ptr_eq(&l.shared, shared) {
                 return None;
             }
-            let batched = l.has_ring().then(|| l.send_message(self.target, tag, val, ticket));
+            let batched = l
+                .has_ring()
+                .then(|| l.send_message(self.target, tag, val, ticket));
             Some((l.shard, batched))
         })
         .flatten();

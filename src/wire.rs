@@ -84,7 +84,10 @@ mod tests {
     fn runtime_tags_round_trip() {
         assert_eq!(decode(message(3, 9)), Tag::Message { from: 3, tag: 9 });
         assert_eq!(decode(doorbell(1)), Tag::Doorbell { from: 1 });
-        assert_eq!(decode(mail_doorbell_failed(4)), Tag::MailDoorbellFailed { target: 4 });
+        assert_eq!(
+            decode(mail_doorbell_failed(4)),
+            Tag::MailDoorbellFailed { target: 4 }
+        );
         assert_eq!(decode(ticket(77)), Tag::Ticket(77));
         assert_eq!(decode(nowait_failed(5)), Tag::NowaitFailed { target: 5 });
         assert_eq!(decode(0), Tag::Ignore);
