@@ -6,7 +6,8 @@
 //! A message a shard sends to another shard of its runtime is first put in the
 //! sender's *outbox* for that target: thread-local, no atomics, no syscall.
 //! When the sending task's poll returns (and on every turn of the loop), each
-//! non-empty outbox is handed over:
+//! non-empty outbox is handed over; so is one that reaches
+//! [`HANDOVER_BATCH`] messages in the middle of a poll:
 //!
 //! 1. **A lone message to an idle pair** (no doorbell of this sender to this
 //!    target is outstanding: queued, in flight, or posted and not yet reaped)
@@ -61,6 +62,14 @@ use crate::wire;
 
 /// A raw message: `(tag, value)`.
 pub(crate) type Msg = (u16, u32);
+
+/// Messages a poll may queue for one target before they are handed over
+/// without waiting for the poll to end, so that the target works through a
+/// long burst while the sender is still producing it. The doorbell of such a
+/// mid-poll hand-over is submitted at once; while the target is still busy
+/// with an earlier batch there is no doorbell, only an append under the
+/// mailbox lock.
+pub(crate) const HANDOVER_BATCH: usize = 256;
 
 /// What one sender shard handed to one target and the target has not taken.
 #[derive(Default)]
@@ -197,9 +206,18 @@ impl Local {
             return Err(SendError::Backpressure);
         }
         out.sent[target].set(sent + 1);
-        out.pending.borrow_mut()[target].push((tag, val));
+        let queued = {
+            let mut pending = out.pending.borrow_mut();
+            pending[target].push((tag, val));
+            pending[target].len()
+        };
         out.dirty.set(true);
         if !ticket {
+            if queued >= HANDOVER_BATCH && target != self.shard {
+                // A long burst: let the target start on it while we go on.
+                self.hand_over(target, Confirm::Silent);
+                self.submit_now_if_queued();
+            }
             return Ok(None);
         }
         let t = TicketShared::new();

@@ -114,8 +114,9 @@ thread_local! {
 
 /// Runs `f` with the current shard's local state, if this is a shard thread.
 pub(crate) fn with_local<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
-    let local = CURRENT.with(|c| c.borrow().clone())?;
-    Some(f(&local))
+    // Borrowed, not cloned: this is on every send and receive. Only the shard
+    // thread's start and end write `CURRENT`, never from inside `f`.
+    CURRENT.with(|c| c.borrow().as_deref().map(f))
 }
 
 /// Runs `f` with the calling shard's ring (registration calls must come from
@@ -359,6 +360,13 @@ impl Local {
             && let Some(ring) = ring.as_mut()
         {
             self.needs_submit.set(ring.submit().is_err());
+        }
+    }
+
+    /// Submits now if anything is queued (see [`Local::submit_now`]).
+    pub(crate) fn submit_now_if_queued(&self) {
+        if self.needs_submit.get() {
+            self.submit_now();
         }
     }
 

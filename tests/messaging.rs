@@ -19,6 +19,7 @@ use spargio::{Event, RemoteShard, RingMsg, RuntimeBuilder, RuntimeHandle, SendEr
 each_kernel!(
     send_raw_ticket_resolves_and_delivers,
     nowait_batches_and_flush,
+    long_bursts_arrive_whole_and_in_order,
     typed_messages_round_trip,
     fifo_exactly_once_under_backpressure,
     backpressure_is_per_sender_and_recovers,
@@ -168,6 +169,54 @@ fn nowait_batches_and_flush(kernel: Kernel) {
     assert_eq!(got, want);
     // A flush with nothing sent resolves at once, from anywhere.
     assert_eq!(wait("outside flush", h.remote(0).unwrap().flush()), Ok(()));
+}
+
+/// Bursts of thousands of nowait sends in one poll: each arrives whole and in
+/// order, and on io_uring a burst leaves in several batches before the poll
+/// ends (the target starts on it while the sender is still sending).
+fn long_bursts_arrive_whole_and_in_order(kernel: Kernel) {
+    let Some(b) = builder(kernel, 2) else { return };
+    let rt = build(kernel, b);
+    let h = rt.handle().clone();
+    const ROUNDS: u32 = 20;
+    const BURST: u32 = 3000; // within the default 4096 credit
+    let receiver = h
+        .spawn_pinned(1, async {
+            let ctx = ShardCtx::current().unwrap();
+            let back = ctx.remote(0).unwrap();
+            for round in 0..ROUNDS {
+                for i in 0..BURST {
+                    assert_eq!(next_msg(&ctx).await, (0, 1, round * BURST + i));
+                }
+                back.send_raw_nowait(2, round).unwrap();
+            }
+        })
+        .unwrap();
+    let inner = h.clone();
+    let sender = h
+        .spawn_pinned(0, async move {
+            let ctx = ShardCtx::current().unwrap();
+            let to = inner.remote(1).unwrap();
+            for round in 0..ROUNDS {
+                let burst = (0..BURST).map(|i| (1, round * BURST + i));
+                assert_eq!(to.send_many_raw_nowait(burst), Ok(BURST as usize));
+                assert_eq!(to.flush().await, Ok(()));
+                assert_eq!(next_msg(&ctx).await, (1, 2, round));
+            }
+        })
+        .unwrap();
+    join("sender", sender);
+    join("receiver", receiver);
+    let batches = h.stats_snapshot().shards[0].msg_batches;
+    if kernel == Kernel::Queue {
+        assert_eq!(batches, 0, "the Queue backend sends one message at a time");
+    } else {
+        // One batch per burst if bursts waited for the end of the poll.
+        assert!(
+            batches >= 2 * u64::from(ROUNDS),
+            "{batches} batches for {ROUNDS} bursts"
+        );
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
