@@ -158,13 +158,6 @@ impl std::fmt::Debug for RemoteShard {
     }
 }
 
-enum Delivery {
-    /// Fire and forget: the sender-side CQE is skipped unless the send fails.
-    Nowait,
-    /// Resolve a ticket when the sender-side CQE arrives.
-    Ticket,
-}
-
 impl RemoteShard {
     pub(crate) fn new(shared: Arc<Shared>, target: usize) -> Self {
         RemoteShard { shared, target }
@@ -177,10 +170,13 @@ impl RemoteShard {
 
     /// Sends `(tag, val)`; the ticket resolves once it is in the target's ring.
     pub fn send_raw(&self, tag: u16, val: u32) -> SendTicket {
-        match self.send(tag, val, Delivery::Ticket) {
-            Ok(Some(t)) => SendTicket { state: Ok(t) },
-            Ok(None) => SendTicket::ready(Ok(())),
-            Err(e) => SendTicket::ready(Err(e)),
+        if self.shared.is_closing() {
+            return SendTicket::ready(Err(SendError::Closed));
+        }
+        match self.on_outbox(|l| l.send_ticketed(self.target, tag, val)) {
+            Some(Ok(t)) => SendTicket { state: Ok(t) },
+            Some(Err(e)) => SendTicket::ready(Err(e)),
+            None => SendTicket::ready(self.send_direct(tag, val)),
         }
     }
 
@@ -192,7 +188,13 @@ impl RemoteShard {
     /// `msg_queue_capacity` undelivered messages at the target;
     /// [`SendError::Closed`] after shutdown began.
     pub fn send_raw_nowait(&self, tag: u16, val: u32) -> Result<(), SendError> {
-        self.send(tag, val, Delivery::Nowait).map(|_| ())
+        if self.shared.is_closing() {
+            return Err(SendError::Closed);
+        }
+        match self.on_outbox(|l| l.send_nowait(self.target, tag, val)) {
+            Some(result) => result,
+            None => self.send_direct(tag, val),
+        }
     }
 
     /// Sends each `(tag, val)` in order without waiting; stops at the first
@@ -222,11 +224,7 @@ impl RemoteShard {
         if self.shared.is_closing() {
             return SendTicket::ready(Err(SendError::Closed));
         }
-        let on_ring = shard::with_local(|l| {
-            (Arc::ptr_eq(&l.shared, &self.shared) && l.has_ring()).then(|| l.flush_to(self.target))
-        })
-        .flatten();
-        match on_ring {
+        match self.on_outbox(|l| l.flush_to(self.target)) {
             Some(Ok(t)) => SendTicket { state: Ok(t) },
             Some(Err(e)) => SendTicket::ready(Err(e)),
             // In-memory and foreign-ring sends are delivered before they return.
@@ -250,30 +248,18 @@ impl RemoteShard {
         self.send_raw_nowait(tag, val)
     }
 
-    fn send(&self, tag: u16, val: u32, delivery: Delivery) -> Result<Option<Arc<TicketShared>>, SendError> {
+    /// Runs `f` on the calling shard when this send goes through its outbox
+    /// (a shard of this runtime on io_uring, see `mail`); `None` otherwise.
+    #[inline]
+    fn on_outbox<R>(&self, f: impl FnOnce(&shard::Local) -> R) -> Option<R> {
+        shard::with_local(|l| (Arc::ptr_eq(&l.shared, &self.shared) && l.has_ring()).then(|| f(l))).flatten()
+    }
+
+    /// One message by itself, with an atomic credit: the Queue backend, or a
+    /// sender outside the runtime.
+    fn send_direct(&self, tag: u16, val: u32) -> Result<(), SendError> {
         let shared = &self.shared;
-        if shared.is_closing() {
-            return Err(SendError::Closed);
-        }
-        let ticket = matches!(delivery, Delivery::Ticket);
-        // `Some((shard, _))` on a shard thread of this runtime, with the
-        // outcome when the message went into that shard's outbox (io_uring,
-        // see `mail`).
-        let on_shard = shard::with_local(|l| {
-            if !Arc::ptr_eq(&l.shared, shared) {
-                return None;
-            }
-            let batched = l
-                .has_ring()
-                .then(|| l.send_message(self.target, tag, val, ticket));
-            Some((l.shard, batched))
-        })
-        .flatten();
-        let from_shard = match on_shard {
-            Some((_, Some(result))) => return result,
-            Some((shard, None)) => Some(shard),
-            None => None,
-        };
+        let from_shard = shard::current_shard_of(shared);
         let n = shared.shards.len();
         let from = from_shard.unwrap_or(n);
         let target = &shared.shards[self.target];
@@ -289,7 +275,7 @@ impl RemoteShard {
         } else {
             credit.fetch_sub(1, Ordering::AcqRel);
         }
-        result.map(|()| None)
+        result
     }
 
     /// The one-message path: the Queue backend, or a sender outside the runtime.
@@ -374,8 +360,10 @@ impl ShardCtx {
     /// # Panics
     ///
     /// The future panics if polled on a thread other than this shard's.
-    pub fn next_event(&self) -> NextEvent {
-        NextEvent { ctx: self.clone() }
+    pub fn next_event(&self) -> NextEvent<'_> {
+        // Borrows the context: cloning it would touch the runtime's shared
+        // reference count, a line every shard reads, once per message.
+        NextEvent { ctx: self }
     }
 
     /// The next event if one is already here.
@@ -488,15 +476,15 @@ impl<F> Drop for LocalSlot<F> {
 /// Future of [`ShardCtx::next_event`].
 #[derive(Debug)]
 #[must_use = "futures do nothing unless awaited"]
-pub struct NextEvent {
-    ctx: ShardCtx,
+pub struct NextEvent<'a> {
+    ctx: &'a ShardCtx,
 }
 
-impl Future for NextEvent {
+impl Future for NextEvent<'_> {
     type Output = Event;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Event> {
-        let ctx = &self.ctx;
+        let ctx = self.ctx;
         ctx.with_own_local(|l| {
             let ev = l.events.borrow_mut().pop_front();
             match ev {
