@@ -199,7 +199,12 @@ impl Local {
 
     /// Accepts `(tag, val)` for `target` and hands it over now, returning the
     /// ticket that resolves once it is in the target's ring.
-    pub(crate) fn send_ticketed(&self, target: usize, tag: u16, val: u32) -> Result<Arc<TicketShared>, SendError> {
+    pub(crate) fn send_ticketed(
+        &self,
+        target: usize,
+        tag: u16,
+        val: u32,
+    ) -> Result<Arc<TicketShared>, SendError> {
         // The ticket needs room for one SQE now: refuse the message (not
         // accepted) rather than accept one whose ticket could not be queued.
         if !self.has_credit(target) || (target != self.shard && !self.sq_room()) {
