@@ -106,8 +106,12 @@ struct SpargioFanout {
 
 impl SpargioFanout {
     fn new(shape: Shape, expected: u64) -> Self {
-        let runtime = spargio::RuntimeBuilder::new()
-            .shards(WORKERS)
+        let mut builder = spargio::RuntimeBuilder::new().shards(WORKERS);
+        // Experiments: `SPARGIO_SPIN_US=n` sets `spin_before_park`.
+        if let Some(us) = std::env::var("SPARGIO_SPIN_US").ok().and_then(|s| s.parse().ok()) {
+            builder = builder.spin_before_park(std::time::Duration::from_micros(us));
+        }
+        let runtime = builder
             .build()
             .expect("build the spargio runtime");
         let handle = runtime.handle().clone();
