@@ -2,9 +2,10 @@
 //! same run, over loopback TCP (see docs/BENCHMARKS.md).
 //!
 //! The peer is a plain echo server: std threads, one per connection, blocking
-//! read/write, `TCP_NODELAY` on both sides. One iteration:
+//! read/write, `TCP_NODELAY` on both sides (`common::echo`). One iteration:
 //!
 //! - `net_echo_rtt_256b`: 512 rounds of write 256 B, then read exactly 256 B.
+//!   Its per-round-trip p50/p99 come from `cargo bench --bench latency`.
 //! - `net_stream_throughput_4k_window32`: 2048 frames of 4 KiB in windows of
 //!   32: write 32 frames, then read 32 × 4 KiB back. `spargio_multishot` sends
 //!   each window as one 128 KiB send and receives with a multishot receive
@@ -15,6 +16,12 @@
 //!   window 32; after each window, a CPU stage per frame: 4000 xorshift steps
 //!   if `stream == (frame / 64) % 8`, else 150.
 //!
+//! The echo and the plain throughput groups run the same spargio workload in
+//! each ring mode ([`RingMode`]): `spargio` (default, `COOP_TASKRUN` only),
+//! `spargio_defer_taskrun` (`io_uring_throughput_mode(false)`) and
+//! `spargio_sqpoll` (`io_uring_throughput_mode(true)`). A mode whose runtime
+//! cannot be built here is skipped with a `SKIPPED: <function>: <error>` line.
+//!
 //! The two multi-stream groups run spargio twice: `spargio` pins each
 //! stream's task to the stream's shard; `spargio_stealable` queues it there
 //! as stealable work (an idle shard may take it; its ops are still steered to
@@ -23,15 +30,20 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use common::harness::{DriverEnd, bench_batches, driver};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use common::echo::{
+    RTT_ROUNDS, RingMode, SpargioHarness, TokioEcho, TokioHarness, echo_server, spargio_connect,
+    spargio_harness, spargio_rtt, tokio_connect, tokio_harness,
+};
+use common::harness::bench_batches;
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const RTT_ROUNDS: usize = 512;
-const RTT_MSG: usize = 256;
 const FRAME: usize = 4096;
 const WINDOW: usize = 32;
 const STREAM_FRAMES: usize = 2048;
@@ -39,32 +51,6 @@ const STREAMS: usize = 8;
 const HOT_FRAMES: usize = 2048;
 const LIGHT_FRAMES: usize = 128;
 const PIPELINE_FRAMES: usize = 1024;
-
-/// Starts the loopback echo server (one std thread per connection).
-fn echo_server() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            conn.set_nodelay(true).unwrap();
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if conn.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 /// The CPU stage of the pipeline workload.
 fn cpu_stage(seed: u64, steps: u32) -> u64 {
@@ -105,57 +91,34 @@ impl Shape {
 
 // === spargio ===
 
-struct SpargioHarness {
-    driver: common::harness::Driver<u64, ()>,
-    _rt: spargio::Runtime,
-}
-
-async fn spargio_connect(addr: SocketAddr) -> spargio::net::TcpStream {
-    let s = spargio::net::TcpStream::connect(addr).await.unwrap();
-    s.set_nodelay(true).unwrap();
-    s
-}
-
-/// Builds a 2-shard runtime whose driver task (on shard 0) runs `batch` per iteration.
-fn spargio_harness<S, F, Fut>(setup: S, batch: F) -> SpargioHarness
+/// A spargio harness in `mode` whose command `iters` runs `batch` `iters`
+/// times. `$SPIN_US` sets `spin_before_park` (experiments).
+///
+/// # Panics
+///
+/// If the runtime cannot be built (a mode is only measured once
+/// [`RingMode::available`] has built it here), or `$SPIN_US` is not a number.
+fn spargio_batches<S, F, Fut>(mode: RingMode, setup: S, batch: F) -> SpargioHarness<u64, ()>
 where
-    S: std::future::Future + Send + 'static,
+    S: Future + Send + 'static,
     S::Output: Send + Sync + 'static,
-    F: Fn(std::sync::Arc<S::Output>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    F: Fn(Arc<S::Output>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut b = spargio::RuntimeBuilder::new().shards(2);
+    let mut builder = mode.builder();
     if let Ok(us) = std::env::var("SPIN_US") {
-        b = b.spin_before_park(std::time::Duration::from_micros(us.parse().unwrap()));
+        builder = builder.spin_before_park(Duration::from_micros(us.parse().expect("SPIN_US: microseconds")));
     }
-    let rt = b.build().unwrap();
-    let (drv, mut end): (_, DriverEnd<u64, ()>) = driver();
-    rt.handle()
-        .spawn_pinned(0, async move {
-            let state = std::sync::Arc::new(setup.await);
-            while let Some(iters) = end.next().await {
-                for _ in 0..iters {
-                    batch(state.clone()).await;
-                }
-                end.reply(());
+    let batch = Arc::new(batch);
+    spargio_harness(builder, setup, move |state, iters: u64| {
+        let batch = batch.clone();
+        async move {
+            for _ in 0..iters {
+                batch(state.clone()).await;
             }
-        })
-        .unwrap();
-    SpargioHarness { driver: drv, _rt: rt }
-}
-
-async fn spargio_rtt(s: &spargio::net::TcpStream, mut buf: Vec<u8>) -> Vec<u8> {
-    let msg: Vec<u8> = vec![7u8; RTT_MSG];
-    let mut msg = Some(msg);
-    for _ in 0..RTT_ROUNDS {
-        let (res, m) = s.write_all(msg.take().unwrap()).await;
-        res.unwrap();
-        msg = Some(m);
-        let (res, b) = s.read_exact(buf).await;
-        res.unwrap();
-        buf = b;
-    }
-    buf
+        }
+    })
+    .expect("build the spargio harness")
 }
 
 async fn spargio_windows(s: &spargio::net::TcpStream, shape: Shape) {
@@ -197,50 +160,46 @@ async fn spargio_windows_multishot(s: &spargio::net::TcpStream, rs: &mut spargio
     }
 }
 
+/// Benchmarks the same spargio workload once per ring mode in `modes`, each
+/// under its mode's function name; `harness(mode)` builds it on first use.
+fn bench_ring_modes(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    group: &str,
+    modes: &[RingMode],
+    harness: impl Fn(RingMode) -> SpargioHarness<u64, ()>,
+) {
+    for &mode in modes {
+        bench_batches(
+            g,
+            group,
+            mode.function_name(),
+            || harness(mode),
+            |h, iters| h.call(iters),
+        );
+    }
+}
+
 // === tokio ===
 
-struct TokioHarness {
-    driver: common::harness::Driver<u64, ()>,
-    _rt: tokio::runtime::Runtime,
-}
-
-async fn tokio_connect(addr: SocketAddr) -> tokio::net::TcpStream {
-    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.set_nodelay(true).unwrap();
-    s
-}
-
-fn tokio_harness<S, F, Fut, T>(setup: S, batch: F) -> TokioHarness
+/// A Tokio harness whose command `iters` runs `batch` `iters` times, each
+/// taking the state and handing it back.
+fn tokio_batches<S, T, F, Fut>(setup: S, batch: F) -> TokioHarness<u64, ()>
 where
-    S: std::future::Future<Output = T> + Send + 'static,
+    S: Future<Output = T> + Send + 'static,
     T: Send + 'static,
-    F: Fn(T) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + Send + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = T> + Send + 'static,
 {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (drv, mut end): (_, DriverEnd<u64, ()>) = driver();
-    rt.spawn(async move {
-        let mut state = Some(setup.await);
-        while let Some(iters) = end.next().await {
+    let batch = Arc::new(batch);
+    tokio_harness(setup, move |mut state, iters: u64| {
+        let batch = batch.clone();
+        async move {
             for _ in 0..iters {
-                state = Some(batch(state.take().unwrap()).await);
+                state = batch(state).await;
             }
-            end.reply(());
+            (state, ())
         }
-    });
-    TokioHarness { driver: drv, _rt: rt }
-}
-
-async fn tokio_rtt(s: &mut tokio::net::TcpStream, buf: &mut [u8]) {
-    let msg = [7u8; RTT_MSG];
-    for _ in 0..RTT_ROUNDS {
-        s.write_all(&msg).await.unwrap();
-        s.read_exact(buf).await.unwrap();
-    }
+    })
 }
 
 async fn tokio_windows(s: &mut tokio::net::TcpStream, shape: Shape) {
@@ -265,7 +224,7 @@ async fn tokio_windows(s: &mut tokio::net::TcpStream, shape: Shape) {
 
 // === groups ===
 
-fn net_echo_rtt_256b(c: &mut Criterion, addr: SocketAddr) {
+fn net_echo_rtt_256b(c: &mut Criterion, addr: SocketAddr, modes: &[RingMode]) {
     const GROUP: &str = "net_echo_rtt_256b";
     let mut g = c.benchmark_group(GROUP);
     g.throughput(Throughput::Elements(RTT_ROUNDS as u64));
@@ -274,31 +233,24 @@ fn net_echo_rtt_256b(c: &mut Criterion, addr: SocketAddr) {
         GROUP,
         "tokio",
         || {
-            tokio_harness(
-                async move { (tokio_connect(addr).await, vec![0u8; RTT_MSG]) },
-                |(mut s, mut buf)| async move {
-                    tokio_rtt(&mut s, &mut buf).await;
-                    (s, buf)
-                },
-            )
-        },
-        |h, iters| h.driver.call(iters),
-    );
-    bench_batches(
-        &mut g,
-        GROUP,
-        "spargio",
-        || {
-            spargio_harness(async move { spargio_connect(addr).await }, |s| async move {
-                spargio_rtt(&s, vec![0u8; RTT_MSG]).await;
+            tokio_batches(TokioEcho::connect(addr), |mut client| async move {
+                client.rtt().await;
+                client
             })
         },
-        |h, iters| h.driver.call(iters),
+        |h, iters| h.call(iters),
     );
+    bench_ring_modes(&mut g, GROUP, modes, |mode| {
+        spargio_batches(
+            mode,
+            spargio_connect(addr),
+            |s| async move { spargio_rtt(&s).await },
+        )
+    });
     g.finish();
 }
 
-fn net_stream_throughput_4k_window32(c: &mut Criterion, addr: SocketAddr) {
+fn net_stream_throughput_4k_window32(c: &mut Criterion, addr: SocketAddr, modes: &[RingMode]) {
     const GROUP: &str = "net_stream_throughput_4k_window32";
     let mut g = c.benchmark_group(GROUP);
     g.throughput(Throughput::Bytes((STREAM_FRAMES * FRAME) as u64));
@@ -310,33 +262,25 @@ fn net_stream_throughput_4k_window32(c: &mut Criterion, addr: SocketAddr) {
         GROUP,
         "tokio",
         || {
-            tokio_harness(
-                async move { tokio_connect(addr).await },
-                move |mut s| async move {
-                    tokio_windows(&mut s, shape).await;
-                    s
-                },
-            )
-        },
-        |h, iters| h.driver.call(iters),
-    );
-    bench_batches(
-        &mut g,
-        GROUP,
-        "spargio",
-        || {
-            spargio_harness(async move { spargio_connect(addr).await }, move |s| async move {
-                spargio_windows(&s, shape).await;
+            tokio_batches(tokio_connect(addr), move |mut s| async move {
+                tokio_windows(&mut s, shape).await;
+                s
             })
         },
-        |h, iters| h.driver.call(iters),
+        |h, iters| h.call(iters),
     );
+    bench_ring_modes(&mut g, GROUP, modes, |mode| {
+        spargio_batches(mode, spargio_connect(addr), move |s| async move {
+            spargio_windows(&s, shape).await;
+        })
+    });
     bench_batches(
         &mut g,
         GROUP,
         "spargio_multishot",
         || {
-            spargio_harness(
+            spargio_batches(
+                RingMode::Default,
                 async move {
                     let s = spargio_connect(addr).await;
                     let rs = s.recv_stream_with(64, 16 * 1024);
@@ -350,7 +294,7 @@ fn net_stream_throughput_4k_window32(c: &mut Criterion, addr: SocketAddr) {
                 },
             )
         },
-        |h, iters| h.driver.call(iters),
+        |h, iters| h.call(iters),
     );
     g.finish();
 }
@@ -370,7 +314,7 @@ fn multi_stream(
         group,
         "tokio",
         || {
-            tokio_harness(
+            tokio_batches(
                 async move {
                     let mut v = Vec::new();
                     for _ in 0..STREAMS {
@@ -397,7 +341,7 @@ fn multi_stream(
                 },
             )
         },
-        |h, iters| h.driver.call(iters),
+        |h, iters| h.call(iters),
     );
     // `spargio`: each stream's task pinned to the stream's shard.
     // `spargio_stealable`: queued there, but stealable; a stolen task's ops
@@ -413,7 +357,8 @@ fn multi_stream(
             group,
             name,
             || {
-                spargio_harness(
+                spargio_batches(
+                    RingMode::Default,
                     async move {
                         // Connections are spread over the shards in turn, like an
                         // accept loop would hand them out.
@@ -421,7 +366,7 @@ fn multi_stream(
                         let mut v = Vec::new();
                         for i in 0..STREAMS {
                             let s = spargio_connect(addr).await;
-                            v.push(std::sync::Arc::new(s.bind_to_shard(&handle, i % 2).unwrap()));
+                            v.push(Arc::new(s.bind_to_shard(&handle, i % 2).unwrap()));
                         }
                         v
                     },
@@ -445,7 +390,7 @@ fn multi_stream(
                     },
                 )
             },
-            |h, iters| h.driver.call(iters),
+            |h, iters| h.call(iters),
         );
     }
     g.finish();
@@ -453,8 +398,9 @@ fn multi_stream(
 
 fn benches(c: &mut Criterion) {
     let addr = echo_server();
-    net_echo_rtt_256b(c, addr);
-    net_stream_throughput_4k_window32(c, addr);
+    let modes = RingMode::available();
+    net_echo_rtt_256b(c, addr, &modes);
+    net_stream_throughput_4k_window32(c, addr, &modes);
     let imbalanced_bytes = ((HOT_FRAMES + (STREAMS - 1) * LIGHT_FRAMES) * FRAME) as u64;
     multi_stream(
         c,

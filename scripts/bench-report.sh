@@ -12,7 +12,8 @@
 #   1. every criterion suite in BENCH_SUITES (default: ping_pong fanout_fanin, plus fs_api,
 #      net_api and time_boundary when their files exist) with a short profile:
 #      --warm-up-time $WARM_UP --measurement-time $MEASURE --sample-size $SAMPLES
-#   2. the latency harness (cargo bench --bench latency -- $LATENCY_SECS)
+#   2. the latency harness (cargo bench --bench latency -- $LATENCY_SECS): per-round-trip
+#      p50/p99 of steady_ping_pong_rtt and net_echo_rtt_256b
 #   3. the idle-CPU example (cargo run --release --example idle_cpu)
 #
 # The table is generic over criterion's output: for every group directory
@@ -20,7 +21,9 @@
 # new/estimates.json, it emits one row per (tokio*, spargio*) pair. Time is criterion's median per
 # iteration; ratio = spargio time / Tokio time (below 1: spargio faster). CPU per iteration comes
 # from <group>/<function>/cpu.json (written by the benches' iter_custom wrapper, see
-# benches/common/harness.rs), p99 from <group>/<function>/latency.json (latency harness).
+# benches/common/harness.rs), p50 / p99 per round trip from <group>/<function>/latency.json
+# (latency harness; any group it writes). A latency.json of a function that is neither `tokio*` nor
+# `spargio*` (the `std_blocking` floor of net_echo_rtt_256b) is listed under the table as a floor.
 # A group left over from an earlier run of a suite not run now still appears (with its date).
 #
 # Environment: WARM_UP=1 MEASURE=3 SAMPLES=30 LATENCY_SECS=0.7 BENCH_SUITES="ping_pong ..."
@@ -87,16 +90,29 @@ def fmt_ns(ns):
             digits = 0 if unit == "ns" or v >= 100 else 1 if v >= 10 else 2
             return f"{v:.{digits}f} {unit}"
 
+def fmt_lat(lat):
+    """p50 / p99 of a latency.json, or a dash."""
+    if not lat:
+        return "–"
+    return f"{fmt_ns(lat.get('p50_ns'))} / {fmt_ns(lat.get('p99_ns'))}"
+
 def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "–"
 
 rows = []
+floors = []
 groups = sorted(d for d in os.listdir(crit) if os.path.isdir(os.path.join(crit, d))) if os.path.isdir(crit) else []
 for group in groups:
     functions = {}
     for fn in sorted(os.listdir(os.path.join(crit, group))):
         est_path = os.path.join(crit, group, fn, "new", "estimates.json")
         est = load(est_path)
+        if not fn.startswith(("tokio", "spargio")):
+            lat_path = os.path.join(crit, group, fn, "latency.json")
+            lat = load(lat_path)
+            if lat:
+                when = datetime.datetime.fromtimestamp(os.path.getmtime(lat_path)).strftime("%Y-%m-%d %H:%M")
+                floors.append(f"`{group}/{fn}` p50 / p99 {fmt_lat(lat)} ({when})")
         if est is None:
             continue
         functions[fn] = {
@@ -117,12 +133,10 @@ for group in groups:
             ft, fs = functions[t], functions[s]
             cpu_t = ft["cpu"]["cpu_ns_per_iter"] if ft["cpu"] else None
             cpu_s = fs["cpu"]["cpu_ns_per_iter"] if fs["cpu"] else None
-            p99_t = ft["lat"]["p99_ns"] if ft["lat"] else None
-            p99_s = fs["lat"]["p99_ns"] if fs["lat"] else None
             when = datetime.datetime.fromtimestamp(min(ft["mtime"], fs["mtime"])).strftime("%Y-%m-%d %H:%M")
             rows.append(
                 f"| `{label}` | {fmt_ns(ft['median'])} | {fmt_ns(fs['median'])} | **{ratio(fs['median'], ft['median'])}** "
-                f"| {fmt_ns(cpu_t)} | {fmt_ns(cpu_s)} | {ratio(cpu_s, cpu_t)} | {fmt_ns(p99_t)} | {fmt_ns(p99_s)} | {when} |"
+                f"| {fmt_ns(cpu_t)} | {fmt_ns(cpu_s)} | {ratio(cpu_s, cpu_t)} | {fmt_lat(ft['lat'])} | {fmt_lat(fs['lat'])} | {when} |"
             )
 
 idle = None
@@ -162,13 +176,14 @@ table = [
     f"commit `{sh('git rev-parse --short HEAD') or '?'}`{' (dirty tree)' if sh('git status --porcelain --untracked-files=no') else ''}.",
     "",
     "| benchmark | Tokio | spargio | spargio ÷ Tokio time | Tokio CPU/iter | spargio CPU/iter | CPU ratio "
-    "| Tokio p99 RTT | spargio p99 RTT | measured |",
+    "| Tokio p50 / p99 RTT | spargio p50 / p99 RTT | measured |",
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     *rows,
     "",
     "Times are criterion medians per iteration (one iteration = one batch, see the method above). "
     "Ratios below 1 mean spargio is faster; `(vs tokio_two_thread)` rows compare with Tokio forced "
-    "across two threads. p99 is per round trip, from the latency harness.",
+    "across two threads. p50 / p99 are per round trip, from the latency harness.",
+    *(["", "Floors from the latency harness (no runtime): " + "; ".join(floors) + "."] if floors else []),
     "",
     END,
 ]

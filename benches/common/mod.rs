@@ -5,10 +5,13 @@
 //! - [`pingpong`]: the coordination workload (round trips, one-way drain) for
 //!   spargio, Tokio with 2 workers, and Tokio forced across two threads.
 //! - [`histogram`]: a log-bucket latency histogram.
+//! - [`echo`]: the loopback echo server of the network benchmarks, runtimes
+//!   driving clients against it, and the `net_echo_rtt_256b` round trip.
 #![forbid(unsafe_code)]
 // Each bench file uses a different subset of this module.
 #![allow(dead_code)]
 
+pub mod echo;
 pub mod harness;
 pub mod histogram;
 pub mod pingpong;
