@@ -111,9 +111,7 @@ impl SpargioFanout {
         if let Some(us) = std::env::var("SPARGIO_SPIN_US").ok().and_then(|s| s.parse().ok()) {
             builder = builder.spin_before_park(std::time::Duration::from_micros(us));
         }
-        let runtime = builder
-            .build()
-            .expect("build the spargio runtime");
+        let runtime = builder.build().expect("build the spargio runtime");
         let handle = runtime.handle().clone();
         let (bench_end, task_end) = driver();
         let spawner = handle.clone();
