@@ -110,6 +110,8 @@ pub struct RuntimeBuilder {
     shutdown_timeout: Duration,
     blocking_threads: usize,
     sim: Option<SimKernel>,
+    /// Why a build fell back to the Queue backend (set on the retry).
+    fallback_reason: Option<String>,
 }
 
 impl Default for RuntimeBuilder {
@@ -137,6 +139,7 @@ impl RuntimeBuilder {
             shutdown_timeout: Duration::from_secs(5),
             blocking_threads: 64,
             sim: None,
+            fallback_reason: None,
         }
     }
 
@@ -292,30 +295,26 @@ impl RuntimeBuilder {
         })
     }
 
-    /// Decides the backend: io_uring if a ring can be set up here.
+    /// Decides the backend. On the real kernel there is no probe: the shard
+    /// rings are the probe (see [`RuntimeBuilder::build`]), and the foreign
+    /// ring is set up when a thread outside the runtime first needs it.
     fn resolve_backend(&self) -> Result<Resolved, RuntimeError> {
-        let queue = |reason| Resolved {
-            backend: Backend::Queue,
-            fallback_reason: reason,
-            foreign_ring: None,
-        };
-        let ring = match (self.backend, &self.sim) {
-            (Backend::Queue, _) => return Ok(queue(None)),
-            (Backend::IoUring, Some(k)) => Ring::sim(k, &foreign_ring_config())?,
-            // The foreign ring is the probe: if it cannot be set up, no shard ring can.
-            (Backend::IoUring, None) => match Ring::with_config(&foreign_ring_config()) {
-                Ok(ring) => ring,
-                Err(e) if e.io_uring_unavailable() && self.fallback_to_queue => {
-                    return Ok(queue(Some(e.to_string())));
-                }
-                Err(e) => return Err(io_err(e)),
-            },
-        };
-        Ok(Resolved {
-            backend: Backend::IoUring,
-            fallback_reason: None,
-            foreign_ring: Some(ring),
-        })
+        match (self.backend, &self.sim) {
+            (Backend::Queue, _) => Ok(Resolved {
+                backend: Backend::Queue,
+                foreign_ring: ForeignRing::Closed,
+            }),
+            // The simulated kernel's foreign ring is set up at once, on the
+            // same kernel (its faults apply to it too).
+            (Backend::IoUring, Some(k)) => Ok(Resolved {
+                backend: Backend::IoUring,
+                foreign_ring: ForeignRing::Open(Box::new(Ring::sim(k, &foreign_ring_config())?)),
+            }),
+            (Backend::IoUring, None) => Ok(Resolved {
+                backend: Backend::IoUring,
+                foreign_ring: ForeignRing::Unopened,
+            }),
+        }
     }
 
     /// Starts the shard threads.
@@ -329,7 +328,6 @@ impl RuntimeBuilder {
         let config = self.validate()?;
         let Resolved {
             backend,
-            fallback_reason,
             foreign_ring,
         } = self.resolve_backend()?;
         let n = config.shards;
@@ -337,7 +335,7 @@ impl RuntimeBuilder {
             shards: (0..n).map(|i| ShardShared::new(i, n)).collect(),
             config: config.clone(),
             backend,
-            fallback_reason,
+            fallback_reason: self.fallback_reason.clone(),
             state: AtomicU8::new(RUNNING),
             next_task_id: AtomicU64::new(1),
             round_robin: AtomicUsize::new(0),
@@ -378,6 +376,13 @@ impl RuntimeBuilder {
         for _ in 0..n {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
+                Ok(Err(e)) if self.fallback_to_queue && self.sim.is_none() && io_uring_unavailable(&e) => {
+                    // No ring can be set up here: the portable backend instead.
+                    drop(runtime); // Shutdown and join what started.
+                    let mut queue = self.backend(Backend::Queue);
+                    queue.fallback_reason = Some(e.to_string());
+                    return queue.build();
+                }
                 Ok(Err(e)) => return Err(e), // `runtime` drops: shutdown and join.
                 Err(_) => {
                     return Err(RuntimeError::Io(std::io::Error::other(
@@ -388,10 +393,6 @@ impl RuntimeBuilder {
         }
         Ok(runtime)
     }
-}
-
-fn io_err(e: spargio_sys::ring::SetupError) -> RuntimeError {
-    RuntimeError::Io(e.into())
 }
 
 /// The ring that threads outside the runtime use to send `MSG_RING`s: shared
@@ -434,11 +435,29 @@ pub(crate) fn shard_ring_config(config: &Config) -> RingConfig {
     ring
 }
 
-/// The backend a build settled on, with the foreign ring it set up on the way.
+/// The backend a build settled on, with its foreign ring.
 struct Resolved {
     backend: Backend,
-    fallback_reason: Option<String>,
-    foreign_ring: Option<Ring>,
+    foreign_ring: ForeignRing,
+}
+
+/// The ring that threads outside the runtime submit `MSG_RING`s on.
+pub(crate) enum ForeignRing {
+    /// Not set up yet: on first use (most runtimes are driven from their
+    /// own shards and never need it; this keeps it off the start-up path).
+    Unopened,
+    Open(Box<Ring>),
+    /// Shut down, or not on this backend.
+    Closed,
+}
+
+/// True when `e` says io_uring cannot be used on this machine at all (so the
+/// runtime may fall back to its portable backend).
+fn io_uring_unavailable(e: &RuntimeError) -> bool {
+    let RuntimeError::Io(io) = e else { return false };
+    io.get_ref()
+        .and_then(|inner| inner.downcast_ref::<spargio_sys::ring::SetupError>())
+        .is_some_and(spargio_sys::ring::SetupError::io_uring_unavailable)
 }
 
 /// How a sleeping shard is woken.
@@ -580,7 +599,7 @@ pub(crate) struct Shared {
     /// Every live task, sharded by id, so shutdown can cancel tasks that sit in no queue.
     registry: Box<[Mutex<TaskMap>]>,
     /// The ring threads outside the runtime send `MSG_RING`s from.
-    foreign_ring: Mutex<Option<Ring>>,
+    foreign_ring: Mutex<ForeignRing>,
     pub(crate) blocking: BlockingPool,
     /// Which shard each fd's unbound-lane ops go to, while a lease holds.
     pub(crate) fd_leases: Arc<crate::native_any::FdLeases>,
@@ -660,10 +679,11 @@ impl Shared {
         }
     }
 
+    /// Wakes every parked shard (shutdown). A shard that is not parked
+    /// re-checks the runtime state before it parks, so it needs no doorbell.
     pub(crate) fn unpark_all(&self) {
         for i in 0..self.shards.len() {
-            self.shards[i].parked.store(false, Ordering::SeqCst);
-            self.ring_doorbell(i);
+            self.unpark(i);
         }
     }
 
@@ -695,10 +715,15 @@ impl Shared {
     /// refusing the submit, the shard is marked parked again, so the next
     /// wake of it (any spawn, message or op) rings again.
     fn foreign_doorbell(&self, shard: usize, target: &RingFd) {
-        let mut guard = self.foreign_ring.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ring) = guard.as_mut() {
+        let rang = self.with_foreign_ring(|ring| {
             shard::push_doorbell(ring, target);
-            if shard::submit_foreign(ring, &mut |_| {}).is_err() {
+            shard::submit_foreign(ring, &mut |_| {})
+        });
+        match rang {
+            Ok(Ok(())) => {}
+            // After shutdown every shard has been woken already.
+            Err(libc::ESHUTDOWN) => {}
+            Ok(Err(_)) | Err(_) => {
                 let s = &self.shards[shard];
                 s.counters.doorbell_failures.fetch_add(1, Ordering::Relaxed);
                 s.parked.store(true, Ordering::SeqCst);
@@ -708,9 +733,23 @@ impl Shared {
 
     /// Sends a message through the shared foreign ring. Returns the errno on failure.
     pub(crate) fn foreign_msg_ring(&self, target: &RingFd, user_data: u64, val: u32) -> Result<(), i32> {
+        self.with_foreign_ring(|ring| shard::send_msg_ring_blocking(ring, target, user_data, val))?
+    }
+
+    /// Runs `f` on the foreign ring, setting it up on first use. The errno
+    /// when it cannot be set up (tried again next time), `ESHUTDOWN` after
+    /// shutdown or on the Queue backend.
+    fn with_foreign_ring<R>(&self, f: impl FnOnce(&mut Ring) -> R) -> Result<R, i32> {
         let mut guard = self.foreign_ring.lock().unwrap_or_else(|p| p.into_inner());
-        let ring = guard.as_mut().ok_or(libc::ESHUTDOWN)?;
-        shard::send_msg_ring_blocking(ring, target, user_data, val)
+        if matches!(*guard, ForeignRing::Unopened) {
+            let ring = Ring::with_config(&foreign_ring_config())
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+            *guard = ForeignRing::Open(Box::new(ring));
+        }
+        match &mut *guard {
+            ForeignRing::Open(ring) => Ok(f(ring)),
+            ForeignRing::Unopened | ForeignRing::Closed => Err(libc::ESHUTDOWN),
+        }
     }
 
     fn begin_shutdown(&self) -> bool {
@@ -757,7 +796,7 @@ impl Shared {
             }
             let _ = t.join();
         }
-        self.foreign_ring.lock().unwrap_or_else(|p| p.into_inner()).take();
+        *self.foreign_ring.lock().unwrap_or_else(|p| p.into_inner()) = ForeignRing::Closed;
         self.blocking.shutdown(self.config.shutdown_timeout);
         self.state.store(CLOSED, Ordering::SeqCst);
     }

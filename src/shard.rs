@@ -813,7 +813,15 @@ impl Local {
         let me = self.me();
         // Protocol step 1: announce, then re-check (see `Shared::unpark`).
         me.parked.store(true, Ordering::SeqCst);
-        if self.has_local_work() || (!closing && self.others_have_stealable()) {
+        // Shutdown events are re-checked too: `unpark_all` (shutdown begun,
+        // the last task finished) rings only shards it finds parked.
+        let wake_now = self.has_local_work()
+            || if closing {
+                self.shared.live_tasks() == 0
+            } else {
+                self.shared.is_closing() || self.others_have_stealable()
+            };
+        if wake_now {
             me.parked.store(false, Ordering::SeqCst);
             return;
         }
