@@ -347,11 +347,20 @@ fn multi_stream(
     // `spargio_stealable`: queued there, but stealable; a stolen task's ops
     // are still steered to the stream's ring.
     type Placement = fn(usize) -> spargio::TaskPlacement;
-    let variants: [(&str, Placement); 2] = [
-        ("spargio", spargio::TaskPlacement::Pinned),
-        ("spargio_stealable", spargio::TaskPlacement::StealablePreferred),
+    let variants: [(&str, Placement, bool); 3] = [
+        ("spargio", spargio::TaskPlacement::Pinned, true),
+        (
+            "spargio_stealable",
+            spargio::TaskPlacement::StealablePreferred,
+            true,
+        ),
+        (
+            "spargio_unbound",
+            spargio::TaskPlacement::StealablePreferred,
+            false,
+        ),
     ];
-    for (name, placement) in variants {
+    for (name, placement, bind) in variants {
         bench_batches(
             &mut g,
             group,
@@ -366,7 +375,12 @@ fn multi_stream(
                         let mut v = Vec::new();
                         for i in 0..STREAMS {
                             let s = spargio_connect(addr).await;
-                            v.push(Arc::new(s.bind_to_shard(&handle, i % 2).unwrap()));
+                            let s = if bind {
+                                s.bind_to_shard(&handle, i % 2).unwrap()
+                            } else {
+                                s
+                            };
+                            v.push((i % 2, Arc::new(s)));
                         }
                         v
                     },
@@ -375,10 +389,10 @@ fn multi_stream(
                         let tasks: Vec<_> = streams
                             .iter()
                             .enumerate()
-                            .map(|(i, s)| {
+                            .map(|(i, (shard, s))| {
                                 let s = s.clone();
                                 handle
-                                    .spawn_with_placement(placement(s.shard().unwrap()), async move {
+                                    .spawn_with_placement(placement(*shard), async move {
                                         spargio_windows(&s, shape(i)).await
                                     })
                                     .unwrap()
