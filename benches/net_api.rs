@@ -145,11 +145,17 @@ async fn spargio_windows(s: &spargio::net::TcpStream, shape: Shape) {
     }
 }
 
-/// The batched variant: one send per window, a multishot receive.
-async fn spargio_windows_multishot(s: &spargio::net::TcpStream, rs: &mut spargio::net::RecvStream) {
+/// The batched variant: one send per window, a multishot receive (then the
+/// CPU stage of a pipeline, as in [`spargio_windows`]).
+async fn spargio_windows_multishot(
+    s: &spargio::net::TcpStream,
+    rs: &mut spargio::net::RecvStream,
+    shape: Shape,
+) {
     let mut window = vec![1u8; FRAME * WINDOW];
     let mut got = Vec::with_capacity(FRAME * WINDOW);
-    for _ in 0..STREAM_FRAMES / WINDOW {
+    let mut done = 0;
+    while done < shape.frames() {
         let (res, w) = s.write_all(window).await;
         res.unwrap();
         window = w;
@@ -157,7 +163,34 @@ async fn spargio_windows_multishot(s: &spargio::net::TcpStream, rs: &mut spargio
         while got.len() < FRAME * WINDOW {
             assert!(rs.next_into(&mut got).await.unwrap() > 0);
         }
+        if let Shape::Pipeline { stream } = shape {
+            for k in 0..WINDOW {
+                cpu_stage((done + k) as u64, stage_steps(stream, done + k));
+            }
+        }
+        done += WINDOW;
     }
+}
+
+/// A stream with its multishot receiver, lent to one batch at a time.
+type MultishotStream = (
+    spargio::net::TcpStream,
+    std::sync::Mutex<Option<spargio::net::RecvStream>>,
+);
+
+/// Runs `shape` on `stream` with its receiver (see [`MultishotStream`]).
+async fn spargio_multishot_batch(stream: &MultishotStream, shape: Shape) {
+    let (s, rs) = stream;
+    let mut receiver = rs.lock().unwrap().take().expect("one batch at a time");
+    spargio_windows_multishot(s, &mut receiver, shape).await;
+    *rs.lock().unwrap() = Some(receiver);
+}
+
+/// Connects to `addr` with a multishot receiver of 64 × 16 KiB buffers.
+async fn spargio_multishot_connect(addr: SocketAddr) -> MultishotStream {
+    let s = spargio_connect(addr).await;
+    let rs = s.recv_stream_with(64, 16 * 1024);
+    (s, std::sync::Mutex::new(Some(rs)))
 }
 
 /// Benchmarks the same spargio workload once per ring mode in `modes`, each
@@ -281,16 +314,9 @@ fn net_stream_throughput_4k_window32(c: &mut Criterion, addr: SocketAddr, modes:
         || {
             spargio_batches(
                 RingMode::Default,
-                async move {
-                    let s = spargio_connect(addr).await;
-                    let rs = s.recv_stream_with(64, 16 * 1024);
-                    (s, std::sync::Mutex::new(Some(rs)))
-                },
-                |state| async move {
-                    let (s, rs) = &*state;
-                    let mut stream = rs.lock().unwrap().take().unwrap();
-                    spargio_windows_multishot(s, &mut stream).await;
-                    *rs.lock().unwrap() = Some(stream);
+                spargio_multishot_connect(addr),
+                move |state| async move {
+                    spargio_multishot_batch(&state, shape).await;
                 },
             )
         },
@@ -407,6 +433,50 @@ fn multi_stream(
             |h, iters| h.call(iters),
         );
     }
+    // `spargio_multishot`: pinned as `spargio`, each window one send and a
+    // multishot receive (the batched API, reported separately).
+    bench_batches(
+        &mut g,
+        group,
+        "spargio_multishot",
+        || {
+            spargio_batches(
+                RingMode::Default,
+                async move {
+                    let handle = spargio::RuntimeHandle::current().unwrap();
+                    let mut v = Vec::new();
+                    for i in 0..STREAMS {
+                        let shard = i % 2;
+                        let task = handle
+                            .spawn_pinned(shard, spargio_multishot_connect(addr))
+                            .unwrap();
+                        v.push((shard, Arc::new(task.await.unwrap())));
+                    }
+                    v
+                },
+                move |streams| async move {
+                    let handle = spargio::RuntimeHandle::current().unwrap();
+                    let tasks: Vec<_> = streams
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (shard, s))| {
+                            let s = s.clone();
+                            handle
+                                .spawn_pinned(
+                                    *shard,
+                                    async move { spargio_multishot_batch(&s, shape(i)).await },
+                                )
+                                .unwrap()
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                },
+            )
+        },
+        |h, iters| h.call(iters),
+    );
     g.finish();
 }
 
