@@ -968,6 +968,20 @@ impl SpinWindow {
 /// How often a closing shard re-checks its shutdown deadline while parked.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(10);
 
+/// Shard 0's ring fd, once shard 0 has set its ring up (shards start in
+/// parallel); `None` if shard 0 has no ring (it failed: the build is being
+/// torn down).
+fn first_shard_ring_fd(shared: &Shared) -> Result<Option<RingFd>, RuntimeError> {
+    loop {
+        match shared.shards[0].unparker.get() {
+            Some(Unparker::Ring(fd)) => return Ok(Some(fd.clone())),
+            Some(Unparker::Condvar(_)) => return Ok(None),
+            None if shared.is_closing() => return Err(RuntimeError::Closed),
+            None => std::thread::sleep(Duration::from_micros(20)),
+        }
+    }
+}
+
 /// The body of a shard thread.
 pub(crate) fn run(
     shared: Arc<Shared>,
@@ -1033,10 +1047,27 @@ fn start(shared: &Arc<Shared>, shard: usize, sim: Option<&SimKernel>) -> Result<
     let me = &shared.shards[shard];
     match shared.backend {
         Backend::IoUring => {
-            let config = shard_ring_config(&shared.config);
+            let mut config = shard_ring_config(&shared.config);
             let ring = match sim {
                 Some(k) => Ring::sim(k, &config)?,
-                None => Ring::with_config(&config).map_err(|e| RuntimeError::Io(e.into()))?,
+                None => {
+                    // SQPOLL: one kernel submission thread for the runtime,
+                    // not one per shard (each spins for its idle time).
+                    let first = match config.sqpoll_idle {
+                        Some(_) if shard > 0 => first_shard_ring_fd(shared)?,
+                        _ => None,
+                    };
+                    config.sqpoll_attach = first.as_ref().map(RingFd::raw);
+                    match Ring::with_config(&config) {
+                        Ok(ring) => ring,
+                        // Attaching refused: a submission thread of our own.
+                        Err(_) if config.sqpoll_attach.is_some() => {
+                            config.sqpoll_attach = None;
+                            Ring::with_config(&config).map_err(|e| RuntimeError::Io(e.into()))?
+                        }
+                        Err(e) => return Err(RuntimeError::Io(e.into())),
+                    }
+                }
             };
             let _ = me.unparker.set(Unparker::Ring(ring.ring_fd()));
             Ok((Some(ring), None))

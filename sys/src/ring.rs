@@ -79,6 +79,10 @@ pub struct RingConfig {
     pub no_sqarray: bool,
     /// `IORING_SETUP_SQPOLL` with this idle time before the poller sleeps.
     pub sqpoll_idle: Option<Duration>,
+    /// With SQPOLL: share the kernel submission thread of this ring (its fd,
+    /// which must stay open during setup; `IORING_SETUP_ATTACH_WQ`) instead
+    /// of starting one more.
+    pub sqpoll_attach: Option<RawFd>,
 }
 
 impl Default for RingConfig {
@@ -92,6 +96,7 @@ impl Default for RingConfig {
             submit_all: true,
             no_sqarray: true,
             sqpoll_idle: None,
+            sqpoll_attach: None,
         }
     }
 }
@@ -411,6 +416,10 @@ impl Ring {
             if let Some(idle) = config.sqpoll_idle {
                 params.flags |= abi::IORING_SETUP_SQPOLL;
                 params.sq_thread_idle = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX);
+                if let Some(fd) = config.sqpoll_attach.and_then(|fd| u32::try_from(fd).ok()) {
+                    params.flags |= abi::IORING_SETUP_ATTACH_WQ;
+                    params.wq_fd = fd;
+                }
             }
             let flags = params.flags;
             match syscall::setup(config.sq_entries, &mut params) {
