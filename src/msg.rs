@@ -303,7 +303,15 @@ impl RemoteShard {
         };
         shared
             .foreign_msg_ring(&fd, wire::message(from as u16, tag), val)
-            .map_err(SendError::Os)
+            .map_err(|errno| {
+                // Shutdown raced the send (the target's ring went away after
+                // the check above): that is a closed runtime, not an OS fault.
+                if shared.is_closing() {
+                    SendError::Closed
+                } else {
+                    SendError::Os(errno)
+                }
+            })
     }
 }
 

@@ -110,8 +110,6 @@ pub struct RuntimeBuilder {
     shutdown_timeout: Duration,
     blocking_threads: usize,
     sim: Option<SimKernel>,
-    /// Why a build fell back to the Queue backend (set on the retry).
-    fallback_reason: Option<String>,
 }
 
 impl Default for RuntimeBuilder {
@@ -139,7 +137,6 @@ impl RuntimeBuilder {
             shutdown_timeout: Duration::from_secs(5),
             blocking_threads: 64,
             sim: None,
-            fallback_reason: None,
         }
     }
 
@@ -295,26 +292,30 @@ impl RuntimeBuilder {
         })
     }
 
-    /// Decides the backend. On the real kernel there is no probe: the shard
-    /// rings are the probe (see [`RuntimeBuilder::build`]), and the foreign
-    /// ring is set up when a thread outside the runtime first needs it.
+    /// Decides the backend: io_uring if a ring can be set up here.
     fn resolve_backend(&self) -> Result<Resolved, RuntimeError> {
-        match (self.backend, &self.sim) {
-            (Backend::Queue, _) => Ok(Resolved {
-                backend: Backend::Queue,
-                foreign_ring: ForeignRing::Closed,
-            }),
-            // The simulated kernel's foreign ring is set up at once, on the
-            // same kernel (its faults apply to it too).
-            (Backend::IoUring, Some(k)) => Ok(Resolved {
-                backend: Backend::IoUring,
-                foreign_ring: ForeignRing::Open(Box::new(Ring::sim(k, &foreign_ring_config())?)),
-            }),
-            (Backend::IoUring, None) => Ok(Resolved {
-                backend: Backend::IoUring,
-                foreign_ring: ForeignRing::Unopened,
-            }),
-        }
+        let queue = |reason| Resolved {
+            backend: Backend::Queue,
+            fallback_reason: reason,
+            foreign_ring: None,
+        };
+        let ring = match (self.backend, &self.sim) {
+            (Backend::Queue, _) => return Ok(queue(None)),
+            (Backend::IoUring, Some(k)) => Ring::sim(k, &foreign_ring_config())?,
+            // The foreign ring is the probe: if it cannot be set up, no shard ring can.
+            (Backend::IoUring, None) => match Ring::with_config(&foreign_ring_config()) {
+                Ok(ring) => ring,
+                Err(e) if e.io_uring_unavailable() && self.fallback_to_queue => {
+                    return Ok(queue(Some(e.to_string())));
+                }
+                Err(e) => return Err(io_err(e)),
+            },
+        };
+        Ok(Resolved {
+            backend: Backend::IoUring,
+            fallback_reason: None,
+            foreign_ring: Some(ring),
+        })
     }
 
     /// Starts the shard threads.
@@ -328,6 +329,7 @@ impl RuntimeBuilder {
         let config = self.validate()?;
         let Resolved {
             backend,
+            fallback_reason,
             foreign_ring,
         } = self.resolve_backend()?;
         let n = config.shards;
@@ -335,7 +337,7 @@ impl RuntimeBuilder {
             shards: (0..n).map(|i| ShardShared::new(i, n)).collect(),
             config: config.clone(),
             backend,
-            fallback_reason: self.fallback_reason.clone(),
+            fallback_reason,
             state: AtomicU8::new(RUNNING),
             next_task_id: AtomicU64::new(1),
             round_robin: AtomicUsize::new(0),
@@ -376,13 +378,6 @@ impl RuntimeBuilder {
         for _ in 0..n {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) if self.fallback_to_queue && self.sim.is_none() && io_uring_unavailable(&e) => {
-                    // No ring can be set up here: the portable backend instead.
-                    drop(runtime); // Shutdown and join what started.
-                    let mut queue = self.backend(Backend::Queue);
-                    queue.fallback_reason = Some(e.to_string());
-                    return queue.build();
-                }
                 Ok(Err(e)) => return Err(e), // `runtime` drops: shutdown and join.
                 Err(_) => {
                     return Err(RuntimeError::Io(std::io::Error::other(
@@ -393,6 +388,10 @@ impl RuntimeBuilder {
         }
         Ok(runtime)
     }
+}
+
+fn io_err(e: spargio_sys::ring::SetupError) -> RuntimeError {
+    RuntimeError::Io(e.into())
 }
 
 /// The ring that threads outside the runtime use to send `MSG_RING`s: shared
@@ -435,29 +434,14 @@ pub(crate) fn shard_ring_config(config: &Config) -> RingConfig {
     ring
 }
 
-/// The backend a build settled on, with its foreign ring.
+/// How often shutdown rings shards that have not left yet.
+const SHUTDOWN_REWAKE: Duration = Duration::from_millis(10);
+
+/// The backend a build settled on, with the foreign ring it set up on the way.
 struct Resolved {
     backend: Backend,
-    foreign_ring: ForeignRing,
-}
-
-/// The ring that threads outside the runtime submit `MSG_RING`s on.
-pub(crate) enum ForeignRing {
-    /// Not set up yet: on first use (most runtimes are driven from their
-    /// own shards and never need it; this keeps it off the start-up path).
-    Unopened,
-    Open(Box<Ring>),
-    /// Shut down, or not on this backend.
-    Closed,
-}
-
-/// True when `e` says io_uring cannot be used on this machine at all (so the
-/// runtime may fall back to its portable backend).
-fn io_uring_unavailable(e: &RuntimeError) -> bool {
-    let RuntimeError::Io(io) = e else { return false };
-    io.get_ref()
-        .and_then(|inner| inner.downcast_ref::<spargio_sys::ring::SetupError>())
-        .is_some_and(spargio_sys::ring::SetupError::io_uring_unavailable)
+    fallback_reason: Option<String>,
+    foreign_ring: Option<Ring>,
 }
 
 /// How a sleeping shard is woken.
@@ -599,7 +583,7 @@ pub(crate) struct Shared {
     /// Every live task, sharded by id, so shutdown can cancel tasks that sit in no queue.
     registry: Box<[Mutex<TaskMap>]>,
     /// The ring threads outside the runtime send `MSG_RING`s from.
-    foreign_ring: Mutex<ForeignRing>,
+    foreign_ring: Mutex<Option<Ring>>,
     pub(crate) blocking: BlockingPool,
     /// Which shard each fd's unbound-lane ops go to, while a lease holds.
     pub(crate) fd_leases: Arc<crate::native_any::FdLeases>,
@@ -682,8 +666,11 @@ impl Shared {
     /// Wakes every parked shard (shutdown). A shard that is not parked
     /// re-checks the runtime state before it parks, so it needs no doorbell.
     pub(crate) fn unpark_all(&self) {
-        for i in 0..self.shards.len() {
-            self.unpark(i);
+        for (i, s) in self.shards.iter().enumerate() {
+            if s.parked.swap(false, Ordering::SeqCst) {
+                s.counters.doorbells_sent.fetch_add(1, Ordering::Relaxed);
+                self.ring_doorbell(i);
+            }
         }
     }
 
@@ -715,15 +702,10 @@ impl Shared {
     /// refusing the submit, the shard is marked parked again, so the next
     /// wake of it (any spawn, message or op) rings again.
     fn foreign_doorbell(&self, shard: usize, target: &RingFd) {
-        let rang = self.with_foreign_ring(|ring| {
+        let mut guard = self.foreign_ring.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ring) = guard.as_mut() {
             shard::push_doorbell(ring, target);
-            shard::submit_foreign(ring, &mut |_| {})
-        });
-        match rang {
-            Ok(Ok(())) => {}
-            // After shutdown every shard has been woken already.
-            Err(libc::ESHUTDOWN) => {}
-            Ok(Err(_)) | Err(_) => {
+            if shard::submit_foreign(ring, &mut |_| {}).is_err() {
                 let s = &self.shards[shard];
                 s.counters.doorbell_failures.fetch_add(1, Ordering::Relaxed);
                 s.parked.store(true, Ordering::SeqCst);
@@ -733,23 +715,9 @@ impl Shared {
 
     /// Sends a message through the shared foreign ring. Returns the errno on failure.
     pub(crate) fn foreign_msg_ring(&self, target: &RingFd, user_data: u64, val: u32) -> Result<(), i32> {
-        self.with_foreign_ring(|ring| shard::send_msg_ring_blocking(ring, target, user_data, val))?
-    }
-
-    /// Runs `f` on the foreign ring, setting it up on first use. The errno
-    /// when it cannot be set up (tried again next time), `ESHUTDOWN` after
-    /// shutdown or on the Queue backend.
-    fn with_foreign_ring<R>(&self, f: impl FnOnce(&mut Ring) -> R) -> Result<R, i32> {
         let mut guard = self.foreign_ring.lock().unwrap_or_else(|p| p.into_inner());
-        if matches!(*guard, ForeignRing::Unopened) {
-            let ring = Ring::with_config(&foreign_ring_config())
-                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
-            *guard = ForeignRing::Open(Box::new(ring));
-        }
-        match &mut *guard {
-            ForeignRing::Open(ring) => Ok(f(ring)),
-            ForeignRing::Unopened | ForeignRing::Closed => Err(libc::ESHUTDOWN),
-        }
+        let ring = guard.as_mut().ok_or(libc::ESHUTDOWN)?;
+        shard::send_msg_ring_blocking(ring, target, user_data, val)
     }
 
     fn begin_shutdown(&self) -> bool {
@@ -790,13 +758,32 @@ impl Shared {
         self.begin_shutdown();
         let me = std::thread::current().id();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        // Wait for the other shards to leave, ringing again any that sleeps:
+        // a doorbell the kernel refused leaves its shard parked (see
+        // `foreign_doorbell`), and a shard parked before shutdown began has
+        // no timeout. The joins below then return at once.
+        let others = threads.iter().filter(|t| t.thread().id() != me).count();
+        let mut exited = self.exited.lock().unwrap_or_else(|p| p.into_inner());
+        while *exited < others {
+            exited = self
+                .exited_cv
+                .wait_timeout(exited, SHUTDOWN_REWAKE)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            if *exited < others {
+                drop(exited);
+                self.unpark_all();
+                exited = self.exited.lock().unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        drop(exited);
         for t in threads {
             if t.thread().id() == me {
                 continue; // Shutdown from inside a shard: that shard leaves by itself.
             }
             let _ = t.join();
         }
-        *self.foreign_ring.lock().unwrap_or_else(|p| p.into_inner()) = ForeignRing::Closed;
+        self.foreign_ring.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.blocking.shutdown(self.config.shutdown_timeout);
         self.state.store(CLOSED, Ordering::SeqCst);
     }

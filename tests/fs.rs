@@ -215,10 +215,6 @@ fn abandoned_opens_do_not_leak_fds() {
 fn dropped_pipe_read_is_cancelled_safely() {
     let _serial = serial();
     let rt = RuntimeBuilder::new().shards(1).build().unwrap();
-    // The ring that threads outside the runtime send on is set up on first
-    // use (by `block_on` below, if the shard is asleep then); a message from
-    // here sets it up now, so the count is only about the ops.
-    rt.handle().remote(0).unwrap().send_raw_nowait(0, 0).unwrap();
     let before = spargio::sys::os::open_fd_count().unwrap();
     let (reader, writer) = std::io::pipe().unwrap();
     rt.block_on(async move {

@@ -4,9 +4,12 @@
 //! binary, because it lowers a process-wide limit.
 #![forbid(unsafe_code)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::{RestoreLimit, limit_leaving};
 use spargio::net::{TcpListener, TcpStream};
 use spargio::sys::os::{nofile_limit, set_nofile_limit};
 use spargio::{Backend, RuntimeBuilder};
@@ -14,34 +17,6 @@ use spargio::{Backend, RuntimeBuilder};
 const CLIENTS: usize = 40;
 /// Free fd numbers left under the lowered limit.
 const HEADROOM: u64 = 6;
-
-/// Restores the soft limit when dropped (also on panic).
-struct RestoreLimit(u64);
-
-impl Drop for RestoreLimit {
-    fn drop(&mut self) {
-        set_nofile_limit(self.0).unwrap();
-    }
-}
-
-/// A soft limit under which exactly `free` fd numbers are unused (an fd is
-/// refused when no free number below the limit is left).
-fn limit_leaving(free: u64) -> u64 {
-    let open: std::collections::HashSet<u64> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
-        .collect();
-    let mut left = free;
-    (0u64..)
-        .find(|n| {
-            if !open.contains(n) {
-                left -= 1;
-            }
-            left == 0
-        })
-        .unwrap()
-        + 1
-}
 
 fn is_emfile(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(libc::EMFILE)

@@ -337,3 +337,32 @@ pub fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Option<F::Output> {
 pub fn scaled(release: usize, debug: usize) -> usize {
     if cfg!(debug_assertions) { debug } else { release }
 }
+
+/// Restores the soft `RLIMIT_NOFILE` when dropped (also on panic). For test
+/// binaries of their own: the limit is process-wide.
+pub struct RestoreLimit(pub u64);
+
+impl Drop for RestoreLimit {
+    fn drop(&mut self) {
+        spargio::sys::os::set_nofile_limit(self.0).unwrap();
+    }
+}
+
+/// A soft `RLIMIT_NOFILE` under which exactly `free` (at least 1) fd numbers
+/// are unused (an fd is refused when no free number below the limit is left).
+pub fn limit_leaving(free: u64) -> u64 {
+    let open: std::collections::HashSet<u64> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .collect();
+    let mut left = free;
+    (0u64..)
+        .find(|n| {
+            if !open.contains(n) {
+                left -= 1;
+            }
+            left == 0
+        })
+        .unwrap()
+        + 1
+}
