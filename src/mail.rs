@@ -284,7 +284,13 @@ impl Local {
         if target == self.shard {
             // To ourselves: straight onto the event queue, in order.
             self.deliver_batch(self.shard, &mut batch);
-            out.pending.borrow_mut()[target] = batch;
+            // Delivery wakes waiters; a waker may send to us again: keep what
+            // it queued, and the emptied buffer only if it queued nothing.
+            let mut pending = out.pending.borrow_mut();
+            if pending[target].is_empty() {
+                pending[target] = batch;
+            }
+            drop(pending);
             if let Confirm::Ticket(t) = confirm {
                 t.complete(Ok(()));
             }

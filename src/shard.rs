@@ -835,20 +835,21 @@ impl Local {
         }
         me.counters.parks.fetch_add(1, Ordering::Relaxed);
         let parked_at = Instant::now();
+        let mut waited = true;
         if let Some(ring) = self.ring.borrow_mut().as_mut() {
             // Errors (EBUSY while the CQ overflows, EINTR is retried inside) end
             // the wait early; the next turn reaps and tries again.
-            let _ = ring.submit_and_wait(1, timeout);
+            waited = ring.submit_and_wait(1, timeout).is_ok();
         } else if let Some(p) = &self.parker {
             p.park(timeout);
         }
         me.parked.store(false, Ordering::SeqCst);
         me.counters.wakeups.fetch_add(1, Ordering::Relaxed);
-        // A park that its own timeout ended (the next timer) says nothing
-        // about when work comes back: spinning would only have burnt CPU
-        // until a deadline known in advance.
+        // A park that its own timeout ended (the next timer), or that an
+        // error cut short, says nothing about when work comes back: spinning
+        // would only have burnt CPU until a deadline known in advance.
         let slept = parked_at.elapsed();
-        if !closing && timeout.is_none_or(|t| slept < t) {
+        if !closing && waited && timeout.is_none_or(|t| slept < t) {
             self.spin.after_park(slept);
         }
     }
