@@ -20,7 +20,7 @@ steady_ping_pong_rtt/tokio_two_thread        0.25   0.03-0.04 (2026-12-02: 2.25 
 steady_ping_pong_rtt                        15.00   7.0-10.1 (tokio keeps both tasks on one worker: a same-thread hand-off, 0.2-0.3 us)
 steady_one_way_send_drain                    1.50   0.58-0.60 (2026-12-02 pm: batched behind one doorbell, handed over every 256; up to 1.1 when the shards park)
 steady_one_way_send_drain/tokio_two_thread   1.20   0.40-0.48
-cold_start_ping_pong                         0.90   0.49-0.59 (1024-entry CQ)
+cold_start_ping_pong                         0.90   0.49-0.69 (1024-entry CQ)
 fanout_fanin_balanced                        0.90   0.53-0.62 (4 shards on 2 vCPUs)
 fanout_fanin_skewed                          1.20   0.82-0.87 (adaptive spin window; the 20000-step branches alone need ~0.64)
 fs_read_rtt_4k/tokio_spawn_blocking          0.20   0.07 (2.0 us per 4 KiB cached read; target <= 0.2 met)
