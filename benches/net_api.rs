@@ -325,6 +325,32 @@ fn net_stream_throughput_4k_window32(c: &mut Criterion, addr: SocketAddr, modes:
     g.finish();
 }
 
+/// Runs `run(i, stream)` for every `(shard, stream)` as a task placed by
+/// `placement(shard)`, all at once, and waits for them all.
+async fn run_streams<T, F, Fut>(
+    streams: &[(usize, Arc<T>)],
+    placement: fn(usize) -> spargio::TaskPlacement,
+    run: F,
+) where
+    T: Send + Sync + 'static,
+    F: Fn(usize, Arc<T>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let handle = spargio::RuntimeHandle::current().unwrap();
+    let tasks: Vec<_> = streams
+        .iter()
+        .enumerate()
+        .map(|(i, (shard, s))| {
+            handle
+                .spawn_with_placement(placement(*shard), run(i, s.clone()))
+                .unwrap()
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 /// A multi-stream group: `shape(i)` for stream `i`, all streams at once.
 fn multi_stream(
     c: &mut Criterion,
@@ -411,22 +437,10 @@ fn multi_stream(
                         v
                     },
                     move |streams| async move {
-                        let handle = spargio::RuntimeHandle::current().unwrap();
-                        let tasks: Vec<_> = streams
-                            .iter()
-                            .enumerate()
-                            .map(|(i, (shard, s))| {
-                                let s = s.clone();
-                                handle
-                                    .spawn_with_placement(placement(*shard), async move {
-                                        spargio_windows(&s, shape(i)).await
-                                    })
-                                    .unwrap()
-                            })
-                            .collect();
-                        for t in tasks {
-                            t.await.unwrap();
-                        }
+                        run_streams(&streams, placement, move |i, s| async move {
+                            spargio_windows(&s, shape(i)).await
+                        })
+                        .await
                     },
                 )
             },
@@ -455,23 +469,10 @@ fn multi_stream(
                     v
                 },
                 move |streams| async move {
-                    let handle = spargio::RuntimeHandle::current().unwrap();
-                    let tasks: Vec<_> = streams
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (shard, s))| {
-                            let s = s.clone();
-                            handle
-                                .spawn_pinned(
-                                    *shard,
-                                    async move { spargio_multishot_batch(&s, shape(i)).await },
-                                )
-                                .unwrap()
-                        })
-                        .collect();
-                    for t in tasks {
-                        t.await.unwrap();
-                    }
+                    run_streams(&streams, spargio::TaskPlacement::Pinned, move |i, s| async move {
+                        spargio_multishot_batch(&s, shape(i)).await
+                    })
+                    .await
                 },
             )
         },
