@@ -407,7 +407,6 @@ fn foreign_ring_config() -> RingConfig {
     }
 }
 
-/// Builds the ring config of shard rings.
 /// Smallest CQ of a shard ring (16 B per entry: 16 KiB). Messages land in
 /// the target's CQ, but a burst costs one CQE per batch (see `mail`), not one
 /// per message, so the CQ need not hold `msg_queue_capacity` entries; a
@@ -416,6 +415,7 @@ fn foreign_ring_config() -> RingConfig {
 /// kernel keeps completions on its overflow list and the shard flushes them.
 const MIN_SHARD_CQ_ENTRIES: u32 = 1024;
 
+/// Builds the ring config of shard rings.
 pub(crate) fn shard_ring_config(config: &Config) -> RingConfig {
     let mut ring = RingConfig::with_entries(config.ring_entries);
     // Default: COOP_TASKRUN without DEFER_TASKRUN. A MSG_RING into a
