@@ -35,7 +35,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use spargio_sys::op::fs::{
-    Close, Fallocate, Fsync, Ftruncate, OpenAt, PathOp, Read, ReadFixed, SharedFd, Statx, Write, WriteFixed,
+    Close, Dir, Fallocate, Fsync, Ftruncate, OpenAt, PathOp, Read, ReadFixed, SharedFd, Statx, Write,
+    WriteFixed,
 };
 
 use crate::io::{BufResult, FixedBuf, IoBuf, IoBufMut, check_offset, cqe_result, read_done, submit_current};
@@ -133,7 +134,7 @@ impl File {
             return (Err(e), buf);
         }
         match submit_current(Read::new(self.fd.clone(), buf, pos)) {
-            Err((e, op)) => (Err(e), op.into_buf(0)),
+            Err((e, op)) => (Err(e), op.into_buf()),
             Ok(fut) => {
                 let (cqe, op) = fut.await;
                 read_done(cqe_result(&cqe), op)
@@ -255,12 +256,11 @@ impl File {
             .fixed_buf_ops
             .fetch_add(1, Ordering::Relaxed);
         match crate::io::submit(&rt, Some(shard), op) {
-            Err((e, op)) => (Err(e), op.into_buf(0)),
+            Err((e, op)) => (Err(e), op.into_buf()),
             Ok(fut) => {
                 let (cqe, op) = fut.await;
                 let res = cqe_result(&cqe);
-                let n = *res.as_ref().unwrap_or(&0);
-                (res, op.into_buf(n))
+                (res, op.into_buf())
             }
         }
     }
@@ -542,10 +542,9 @@ impl OpenOptions {
     pub async fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
         let flags = self.flags()?;
         let path = cpath(path.as_ref())?;
-        let (cqe, op) = submit_op(OpenAt::new(libc::AT_FDCWD, path, flags, self.mode))?.await;
-        let fd = cqe.result()?;
+        let (cqe, op) = submit_op(OpenAt::new(Dir::Cwd, path, flags, self.mode))?.await;
         Ok(File {
-            fd: Arc::new(op.take_fd(fd as i32)),
+            fd: Arc::new(crate::io::created_fd(&cqe, op.into_fd())?),
         })
     }
 
@@ -849,7 +848,7 @@ pub async fn symlink_metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
 }
 
 async fn stat(path: &Path, flags: i32) -> io::Result<Metadata> {
-    let (cqe, op) = submit_op(Statx::path(libc::AT_FDCWD, cpath(path)?, flags))?.await;
+    let (cqe, op) = submit_op(Statx::path(Dir::Cwd, cpath(path)?, flags))?.await;
     cqe_result(&cqe)?;
     Ok(Metadata::from_statx(op.into_statx()))
 }

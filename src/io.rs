@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use spargio_sys::msg::OpId;
-use spargio_sys::op::Op;
+use spargio_sys::op::{Op, OpEvent};
 use spargio_sys::{Cqe, Sqe};
 
 use crate::runtime::{Backend, Shared};
@@ -84,7 +84,7 @@ pub(crate) type OpHold = Box<dyn std::any::Any + Send + Sync>;
 #[derive(Default)]
 struct OpInner {
     done: Option<(Cqe, Box<dyn Op>)>,
-    more: VecDeque<Cqe>,
+    more: VecDeque<OpEvent>,
     waker: Option<Waker>,
     abandoned: bool,
     /// Where the op is in flight, once submitted: (shard, id).
@@ -116,13 +116,15 @@ impl OpShared {
         self.lock().abandoned
     }
 
-    /// The final completion: hand the op to the waiter, or release it.
-    pub(crate) fn finish(&self, cqe: Cqe, mut op: Box<dyn Op>) {
+    /// The final completion: hand the op to the waiter, or release it (an
+    /// op dropped here closes the fd it created and frees its buffers, which
+    /// the kernel is done with).
+    pub(crate) fn finish(&self, cqe: Cqe, op: Box<dyn Op>) {
         let waker = {
             let mut g = self.lock();
             if g.abandoned {
                 drop(g);
-                op.abandoned(&cqe);
+                drop(op);
                 return;
             }
             g.done = Some((cqe, op));
@@ -133,14 +135,17 @@ impl OpShared {
         }
     }
 
-    /// A multishot completion with more to come.
-    pub(crate) fn progress(&self, cqe: Cqe) {
+    /// A multishot completion with more to come. Nobody waiting: what it
+    /// carries (an accepted fd, a provided buffer) is released at once.
+    pub(crate) fn progress(&self, event: OpEvent) {
         let waker = {
             let mut g = self.lock();
             if g.abandoned {
+                drop(g);
+                drop(event);
                 return;
             }
-            g.more.push_back(cqe);
+            g.more.push_back(event);
             g.waker.take()
         };
         if let Some(w) = waker {
@@ -190,8 +195,8 @@ impl<O: Op> Future for OpFuture<O> {
 
 /// One step of a multishot op.
 pub(crate) enum MultishotEvent<O> {
-    /// A completion with more to come (`IORING_CQE_F_MORE` set).
-    More(Cqe),
+    /// A completion with more to come (`IORING_CQE_F_MORE` set), with what it carries.
+    More(OpEvent),
     /// The final completion, with the op and its resources.
     Done(Cqe, O),
 }
@@ -200,8 +205,8 @@ impl<O: Op> OpFuture<O> {
     /// Polls a multishot op: its intermediate CQEs in order, then the final one.
     pub(crate) fn poll_multishot(&mut self, cx: &mut Context<'_>) -> Poll<MultishotEvent<O>> {
         let mut g = self.shared.lock();
-        if let Some(cqe) = g.more.pop_front() {
-            return Poll::Ready(MultishotEvent::More(cqe));
+        if let Some(event) = g.more.pop_front() {
+            return Poll::Ready(MultishotEvent::More(event));
         }
         if let Some((cqe, op)) = g.done.take() {
             drop(g);
@@ -218,11 +223,6 @@ impl<O: Op> OpFuture<O> {
         }
         Poll::Pending
     }
-
-    /// True once the final completion was taken.
-    pub(crate) fn is_finished(&self) -> bool {
-        self.finished
-    }
 }
 
 impl<O> Drop for OpFuture<O> {
@@ -230,14 +230,16 @@ impl<O> Drop for OpFuture<O> {
         if self.finished {
             return;
         }
-        let (late, submitted) = {
+        let (late, unread, submitted) = {
             let mut g = self.shared.lock();
             g.abandoned = true;
-            (g.done.take(), g.submitted)
+            (g.done.take(), std::mem::take(&mut g.more), g.submitted)
         };
-        if let Some((cqe, mut op)) = late {
-            // Completed but never taken: release what it created.
-            op.abandoned(&cqe);
+        // Completions nobody will read: dropping them closes the fds and gives
+        // back the buffers they carry.
+        drop(unread);
+        if late.is_some() {
+            // Completed but never taken: dropping the op releases what it created.
             return;
         }
         if let Some((shard, id)) = submitted {
@@ -396,8 +398,13 @@ pub(crate) fn read_done<B: IoBufMut>(
     res: io::Result<usize>,
     op: spargio_sys::op::fs::Read<B>,
 ) -> BufResult<usize, B> {
-    let n = *res.as_ref().unwrap_or(&0);
-    (res, op.into_buf(n))
+    (res, op.into_buf())
+}
+
+/// The fd an fd-creating op (open, socket, accept) took ownership of, or its error.
+pub(crate) fn created_fd(cqe: &Cqe, fd: Option<std::os::fd::OwnedFd>) -> io::Result<std::os::fd::OwnedFd> {
+    cqe.result()?;
+    fd.ok_or_else(|| io::Error::other("the op completed without its fd"))
 }
 
 /// Turns a CQE result into `io::Result<usize>`.

@@ -57,7 +57,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::SendError;
 use crate::msg::{Event, TicketShared};
-use crate::shard::{Local, msg_ring_sqe};
+use crate::shard::Local;
 use crate::wire;
 
 /// A raw message: `(tag, value)`.
@@ -361,7 +361,7 @@ impl Local {
             Confirm::Silent if message => (wire::nowait_failed(target as u16), true),
             Confirm::Silent => (wire::mail_doorbell_failed(target as u16), true),
         };
-        match self.push_sqe(&msg_ring_sqe(&fd, res, user_data, own, skip)) {
+        match self.push_msg_ring(&fd, res, user_data, own, skip) {
             Ok(()) => true,
             Err(_) => {
                 if let wire::Tag::Ticket(id) = wire::decode(own) {

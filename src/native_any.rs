@@ -103,8 +103,7 @@ impl RuntimeHandle {
 }
 
 fn recv_done<B: IoBufMut>(res: io::Result<usize>, op: Recv<B>) -> BufResult<usize, B> {
-    let n = *res.as_ref().unwrap_or(&0);
-    (res, op.into_buf(n))
+    (res, op.into_buf())
 }
 
 impl UringNativeAny {

@@ -23,12 +23,13 @@ use std::sync::mpsc::Sender;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use spargio_sys::abi;
+use spargio_sys::Cqe;
 use spargio_sys::buf::{FixedBuf, FixedBufTable};
+use spargio_sys::cqe::RingCqe;
+use spargio_sys::msg::UserData;
 use spargio_sys::register::FixedBufRegistration;
-use spargio_sys::ring::{Ring, RingFd};
+use spargio_sys::ring::{PushError, Ring, RingFd};
 use spargio_sys::sim::SimKernel;
-use spargio_sys::{Cqe, Sqe};
 
 use crate::error::RuntimeError;
 use crate::io::OpShared;
@@ -62,7 +63,7 @@ pub(crate) struct Local {
     needs_submit: Cell<bool>,
     rng: Cell<u64>,
     tick: Cell<u32>,
-    cqe_buf: RefCell<Vec<Cqe>>,
+    cqe_buf: RefCell<Vec<RingCqe>>,
     /// Ops in flight on this shard's ring.
     inflight: RefCell<InFlight<Arc<OpShared>>>,
     /// Free slots of the ring's registered-file table (empty if it has none);
@@ -180,38 +181,45 @@ pub(crate) fn try_schedule_local(shared: &Arc<Shared>, task: Arc<Task>) -> Resul
     Ok(())
 }
 
-/// Builds a `MSG_RING` data SQE: posts `(post_user_data, res)` into `target`.
-pub(crate) fn msg_ring_sqe(
+/// Runs `f` (which may call user code: a `Waker`, a `Drop`) so that a panic
+/// in it is reported and contained: the shard goes on with its loop, its op
+/// table and the completions still to dispatch.
+pub(crate) fn guarded(what: &str, f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        eprintln!("spargio: user code panicked while {what} on a shard thread; the shard goes on");
+    }
+}
+
+/// Queues a `MSG_RING` data message in `ring`: posts `(post_user_data, res)`
+/// into `target`; this ring reaps `own_user_data` (only on failure with `skip`).
+pub(crate) fn push_msg_ring(
+    ring: &mut Ring,
     target: &RingFd,
     res: u32,
     post_user_data: u64,
     own_user_data: u64,
     skip: bool,
-) -> Sqe {
-    Sqe::from_raw(abi::io_uring_sqe {
-        opcode: abi::IORING_OP_MSG_RING,
-        flags: if skip { abi::IOSQE_CQE_SKIP_SUCCESS } else { 0 },
-        fd: target.raw(),
-        addr_or_splice_off_in: abi::IORING_MSG_DATA,
-        len: res,
-        off_or_addr2: post_user_data,
-        user_data: own_user_data,
-        ..Default::default()
-    })
+) -> Result<(), PushError> {
+    let post = Cqe {
+        user_data: post_user_data,
+        res: res as i32,
+        flags: 0,
+    };
+    ring.push_msg_ring(target, post, false, UserData::from_raw(own_user_data), skip)
 }
 
 /// Queues a doorbell for `target` in `ring` (sender side silent on success).
 pub(crate) fn push_doorbell(ring: &mut Ring, target: &RingFd) {
-    let sqe = msg_ring_sqe(
+    // `Full` only when the kernel refuses work, in which case the target is
+    // woken by its own timeout instead.
+    let _ = push_msg_ring(
+        ring,
         target,
         0,
         wire::doorbell(u16::MAX),
-        spargio_sys::msg::UserData::IGNORE.get(),
+        UserData::IGNORE.get(),
         true,
     );
-    // A MSG_RING references no memory; `Full` only when the kernel refuses work,
-    // in which case the target is woken by its own timeout instead.
-    let _ = ring.push(&sqe);
 }
 
 /// How many times a foreign-ring submit is tried while the kernel refuses it
@@ -262,8 +270,7 @@ pub(crate) fn send_msg_ring_blocking(
             outcome.set(Some(c.res));
         }
     };
-    ring.push(&msg_ring_sqe(target, val, user_data, OWN, false))
-        .map_err(|_| libc::EBUSY)?;
+    push_msg_ring(ring, target, val, user_data, OWN, false).map_err(|_| libc::EBUSY)?;
     submit_foreign(ring, &mut watch)?;
     // Submitted: the outcome is the sender-side CQE, which MSG_RING posts as it runs.
     loop {
@@ -360,10 +367,17 @@ impl Local {
     }
 
     /// Queues an SQE on this shard's ring, to be submitted after the current poll.
-    pub(crate) fn push_sqe(&self, sqe: &Sqe) -> Result<(), RuntimeError> {
+    pub(crate) fn push_msg_ring(
+        &self,
+        target: &RingFd,
+        res: u32,
+        post_user_data: u64,
+        own_user_data: u64,
+        skip: bool,
+    ) -> Result<(), RuntimeError> {
         let mut ring = self.ring.borrow_mut();
         let ring = ring.as_mut().ok_or(RuntimeError::Closed)?;
-        ring.push(sqe)
+        push_msg_ring(ring, target, res, post_user_data, own_user_data, skip)
             .map_err(|e| RuntimeError::Io(std::io::Error::new(std::io::ErrorKind::WouldBlock, e)))?;
         self.needs_submit.set(true);
         Ok(())
@@ -503,17 +517,19 @@ impl Local {
                 // Refused (EBUSY until the CQ is drained below): retry next turn.
                 self.needs_submit.set(ring.submit_and_flush().is_err());
             }
-            ring.drain_cqes(&mut buf);
+            buf.extend(std::iter::from_fn(|| ring.reap()));
         }
         let n = buf.len();
         for cqe in buf.drain(..) {
-            self.dispatch(cqe);
+            // A completion wakes user code (a waker, a channel): a panic there
+            // must not unwind out of the shard with other ops in flight.
+            guarded("dispatching a completion", || self.dispatch(cqe));
         }
         *self.cqe_buf.borrow_mut() = buf;
         n
     }
 
-    fn dispatch(&self, cqe: Cqe) {
+    fn dispatch(&self, cqe: RingCqe) {
         match wire::decode(cqe.user_data) {
             Tag::Message { from, tag } => self.deliver(Event::RingMsg {
                 from: usize::from(from),
@@ -546,13 +562,13 @@ impl Local {
             }
             Tag::MailDoorbellFailed { target } => self.owe_doorbell(usize::from(target), None),
             Tag::Op(_) => {
-                let completion = self.inflight.borrow_mut().complete(&cqe);
+                let completion = self.inflight.borrow_mut().complete(cqe);
                 match completion {
                     Completion::Finished { payload, op, cqe } => {
                         self.me().counters.ops_in_flight.fetch_sub(1, Ordering::Relaxed);
                         payload.finish(cqe, op)
                     }
-                    Completion::More { payload, cqe } => payload.progress(cqe),
+                    Completion::More { payload, event } => payload.progress(event),
                     Completion::Stale => {}
                 }
             }
@@ -737,7 +753,7 @@ impl Local {
         let due = self.timers.borrow_mut().take_due(Instant::now());
         let n = due.len();
         for w in due {
-            w.wake();
+            guarded("waking a timer", || w.wake());
         }
         n
     }

@@ -149,10 +149,10 @@ impl UringBoundFd {
 
     async fn read_op<B: IoBufMut>(&self, op: Read<B>, pos: u64) -> BufResult<usize, B> {
         if let Err(e) = check_offset(pos) {
-            return (Err(e), op.into_buf(0));
+            return (Err(e), op.into_buf());
         }
         match submit(&self.rt, Some(self.shard), op) {
-            Err((e, op)) => (Err(e), op.into_buf(0)),
+            Err((e, op)) => (Err(e), op.into_buf()),
             Ok(fut) => {
                 let (cqe, op) = fut.await;
                 read_done(cqe_result(&cqe), op)
@@ -200,7 +200,7 @@ impl UringBoundFd {
             shared: self.rt.clone(),
         };
         let slot = handle
-            .spawn_pinned(self.shard, async move { register_slot(fd.as_raw_fd()) })
+            .spawn_pinned(self.shard, async move { register_slot(&fd) })
             .map_err(|e| io::Error::other(e.to_string()))?
             .await
             .map_err(|e| io::Error::other(e.to_string()))?;
@@ -218,9 +218,9 @@ impl UringBoundFd {
 }
 
 /// Puts `fd` in a free slot of the calling shard's registered-file table.
-fn register_slot(fd: RawFd) -> Option<u32> {
+fn register_slot(fd: &SharedFd) -> Option<u32> {
     let slot = shard::alloc_fixed_slot()?;
-    match shard::with_ring(|ring| ring.update_files(slot, &[fd])) {
+    match shard::with_ring(|ring| ring.update_files(slot, &[Some(std::os::fd::AsFd::as_fd(&**fd))])) {
         Some(Ok(1)) => Some(slot),
         _ => {
             shard::free_fixed_slot(slot);
@@ -231,7 +231,7 @@ fn register_slot(fd: RawFd) -> Option<u32> {
 
 /// Empties a slot of the calling shard's registered-file table.
 fn unregister_slot(slot: u32) {
-    if let Some(Ok(_)) = shard::with_ring(|ring| ring.update_files(slot, &[-1])) {
+    if let Some(Ok(_)) = shard::with_ring(|ring| ring.update_files(slot, &[None])) {
         shard::free_fixed_slot(slot);
     }
 }

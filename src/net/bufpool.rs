@@ -312,13 +312,13 @@ impl RecvStream {
             };
             match fut.poll_multishot(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(MultishotEvent::More(cqe)) => match group.take(&cqe, out) {
+                Poll::Ready(MultishotEvent::More(mut event)) => match event.read_into(out) {
                     Ok(0) => continue,
                     r => return Poll::Ready(r),
                 },
-                Poll::Ready(MultishotEvent::Done(cqe, mut recv)) => {
+                Poll::Ready(MultishotEvent::Done(_, mut recv)) => {
                     *op = None;
-                    match recv.take_final(&cqe, out) {
+                    match recv.take_final(out) {
                         Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
                         r => return Poll::Ready(r),
                     }

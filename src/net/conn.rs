@@ -13,11 +13,10 @@ pub(crate) async fn recv<B: IoBufMut>(sock: &Socket, buf: B) -> BufResult<usize,
         return (Ok(0), buf);
     }
     match run_op(&sock.lane, Recv::new(sock.fd.clone(), buf, 0)).await {
-        Err((e, op)) => (Err(e), op.into_buf(0)),
+        Err((e, op)) => (Err(e), op.into_buf()),
         Ok((cqe, op)) => {
             let res = cqe_result(&cqe);
-            let n = *res.as_ref().unwrap_or(&0);
-            (res, op.into_buf(n))
+            (res, op.into_buf())
         }
     }
 }

@@ -214,17 +214,16 @@ impl Socket {
         let op = ops::Socket::new(domain, ty, 0);
         let (cqe, op) = run_plain(&lane, op).await.map_err(|(e, _)| e)?;
         match cqe.res {
-            res if res >= 0 => Ok(op.take_fd(res)),
             res if res == -libc::EINVAL || res == -libc::EOPNOTSUPP => {
                 let mut op = op;
                 let res = op.run_blocking();
                 if res < 0 {
-                    Err(io::Error::from_raw_os_error(-res))
-                } else {
-                    Ok(op.take_fd(res))
+                    return Err(io::Error::from_raw_os_error(-res));
                 }
+                op.into_fd()
+                    .ok_or_else(|| io::Error::other("socket(2) returned no fd"))
             }
-            res => Err(io::Error::from_raw_os_error(-res)),
+            _ => crate::io::created_fd(&cqe, op.into_fd()),
         }
     }
 

@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use spargio_sys::op::net::{self as ops, Accept, CancelFlag, SockAddr};
 
@@ -171,8 +171,8 @@ pub(crate) async fn accept_one(sock: &Socket) -> io::Result<(OwnedFd, SockAddr)>
     let (cqe, op) = run_op(&sock.lane, Accept::new(sock.fd.clone()))
         .await
         .map_err(|(e, _)| e)?;
-    let fd = Accept::take_fd(cqe.result()? as i32);
-    Ok((fd, op.peer_addr().unwrap_or_else(SockAddr::empty)))
+    let addr = op.peer_addr().unwrap_or_else(SockAddr::empty);
+    Ok((crate::io::created_fd(&cqe, op.into_fd())?, addr))
 }
 
 /// Connections from a multishot accept; see [`TcpListener::incoming`] and
@@ -240,38 +240,17 @@ impl Incoming {
         };
         match fut.poll_multishot(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(MultishotEvent::More(cqe)) => {
-                Poll::Ready(cqe.result().map(|fd| Accept::take_fd(fd as i32)))
+            Poll::Ready(MultishotEvent::More(mut event)) => {
+                let fd = event.take_fd();
+                Poll::Ready(crate::io::created_fd(event.cqe(), fd))
             }
-            Poll::Ready(MultishotEvent::Done(cqe, _)) => {
+            Poll::Ready(MultishotEvent::Done(cqe, op)) => {
                 // The multishot accept ended: report its last result; the next call re-arms.
                 self.op = None;
                 self.cancel.disarm();
-                Poll::Ready(cqe.result().map(|fd| Accept::take_fd(fd as i32)))
+                Poll::Ready(crate::io::created_fd(&cqe, op.into_fd()))
             }
         }
-    }
-}
-
-impl Drop for Incoming {
-    fn drop(&mut self) {
-        // Connections already accepted but not taken: close them here.
-        if let Some(fut) = &mut self.op {
-            let mut cx = Context::from_waker(Waker::noop());
-            while let Poll::Ready(event) = fut.poll_multishot(&mut cx) {
-                let cqe = match event {
-                    MultishotEvent::More(cqe) => cqe,
-                    MultishotEvent::Done(cqe, _) => cqe,
-                };
-                if cqe.res >= 0 {
-                    drop(Accept::take_fd(cqe.res));
-                }
-                if fut.is_finished() {
-                    break;
-                }
-            }
-        }
-        // Dropping the op future (after this) submits ASYNC_CANCEL.
     }
 }
 

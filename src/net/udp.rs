@@ -91,11 +91,11 @@ impl UdpSocket {
     pub async fn recv_from<B: IoBufMut>(&self, buf: B) -> BufResult<(usize, SocketAddr), B> {
         let op = RecvMsg::new(self.sock.fd.clone(), buf, 0);
         match run_op(&self.sock.lane, op).await {
-            Err((e, op)) => (Err(e), op.into_parts(0).buf),
+            Err((e, op)) => (Err(e), op.into_parts().buf),
             Ok((cqe, op)) => match cqe_result(&cqe) {
-                Err(e) => (Err(e), op.into_parts(0).buf),
+                Err(e) => (Err(e), op.into_parts().buf),
                 Ok(n) => {
-                    let out = op.into_parts(n);
+                    let out = op.into_parts();
                     (inet(out.addr).map(|a| (n, a)), out.buf)
                 }
             },
@@ -121,11 +121,10 @@ impl UdpSocket {
     /// As [`recv_from`](Self::recv_from).
     pub async fn recv<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
         match run_op(&self.sock.lane, Recv::new(self.sock.fd.clone(), buf, 0)).await {
-            Err((e, op)) => (Err(e), op.into_buf(0)),
+            Err((e, op)) => (Err(e), op.into_buf()),
             Ok((cqe, op)) => {
                 let res = cqe_result(&cqe);
-                let n = *res.as_ref().unwrap_or(&0);
-                (res, op.into_buf(n))
+                (res, op.into_buf())
             }
         }
     }

@@ -17,6 +17,60 @@ pub struct Cqe {
     pub flags: u32,
 }
 
+/// Identity of one [`Ring`](crate::Ring), unique in the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RingId(pub(crate) u64);
+
+/// A completion reaped from a [`Ring`](crate::Ring) by [`Ring::reap`](crate::Ring::reap):
+/// the one CQE type the op table ([`InFlight`](crate::op::InFlight)) accepts.
+///
+/// A plain [`Cqe`] is data anyone can write, so nothing that frees a buffer or
+/// adopts an fd may trust one. A `RingCqe` can only be made by the ring it was
+/// reaped from, remembers that ring, and is neither `Clone` nor `Copy`, so
+/// each completion the kernel posted is handed to the table at most once. Its
+/// fields are read through [`Deref`](std::ops::Deref) to [`Cqe`].
+///
+/// ```compile_fail
+/// // Safe code cannot forge one:
+/// let forged = spargio_sys::cqe::RingCqe { cqe: Default::default(), ring: 0 };
+/// ```
+///
+/// ```compile_fail
+/// // Nor copy one, to complete an op twice:
+/// fn twice(c: spargio_sys::cqe::RingCqe) -> (spargio_sys::cqe::RingCqe, spargio_sys::cqe::RingCqe) {
+///     (c.clone(), c)
+/// }
+/// ```
+#[derive(Debug, PartialEq, Eq)]
+pub struct RingCqe {
+    cqe: Cqe,
+    ring: RingId,
+}
+
+impl RingCqe {
+    pub(crate) const fn new(cqe: Cqe, ring: RingId) -> RingCqe {
+        RingCqe { cqe, ring }
+    }
+
+    /// The ring this completion was reaped from.
+    pub(crate) const fn ring(&self) -> RingId {
+        self.ring
+    }
+
+    /// The completion as plain data (giving up the proof of where it came from).
+    pub const fn into_cqe(self) -> Cqe {
+        self.cqe
+    }
+}
+
+impl std::ops::Deref for RingCqe {
+    type Target = Cqe;
+
+    fn deref(&self) -> &Cqe {
+        &self.cqe
+    }
+}
+
 impl Cqe {
     /// Builds a CQE from the kernel's layout.
     pub const fn from_raw(raw: abi::io_uring_cqe) -> Self {

@@ -38,23 +38,30 @@ struct ProbeBuffer {
     ops: [abi::io_uring_probe_op; PROBE_OPS],
 }
 
+/// The fd numbers of a fixed-file table update, `-1` for an empty slot.
+fn raw_fds(fds: &[Option<BorrowedFd<'_>>]) -> Vec<RawFd> {
+    fds.iter().map(|fd| fd.map_or(-1, |fd| fd.as_raw_fd())).collect()
+}
+
 fn len_u32(len: usize) -> io::Result<u32> {
     u32::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "more than u32::MAX entries"))
 }
 
 /// Registers `fds` as the ring's fixed-file table (`IORING_REGISTER_FILES`).
 ///
-/// An entry of `-1` leaves that slot empty (sparse), to be filled later by
+/// A `None` entry leaves that slot empty (sparse), to be filled later by
 /// [`update_files`] or by direct-descriptor ops. The kernel takes its own
 /// reference to each file: closing an fd afterwards does not affect the table.
+/// The fds are borrowed, so only files the caller holds can be registered.
 ///
 /// # Errors
 ///
 /// `EBUSY` when a table is already registered, `EBADF` for an fd that is not
 /// open (or is an io_uring), `EMFILE` over `RLIMIT_NOFILE`, `EINVAL` for an
 /// empty slice.
-pub fn register_files(ring: BorrowedFd<'_>, fds: &[RawFd]) -> io::Result<()> {
+pub fn register_files(ring: BorrowedFd<'_>, fds: &[Option<BorrowedFd<'_>>]) -> io::Result<()> {
     let nr = len_u32(fds.len())?;
+    let fds = raw_fds(fds);
     // SAFETY: the kernel reads `nr` i32s from `fds` during the call and keeps no
     // pointer to them (it takes file references).
     unsafe {
@@ -95,15 +102,16 @@ pub fn register_files_sparse(ring: BorrowedFd<'_>, nr: u32) -> io::Result<()> {
 }
 
 /// Replaces the fixed-file slots `offset..offset + fds.len()` with `fds`
-/// (`IORING_REGISTER_FILES_UPDATE`); `-1` empties a slot. Returns how many
+/// (`IORING_REGISTER_FILES_UPDATE`); `None` empties a slot. Returns how many
 /// slots were updated.
 ///
 /// # Errors
 ///
 /// `ENXIO` when no table is registered, `EINVAL` for slots past its end,
 /// `EBADF` for an fd that is not open.
-pub fn update_files(ring: BorrowedFd<'_>, offset: u32, fds: &[RawFd]) -> io::Result<u32> {
+pub fn update_files(ring: BorrowedFd<'_>, offset: u32, fds: &[Option<BorrowedFd<'_>>]) -> io::Result<u32> {
     let nr = len_u32(fds.len())?;
+    let fds = raw_fds(fds);
     let arg = abi::io_uring_rsrc_update {
         offset,
         resv: 0,
@@ -337,41 +345,45 @@ pub fn probe(ring: BorrowedFd<'_>) -> io::Result<OpTable> {
     Ok(OpTable::from_probe(&buf.header, &buf.ops))
 }
 
-/// Posts a CQE into the ring `target_ring` without a ring of one's own
+/// Posts a CQE into the ring `target` without a ring of one's own
 /// (`IORING_REGISTER_SEND_MSG_RING`, Linux 6.13): how a thread with no ring
 /// (a foreign thread, protocol 2) sends a `MSG_RING` data message.
 ///
 /// The target reaps a CQE with `user_data`, `res` (the bit pattern of the
 /// `u32`) and, with `Some(flags)`, those CQE flags (which needs
-/// `IORING_MSG_RING_FLAGS_PASS`). A data message points at no memory, so
+/// `IORING_MSG_RING_FLAGS_PASS`). A data message points at no memory, and
+/// the target is a ring this crate made ([`RingFd`] keeps its fd open), so
 /// this is safe. Returns once the CQE is posted (or queued as task work for a
 /// `DEFER_TASKRUN` target).
 ///
 /// # Errors
 ///
-/// `EINVAL` (or `EBADF` before 6.13, which rejected fd `-1`) when the kernel
-/// lacks ring-less messages; `EBADFD` when `target_ring` is not an io_uring;
-/// `EOVERFLOW` when the target's CQ is full; `EOWNERDEAD` when the
-/// `SINGLE_ISSUER` target's thread has exited.
+/// `InvalidInput` for a `user_data` that names an op (a message never
+/// completes an op of the target's table); `EINVAL` (or `EBADF` before 6.13,
+/// which rejected fd `-1`) when the kernel lacks ring-less messages;
+/// `EBADFD` when `target` is a simulated ring; `EOVERFLOW` when the target's
+/// CQ is full; `EOWNERDEAD` when the `SINGLE_ISSUER` target's thread has
+/// exited.
 pub fn send_msg_ring_without_ring(
-    target_ring: BorrowedFd<'_>,
-    user_data: u64,
+    target: &RingFd,
+    user_data: UserData,
     res: u32,
     flags: Option<u32>,
 ) -> io::Result<()> {
+    if matches!(user_data.decode(), msg::Tag::Op(_)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a message may not carry an op's tag",
+        ));
+    }
     let post = crate::Cqe {
-        user_data,
+        user_data: user_data.get(),
         res: res as i32,
         flags: flags.unwrap_or(0),
     };
-    let sqe = msg::post_sqe(
-        target_ring.as_raw_fd(),
-        post,
-        flags.is_some(),
-        UserData::from_raw(0),
-    );
+    let sqe = msg::post_sqe(target.raw(), post, flags.is_some(), UserData::from_raw(0));
     // SAFETY: the kernel copies the 64-byte SQE during the call; a MSG_RING data
-    // command references no memory, and the target fd is borrowed for the call.
+    // command references no memory, and `target` keeps the ring's fd open.
     unsafe {
         crate::syscall::register(
             -1,
@@ -388,9 +400,9 @@ pub fn send_msg_ring_without_ring(
 /// # Errors
 ///
 /// As [`send_msg_ring_without_ring`].
-pub fn send_message_without_ring(target_ring: BorrowedFd<'_>, m: &Message) -> io::Result<()> {
+pub fn send_message_without_ring(target: &RingFd, m: &Message) -> io::Result<()> {
     let post = m.target_cqe();
-    send_msg_ring_without_ring(target_ring, post.user_data, post.res as u32, m.extra)
+    send_msg_ring_without_ring(target, m.user_data(), post.res as u32, m.extra)
 }
 
 /// A [`FixedBufTable`] registered with one ring (`IORING_REGISTER_BUFFERS`).
@@ -480,7 +492,7 @@ impl Ring {
     /// # Errors
     ///
     /// As [`register_files`].
-    pub fn register_files(&mut self, fds: &[RawFd]) -> io::Result<()> {
+    pub fn register_files(&mut self, fds: &[Option<BorrowedFd<'_>>]) -> io::Result<()> {
         register_files(kernel_fd(self)?, fds)
     }
 
@@ -498,7 +510,7 @@ impl Ring {
     /// # Errors
     ///
     /// As [`update_files`].
-    pub fn update_files(&mut self, offset: u32, fds: &[RawFd]) -> io::Result<u32> {
+    pub fn update_files(&mut self, offset: u32, fds: &[Option<BorrowedFd<'_>>]) -> io::Result<u32> {
         update_files(kernel_fd(self)?, offset, fds)
     }
 

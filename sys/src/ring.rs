@@ -19,14 +19,15 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{self, AtomicU32, Ordering};
+use std::sync::atomic::{self, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::abi;
-use crate::cqe::Cqe;
+use crate::cqe::{Cqe, RingCqe, RingId};
 use crate::mmap::Mmap;
+use crate::msg::{self, Tag, UserData};
 use crate::sim::{SimKernel, SimRing};
-use crate::sqe::Sqe;
+use crate::sqe::{Sqe, SqeFlags};
 use crate::syscall::{self, EnterWait};
 
 /// Wrapping `u32` index arithmetic of the rings, shared with the simulated kernel.
@@ -206,8 +207,16 @@ pub enum PushError {
     /// The SQ stayed full even after submitting what it held (the kernel is
     /// refusing work, e.g. `EBUSY` while the CQ overflows): reap completions first.
     Full,
-    /// The entry points at user memory: only the owning submission API may push it.
+    /// The entry points at user memory or names an fd: only its owner (the op
+    /// API, [`Ring::push_msg_ring`], or the `unsafe` [`Ring::push_unchecked`])
+    /// may push it.
     NeedsOwner,
+    /// The entry's completion would carry an op's tag, which only the op
+    /// table may put in flight.
+    ReservedTag,
+    /// The ring's ops are tracked by another op table, or the table tracks
+    /// another ring's: each ring has exactly one.
+    OtherTable,
 }
 
 impl fmt::Display for PushError {
@@ -215,8 +224,12 @@ impl fmt::Display for PushError {
         match self {
             PushError::Full => f.write_str("submission queue full"),
             PushError::NeedsOwner => {
-                f.write_str("entry references user memory; submit it through an owning op")
+                f.write_str("entry references user memory or an fd; submit it through an owning op")
             }
+            PushError::ReservedTag => {
+                f.write_str("entry carries an op's tag, which only the op table may use")
+            }
+            PushError::OtherTable => f.write_str("the ring's ops are tracked by another op table"),
         }
     }
 }
@@ -309,7 +322,14 @@ pub struct Ring {
     params: abi::io_uring_params,
     fd: RingFd,
     kernel: Kernel,
+    /// Unique in the process: what a [`RingCqe`] names as its origin.
+    id: RingId,
+    /// Set once an [`InFlight`](crate::op::InFlight) table tracks this ring's ops.
+    table_claimed: bool,
 }
+
+/// The next [`RingId`]; ids are never reused.
+static NEXT_RING_ID: AtomicU64 = AtomicU64::new(1);
 
 // SAFETY: every pointer in `Sq`/`Cq` points into memory owned by `kernel`,
 // which moves with the Ring; the kernel side is thread-agnostic. `Ring` has no
@@ -532,6 +552,8 @@ impl Ring {
             params,
             fd,
             kernel,
+            id: RingId(NEXT_RING_ID.fetch_add(1, Ordering::Relaxed)),
+            table_claimed: false,
         };
         ring.sq.local_tail = ring.sq.tail.get().load(Ordering::Relaxed);
         ring.cq.local_head = ring.cq.head.get().load(Ordering::Relaxed);
@@ -622,22 +644,95 @@ impl Ring {
         self.sq.dropped.get().load(Ordering::Relaxed)
     }
 
-    /// Queues an entry that references no user memory (NOP, MSG_RING, cancel,
-    /// poll, fsync, close, …). A full SQ is submitted first, never an error
-    /// unless the kernel refuses to take entries.
+    /// Queues an entry that the kernel can run without trusting the caller:
+    /// one that points at no memory, names no fd, and carries a `user_data`
+    /// outside the op tags (see [`Sqe::is_safe_to_push`]). That is `NOP`,
+    /// `ASYNC_CANCEL`, `POLL_REMOVE` and a plain `TIMEOUT_REMOVE`. A full SQ
+    /// is submitted first, never an error unless the kernel refuses to take
+    /// entries.
+    ///
+    /// Everything else goes through its owner: ops through
+    /// [`InFlight::submit`](crate::op::InFlight::submit), which keeps their
+    /// memory and fds until the final CQE; `MSG_RING` through
+    /// [`Ring::push_msg_ring`], which only targets rings this crate made and
+    /// never posts an op's tag; anything else through the `unsafe`
+    /// [`Ring::push_unchecked`].
     ///
     /// # Errors
     ///
-    /// [`PushError::NeedsOwner`] for an entry that points at memory (use the
-    /// owning op API or [`Ring::push_unchecked`]); [`PushError::Full`] when the
-    /// SQ stays full after a submit.
+    /// [`PushError::NeedsOwner`] for any other entry; [`PushError::ReservedTag`]
+    /// for a `user_data` that names an op of the ring's table;
+    /// [`PushError::Full`] when the SQ stays full after a submit.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use spargio_sys::ring::{PushError, Ring, RingConfig};
+    /// use spargio_sys::sim::SimKernel;
+    /// use spargio_sys::{abi, msg, Sqe};
+    ///
+    /// let kernel = SimKernel::new();
+    /// let mut ring = Ring::sim(&kernel, &RingConfig::with_entries(4)).unwrap();
+    /// ring.push(&Sqe::nop().user_data(7)).unwrap();
+    /// // A close of a raw fd number could close a file someone else owns:
+    /// let close = Sqe::from_raw(abi::io_uring_sqe { opcode: abi::IORING_OP_CLOSE, fd: 3, ..Default::default() });
+    /// assert_eq!(ring.push(&close), Err(PushError::NeedsOwner));
+    /// // A NOP whose completion would name an op in flight:
+    /// let forged = msg::UserData::op(msg::OpId::new(0, 0)).get();
+    /// assert_eq!(ring.push(&Sqe::nop().user_data(forged)), Err(PushError::ReservedTag));
+    /// ```
     pub fn push(&mut self, sqe: &Sqe) -> Result<(), PushError> {
-        if sqe.references_user_memory() {
+        if !sqe.is_safe_to_push() {
             return Err(PushError::NeedsOwner);
         }
-        // SAFETY: the entry references no user memory, so there is nothing whose
-        // lifetime the kernel could outlive.
+        if sqe.carries_op_tag() {
+            return Err(PushError::ReservedTag);
+        }
+        // SAFETY: the entry references no user memory and no fd, so there is
+        // nothing whose lifetime or ownership the kernel could get wrong, and its
+        // completion cannot be taken for an op's.
         unsafe { self.push_unchecked(sqe) }
+    }
+
+    /// Queues a `MSG_RING` data message into `target`, a ring this crate made:
+    /// the target reaps a CQE carrying `post`'s `user_data` and `res` (and,
+    /// with `pass_flags`, its `flags`; Linux 6.3). This ring reaps the send's
+    /// own completion, tagged `completion`, unless `skip_success` asks to hear
+    /// only about failures.
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::ReservedTag`] when `post` or `completion` carries an op's
+    /// tag (a message can never complete an op of the target's table);
+    /// [`PushError::Full`] when the SQ stays full after a submit.
+    pub fn push_msg_ring(
+        &mut self,
+        target: &RingFd,
+        post: Cqe,
+        pass_flags: bool,
+        completion: UserData,
+        skip_success: bool,
+    ) -> Result<(), PushError> {
+        if matches!(msg::decode(post.user_data), Tag::Op(_)) || matches!(completion.decode(), Tag::Op(_)) {
+            return Err(PushError::ReservedTag);
+        }
+        let mut sqe = msg::post_sqe(target.raw(), post, pass_flags, completion);
+        if skip_success {
+            sqe = sqe.flags(SqeFlags::SKIP_SUCCESS);
+        }
+        // SAFETY: a MSG_RING data message points at no memory; its target is a
+        // ring fd that `target` keeps open, and what it posts is not an op's tag.
+        unsafe { self.push_unchecked(&sqe) }
+    }
+
+    /// Claims this ring for one op table; false if one already has it.
+    pub(crate) fn claim_table(&mut self) -> bool {
+        !std::mem::replace(&mut self.table_claimed, true)
+    }
+
+    /// This ring's identity.
+    pub(crate) fn id(&self) -> RingId {
+        self.id
     }
 
     /// Queues any entry. A full SQ is submitted first.
@@ -848,6 +943,12 @@ impl Ring {
         // for room: our read of the slot happens before the slot is reused.
         self.cq.head.get().store(self.cq.local_head, Ordering::Release);
         Some(Cqe::from_raw(raw))
+    }
+
+    /// Takes the next completion, if one is ready, as the token the op table
+    /// accepts ([`InFlight::complete`](crate::op::InFlight::complete)).
+    pub fn reap(&mut self) -> Option<RingCqe> {
+        self.pop_cqe().map(|c| RingCqe::new(c, self.id))
     }
 
     /// Pops every ready completion into `out`; returns how many.

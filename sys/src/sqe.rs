@@ -155,11 +155,50 @@ impl Sqe {
         })
     }
 
+    /// True for the entries the safe [`Ring::push`](crate::ring::Ring::push)
+    /// accepts: those the kernel runs without trusting the caller about
+    /// memory or fds. An entry that names an fd (CLOSE, MSG_RING, a read or a
+    /// splice of a raw fd number) would let safe code act on a file it does
+    /// not own, so only these opcodes qualify, whatever their other fields hold:
+    ///
+    /// - NOP (it can name a file only to look it up, and writes nothing);
+    /// - ASYNC_CANCEL and POLL_REMOVE (they only end other requests, which
+    ///   then complete as the kernel posts them);
+    /// - TIMEOUT_REMOVE without `IORING_TIMEOUT_UPDATE` /
+    ///   `IORING_LINK_TIMEOUT_UPDATE` (an update reads a timespec).
+    ///
+    /// ```
+    /// use spargio_sys::{abi, Sqe};
+    ///
+    /// assert!(Sqe::nop().is_safe_to_push());
+    /// let close = Sqe::from_raw(abi::io_uring_sqe { opcode: abi::IORING_OP_CLOSE, fd: 0, ..Default::default() });
+    /// assert!(!close.is_safe_to_push());
+    /// ```
+    pub fn is_safe_to_push(&self) -> bool {
+        let s = &self.0;
+        match s.opcode {
+            abi::IORING_OP_NOP | abi::IORING_OP_ASYNC_CANCEL | abi::IORING_OP_POLL_REMOVE => true,
+            abi::IORING_OP_TIMEOUT_REMOVE => s.op_flags & TIMEOUT_UPDATE_MASK == 0,
+            _ => false,
+        }
+    }
+
+    /// True when this entry's completion would carry an op's tag
+    /// ([`msg::Tag::Op`](crate::msg::Tag::Op)): its `user_data`, or for a
+    /// `MSG_RING` data message also the `user_data` it posts into the target.
+    /// Only the op table puts such entries in flight.
+    pub fn carries_op_tag(&self) -> bool {
+        use crate::msg::{Tag, decode};
+        let s = &self.0;
+        matches!(decode(s.user_data), Tag::Op(_))
+            || (s.opcode == abi::IORING_OP_MSG_RING && matches!(decode(s.off_or_addr2), Tag::Op(_)))
+    }
+
     /// True unless this entry is known to carry no pointer the kernel dereferences.
     ///
-    /// [`crate::ring::Ring::push`] (the safe push) refuses entries for which this
-    /// is true, so it errs on the side of `true`: only the opcodes listed below
-    /// answer `false`, whatever their other fields hold.
+    /// It errs on the side of `true`: only the opcodes listed below answer
+    /// `false`, whatever their other fields hold. (What the safe push accepts
+    /// is the narrower [`Sqe::is_safe_to_push`].)
     ///
     /// - NOP, MSG_RING (data and send-fd), FSYNC, POLL_ADD, POLL_REMOVE,
     ///   ASYNC_CANCEL, CLOSE, FALLOCATE, FTRUNCATE, SHUTDOWN, SOCKET,

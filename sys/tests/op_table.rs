@@ -10,11 +10,11 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use spargio_sys::Cqe;
 use spargio_sys::msg::{OpId, UserData};
 use spargio_sys::op::fs::{Fsync, Read, Write};
 use spargio_sys::op::{Completion, InFlight};
-use spargio_sys::ring::Ring;
+use spargio_sys::ring::{PushError, Ring};
+use spargio_sys::{Cqe, Sqe};
 
 fn kernel_ring() -> Option<Ring> {
     match Ring::new(8) {
@@ -31,8 +31,8 @@ fn kernel_ring() -> Option<Ring> {
 fn finish_one(ring: &mut Ring, table: &mut InFlight<u32>) -> (u32, Cqe, Box<dyn spargio_sys::op::Op>) {
     loop {
         ring.submit_and_wait(1, Some(Duration::from_secs(5))).unwrap();
-        let cqe = ring.pop_cqe().expect("a completion within 5 s");
-        match table.complete(&cqe) {
+        let cqe = ring.reap().expect("a completion within 5 s");
+        match table.complete(cqe) {
             Completion::Finished { payload, op, cqe } => return (payload, cqe, op),
             Completion::More { .. } => panic!("no multishot op was submitted"),
             Completion::Stale => {} // The cancel's own CQE, say.
@@ -90,7 +90,7 @@ fn kernel_file_write_fsync_read_round_trip() {
         .into_any()
         .downcast::<Read<Vec<u8>>>()
         .expect("the read op comes back");
-    let buf = read.into_buf(cqe.res as usize);
+    let buf = read.into_buf();
     assert!(buf[..1000].iter().all(|&b| b == 0), "the hole reads as zeros");
     assert_eq!(&buf[1000..], &data[..7192]);
     // What the kernel wrote is what std reads.
@@ -135,8 +135,9 @@ fn kernel_read_past_eof_and_on_a_bad_fd() {
 
 #[test]
 #[cfg_attr(miri, ignore)]
-fn stale_and_foreign_cqes_complete_nothing() {
+fn forged_stale_and_foreign_cqes_complete_nothing() {
     let Some(mut ring) = kernel_ring() else { return };
+    let Some(mut other) = kernel_ring() else { return };
     let (reader, _writer) = std::io::pipe().unwrap();
     let reader = Arc::new(OwnedFd::from(reader));
     let mut table = InFlight::default();
@@ -148,25 +149,39 @@ fn stale_and_foreign_cqes_complete_nothing() {
         7,
     );
     ring.submit().unwrap();
-    // A CQE for the same slot with another generation, or not an op at all, is stale.
+    // No safe push puts an op's tag in flight, whatever the generation.
     let wrong_gen = OpId::new(id.index(), id.generation().wrapping_add(1) & 0x0fff_ffff);
-    for user_data in [UserData::op(wrong_gen).get(), UserData::IGNORE.get(), 0] {
-        let fake = Cqe {
-            user_data,
-            res: 5,
-            flags: 0,
-        };
-        assert!(matches!(table.complete(&fake), Completion::Stale));
+    for target in [id, wrong_gen] {
+        let forged = Sqe::nop().user_data(UserData::op(target).get());
+        assert_eq!(ring.push(&forged), Err(PushError::ReservedTag));
     }
+    // A real completion that is not an op's, or one reaped from another ring
+    // (with this op's very tag, pushed there by its own table), is stale.
+    ring.push(&Sqe::nop().user_data(UserData::IGNORE.get())).unwrap();
+    ring.submit_and_wait(1, Some(Duration::from_secs(5))).unwrap();
+    assert!(matches!(table.complete(ring.reap().unwrap()), Completion::Stale));
+    let mut other_table = InFlight::default();
+    let other_id = put(&mut other_table, &mut other, Box::new(spargio_sys::op::Nop), 1);
+    assert_eq!(other_id, id, "both tables start at slot 0, generation 0");
+    other.submit_and_wait(1, Some(Duration::from_secs(5))).unwrap();
+    assert!(matches!(table.complete(other.reap().unwrap()), Completion::Stale));
     assert_eq!(table.len(), 1, "the pending read is untouched");
+    // One table per ring: a second table cannot submit on it.
+    let mut second = InFlight::default();
+    match second.submit(&mut ring, Box::new(spargio_sys::op::Nop), 0u32) {
+        Err((_, e)) => assert_eq!(e, PushError::OtherTable),
+        Ok(_) => panic!("a second table took the ring"),
+    }
     // Cancel it: its final CQE (-ECANCELED) hands the op and its buffer back.
     let cancel = table.cancel_sqe(id).expect("in flight");
     assert!(table.cancel_sqe(id).is_none(), "one cancel per op");
     ring.push(&cancel).unwrap();
-    let (payload, cqe, _) = finish_one(&mut ring, &mut table);
+    let (payload, cqe, op) = finish_one(&mut ring, &mut table);
     assert_eq!((payload, cqe.res), (7, -libc::ECANCELED));
+    let buf = op.into_any().downcast::<Read<Vec<u8>>>().unwrap().into_buf();
+    assert!(buf.is_empty(), "a cancelled read marks nothing initialized");
     assert!(table.is_empty());
-    // The slot is reused with a new generation: the old id is now stale.
+    // The slot is reused with a new generation.
     let again = put(
         &mut table,
         &mut ring,
@@ -175,12 +190,6 @@ fn stale_and_foreign_cqes_complete_nothing() {
     );
     assert_eq!(again.index(), id.index());
     assert_ne!(again.generation(), id.generation());
-    let old = Cqe {
-        user_data: UserData::op(id).get(),
-        res: 1,
-        flags: 0,
-    };
-    assert!(matches!(table.complete(&old), Completion::Stale));
     let cancel = table.cancel_sqe(again).unwrap();
     ring.push(&cancel).unwrap();
     assert_eq!(finish_one(&mut ring, &mut table).0, 8);

@@ -99,6 +99,15 @@ fn detected_features_match_the_kernel_version() {
     assert_eq!(features.ring.cqe_skip(), since(5, 17));
 }
 
+/// Queues an entry that names raw fds (what these kernel tests are about).
+fn push_raw(ring: &mut Ring, sqe: &Sqe) {
+    // SAFETY: the test entries point at no memory of their own (buffer-select
+    // receives take provided buffers the test keeps registered until their
+    // completions are reaped); the fds they name belong to the test; no op
+    // table tracks these rings.
+    unsafe { ring.push_unchecked(sqe) }.unwrap();
+}
+
 /// A `MSG_RING` that passes fixed file `src_slot` of the sending ring into
 /// slot 0 of `target`.
 fn send_fixed_file(target: RawFd, src_slot: u32, user_data: u64) -> Sqe {
@@ -114,31 +123,35 @@ fn register_update_and_unregister_files() {
     let Some(mut ring) = kernel_ring() else { return };
     let Some(mut target) = kernel_ring() else { return };
     let (a, b) = UnixStream::pair().unwrap();
-    ring.register_files(&[a.as_raw_fd(), -1]).unwrap();
+    ring.register_files(&[Some(a.as_fd()), None]).unwrap();
     assert_eq!(
-        ring.register_files(&[a.as_raw_fd()]).unwrap_err().raw_os_error(),
+        ring.register_files(&[Some(a.as_fd())])
+            .unwrap_err()
+            .raw_os_error(),
         Some(libc::EBUSY)
     );
     target.register_files_sparse(1).unwrap();
 
     // Slot 1 is empty: there is nothing to pass.
-    ring.push(&send_fixed_file(target.as_raw_fd(), 1, 1)).unwrap();
+    push_raw(&mut ring, &send_fixed_file(target.as_raw_fd(), 1, 1));
     assert_eq!(wait_one(&mut ring).res, -libc::EBADF);
 
     // Fill it; now passing it works and the target hears about it.
-    assert_eq!(ring.update_files(1, &[b.as_raw_fd()]).unwrap(), 1);
-    ring.push(&send_fixed_file(target.as_raw_fd(), 1, 2)).unwrap();
+    assert_eq!(ring.update_files(1, &[Some(b.as_fd())]).unwrap(), 1);
+    push_raw(&mut ring, &send_fixed_file(target.as_raw_fd(), 1, 2));
     let sent = wait_one(&mut ring);
     assert_eq!((sent.user_data, sent.res), (2, 0), "{sent:?}");
     let got = wait_one(&mut target);
     assert_eq!((got.user_data, got.res), (0xf11e, 0), "{got:?}");
 
     // Empty it again; slots past the end are refused.
-    assert_eq!(ring.update_files(1, &[-1]).unwrap(), 1);
-    ring.push(&send_fixed_file(target.as_raw_fd(), 1, 3)).unwrap();
+    assert_eq!(ring.update_files(1, &[None]).unwrap(), 1);
+    push_raw(&mut ring, &send_fixed_file(target.as_raw_fd(), 1, 3));
     assert_eq!(wait_one(&mut ring).res, -libc::EBADF);
     assert_eq!(
-        ring.update_files(2, &[b.as_raw_fd()]).unwrap_err().raw_os_error(),
+        ring.update_files(2, &[Some(b.as_fd())])
+            .unwrap_err()
+            .raw_os_error(),
         Some(libc::EINVAL)
     );
 
@@ -148,7 +161,7 @@ fn register_update_and_unregister_files() {
         Some(libc::ENXIO)
     );
     assert_eq!(
-        ring.update_files(0, &[-1]).unwrap_err().raw_os_error(),
+        ring.update_files(0, &[None]).unwrap_err().raw_os_error(),
         Some(libc::ENXIO)
     );
 }
@@ -176,7 +189,7 @@ fn register_ring_fd_and_eventfd() {
 fn simulated_rings_refuse_registration() {
     let mut ring = Ring::sim(&spargio_sys::sim::SimKernel::new(), &RingConfig::default()).unwrap();
     assert_eq!(
-        ring.register_files(&[0]).unwrap_err().kind(),
+        ring.register_files(&[None]).unwrap_err().kind(),
         std::io::ErrorKind::Unsupported
     );
     assert_eq!(
@@ -211,7 +224,7 @@ fn buf_ring_feeds_a_recv_with_buffer_select() {
     for i in 0..6u8 {
         let payload = [b'a' + i; 5];
         tx.write_all(&payload[..=usize::from(i % 5)]).unwrap();
-        ring.push(&recv(u64::from(i))).unwrap();
+        push_raw(&mut ring, &recv(u64::from(i)));
         let c = wait_one(&mut ring);
         assert_eq!(
             (c.user_data, c.res),
@@ -239,12 +252,12 @@ fn buf_ring_feeds_a_recv_with_buffer_select() {
     // With every buffer claimed, a receive finds none.
     for n in 0..4u64 {
         tx.write_all(b"z").unwrap();
-        ring.push(&recv(10 + n)).unwrap();
+        push_raw(&mut ring, &recv(10 + n));
         let c = wait_one(&mut ring);
         // SAFETY: `bid` comes from this CQE of a receive that selected from group 7.
         assert!(unsafe { bufs.claim(c.buffer_id().unwrap()) });
     }
-    ring.push(&recv(20)).unwrap();
+    push_raw(&mut ring, &recv(20));
     assert_eq!(wait_one(&mut ring).res, -libc::ENOBUFS);
     // Every buffer is claimed, so dropping frees them; the group is gone.
     drop(bufs);
@@ -267,12 +280,13 @@ fn send_msg_ring_without_ring_posts_into_a_ring() {
         eprintln!("skipping: this kernel has no IORING_REGISTER_SEND_MSG_RING");
         return;
     }
-    let fd = ring.kernel_fd().unwrap();
-    register::send_msg_ring_without_ring(fd, 0x1234, 0xffff_fffe, None).unwrap();
+    let target = ring.ring_fd();
+    let posted = UserData::internal(7, 0x1234);
+    register::send_msg_ring_without_ring(&target, posted, 0xffff_fffe, None).unwrap();
     assert_eq!(
         wait_one(&mut ring),
         Cqe {
-            user_data: 0x1234,
+            user_data: posted.get(),
             res: -2,
             flags: 0
         }
@@ -285,9 +299,8 @@ fn send_msg_ring_without_ring_posts_into_a_ring() {
         value: 0x8000_0000,
         extra: Some(0xdead_0000),
     };
-    let fd = ring.kernel_fd().unwrap();
     std::thread::scope(|s| {
-        s.spawn(move || register::send_message_without_ring(fd, &m).unwrap());
+        s.spawn(|| register::send_message_without_ring(&target, &m).unwrap());
     });
     let c = wait_one(&mut ring);
     assert_eq!(
@@ -300,10 +313,10 @@ fn send_msg_ring_without_ring_posts_into_a_ring() {
         }
     );
 
-    // A regular file is not a ring.
-    let file = std::fs::File::open("/proc/self/stat").unwrap();
-    let err = register::send_msg_ring_without_ring(file.as_fd(), 1, 1, None).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::EBADFD));
+    // A message never carries an op's tag, so it cannot complete an op.
+    let op_tag = UserData::op(msg::OpId::new(0, 0));
+    let err = register::send_msg_ring_without_ring(&target, op_tag, 1, None).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
 
 #[test]
@@ -342,7 +355,8 @@ fn messages_and_doorbells_decode_after_the_kernel_posts_them() {
         });
     }
     for m in &messages {
-        a.push(&msg::message_sqe(b.as_raw_fd(), m, sent)).unwrap();
+        a.push_msg_ring(&b.ring_fd(), m.target_cqe(), m.extra.is_some(), sent, false)
+            .unwrap();
         let c = wait_one(&mut a);
         assert_eq!((c.user_data, c.res), (sent.get(), 0));
         let got = wait_one(&mut b);
@@ -361,7 +375,7 @@ fn messages_and_doorbells_decode_after_the_kernel_posts_them() {
     }
 
     // A doorbell costs the sender no completion.
-    a.push(&msg::doorbell_sqe(b.as_raw_fd(), 3, sent)).unwrap();
+    push_raw(&mut a, &msg::doorbell_sqe(b.as_raw_fd(), 3, sent));
     a.submit().unwrap();
     assert_eq!(
         msg::decode_cqe(&wait_one(&mut b)),
@@ -372,7 +386,7 @@ fn messages_and_doorbells_decode_after_the_kernel_posts_them() {
 
     // A failed doorbell reports itself, tagged as asked.
     let file = std::fs::File::open("/proc/self/stat").unwrap();
-    a.push(&msg::doorbell_sqe(file.as_raw_fd(), 3, sent)).unwrap();
+    push_raw(&mut a, &msg::doorbell_sqe(file.as_raw_fd(), 3, sent));
     let c = wait_one(&mut a);
     assert_eq!(
         msg::decode_cqe(&c),

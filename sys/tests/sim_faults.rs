@@ -11,6 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use spargio_sys::abi;
+use spargio_sys::msg::UserData;
 use spargio_sys::ring::{Ring, RingConfig};
 use spargio_sys::sim::{Faults, Lent, SimKernel};
 use spargio_sys::{Cqe, Sqe};
@@ -884,21 +885,13 @@ fn a_blocked_waiter_wakes_on_msg_ring_from_another_thread() {
     let kernel = SimKernel::new();
     let mut a = ring(&kernel, 4, 8);
     let mut b = ring(&kernel, 4, 8);
-    let target = b.as_raw_fd();
+    let target = b.ring_fd();
     let waiter = thread::spawn(move || {
         b.submit_and_wait(1, Some(Duration::from_secs(30))).unwrap();
         b.pop_cqe()
     });
-    let msg = Sqe::from_raw(abi::io_uring_sqe {
-        opcode: abi::IORING_OP_MSG_RING,
-        fd: target,
-        addr_or_splice_off_in: abi::IORING_MSG_DATA,
-        len: 42,
-        off_or_addr2: 0x77,
-        user_data: 1,
-        ..Default::default()
-    });
-    a.push(&msg).unwrap();
+    a.push_msg_ring(&target, cqe(0x77, 42), false, UserData::from_raw(1), false)
+        .unwrap();
     assert_eq!(wait(&mut a, 1), vec![cqe(1, 0)]);
     assert_eq!(waiter.join().unwrap(), Some(cqe(0x77, 42)));
 }

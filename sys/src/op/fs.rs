@@ -3,17 +3,63 @@
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use super::{Op, cqe_res, op_any};
 use crate::abi;
 use crate::buf::{FixedBuf, IoBuf, IoBufMut};
+use crate::cqe::Cqe;
 use crate::sqe::Sqe;
 
 /// An fd shared by the handle that owns it and the ops using it, so it cannot
 /// be closed (and its number reused) while an op is in flight.
 pub type SharedFd = Arc<OwnedFd>;
+
+/// The directory a path op resolves a relative path from.
+#[derive(Clone, Debug, Default)]
+pub enum Dir {
+    /// The process's working directory (`AT_FDCWD`).
+    #[default]
+    Cwd,
+    /// An open directory, kept open by the op.
+    Fd(SharedFd),
+}
+
+impl Dir {
+    fn raw(&self) -> RawFd {
+        match self {
+            Dir::Cwd => libc::AT_FDCWD,
+            Dir::Fd(fd) => fd.as_raw_fd(),
+        }
+    }
+}
+
+/// Marks the first `res` bytes of `buf` initialized, for a read that asked
+/// for at most `len` bytes and returned `res` (a count, or `-errno`).
+///
+/// # Safety
+///
+/// `res` must be what the kernel (or the system call) returned for a read
+/// into `buf` from its start: a non-negative `res` bytes were written there.
+pub(crate) unsafe fn record_read<B: IoBufMut>(buf: &mut B, len: usize, res: i32) {
+    if let Ok(n) = usize::try_from(res) {
+        // SAFETY: the caller's contract: `n` bytes at the start of `buf` were
+        // written; clamped to the length the read was given.
+        unsafe { buf.set_init(n.min(len)) };
+    }
+}
+
+/// Takes ownership of the fd an op created.
+///
+/// # Safety
+///
+/// `res`, when non-negative, must be a new fd the kernel (or the system call)
+/// returned for this op, owned by nobody else and adopted once.
+pub(crate) unsafe fn adopt_fd(res: i32) -> Option<OwnedFd> {
+    // SAFETY: the caller's contract.
+    (res >= 0).then(|| unsafe { OwnedFd::from_raw_fd(res) })
+}
 
 /// The largest length one read or write asks for (the SQE's `len` is 32-bit);
 /// longer buffers give short counts, which the callers loop over.
@@ -59,14 +105,10 @@ impl<B: IoBufMut> Read<B> {
         self
     }
 
-    /// Takes the buffer back after completion, marking `n` bytes initialized.
-    ///
-    /// `n` must be the op's non-negative result (or 0).
-    pub fn into_buf(mut self, n: usize) -> B {
-        let n = n.min(self.buf.bytes_total());
-        // SAFETY: the kernel (or `pread`) reported writing `n` bytes at the start
-        // of the buffer, and `n` is clamped to its size.
-        unsafe { self.buf.set_init(n) };
+    /// Takes the buffer back. The bytes the read returned are marked
+    /// initialized (on completion, by the op itself); before a completion,
+    /// or after a failed read, nothing new is.
+    pub fn into_buf(self) -> B {
         self.buf
     }
 
@@ -78,6 +120,11 @@ impl<B: IoBufMut> Read<B> {
 // SAFETY: the SQE points at `buf`'s stable memory (`IoBufMut` contract) for at
 // most `bytes_total()` bytes; `buf` is owned by the op.
 unsafe impl<B: IoBufMut> Op for Read<B> {
+    unsafe fn complete(&mut self, cqe: &Cqe) {
+        let len = self.len();
+        // SAFETY: `cqe` is this read's final completion (the trait's contract).
+        unsafe { record_read(&mut self.buf, len, cqe.res) };
+    }
     fn prepare(&mut self) -> Sqe {
         let len = self.len() as u32;
         let ptr = self.buf.stable_mut_ptr() as u64;
@@ -103,7 +150,10 @@ unsafe impl<B: IoBufMut> Op for Read<B> {
             return -libc::EINVAL;
         };
         // SAFETY: `ptr` is writable for `len` bytes (`IoBufMut` contract).
-        cqe_res(unsafe { libc::pread(self.fd.as_raw_fd(), ptr.cast(), len, off) } as libc::c_long)
+        let res = cqe_res(unsafe { libc::pread(self.fd.as_raw_fd(), ptr.cast(), len, off) } as libc::c_long);
+        // SAFETY: `res` is what `pread` into the start of `buf` returned.
+        unsafe { record_read(&mut self.buf, len, res) };
+        res
     }
     op_any!();
 }
@@ -182,12 +232,9 @@ impl ReadFixed {
         Ok(ReadFixed { fd, buf, offset })
     }
 
-    /// Takes the buffer back after completion, marking `n` bytes initialized.
-    pub fn into_buf(mut self, n: usize) -> FixedBuf {
-        let n = n.min(self.buf.bytes_total());
-        // SAFETY: the kernel (or `pread`) reported writing `n` bytes at the start
-        // of the buffer, and `n` is clamped to its size.
-        unsafe { self.buf.set_init(n) };
+    /// Takes the buffer back, with the bytes the read returned marked
+    /// initialized (as [`Read::into_buf`]).
+    pub fn into_buf(self) -> FixedBuf {
         self.buf
     }
 
@@ -199,6 +246,11 @@ impl ReadFixed {
 // SAFETY: the SQE points at the op's `FixedBuf` (stable table memory kept alive
 // by its `Arc`, used by no one else) for at most `bytes_total()` bytes.
 unsafe impl Op for ReadFixed {
+    unsafe fn complete(&mut self, cqe: &Cqe) {
+        let len = self.len();
+        // SAFETY: `cqe` is this read's final completion (the trait's contract).
+        unsafe { record_read(&mut self.buf, len, cqe.res) };
+    }
     fn prepare(&mut self) -> Sqe {
         let len = self.len() as u32;
         let index = self.buf.buf_index().expect("checked in `new`");
@@ -220,7 +272,10 @@ unsafe impl Op for ReadFixed {
             return -libc::EINVAL;
         };
         // SAFETY: `ptr` is writable for `len` bytes (`IoBufMut` contract).
-        cqe_res(unsafe { libc::pread(self.fd.as_raw_fd(), ptr.cast(), len, off) } as libc::c_long)
+        let res = cqe_res(unsafe { libc::pread(self.fd.as_raw_fd(), ptr.cast(), len, off) } as libc::c_long);
+        // SAFETY: `res` is what `pread` into the start of `buf` returned.
+        unsafe { record_read(&mut self.buf, len, res) };
+        res
     }
     op_any!();
 }
@@ -329,42 +384,44 @@ unsafe impl Op for Fsync {
 /// `openat(dirfd, path, flags | O_CLOEXEC, mode)`: its result is a new fd.
 #[derive(Debug)]
 pub struct OpenAt {
-    dirfd: RawFd,
+    dir: Dir,
     path: CString,
     flags: i32,
     mode: u32,
+    opened: Option<OwnedFd>,
 }
 
 impl OpenAt {
-    /// Opens `path` relative to `libc::AT_FDCWD` (or a directory fd the caller keeps open).
-    /// `O_CLOEXEC` is always added.
-    pub fn new(dirfd: RawFd, path: CString, flags: i32, mode: u32) -> Self {
+    /// Opens `path` relative to `dir`. `O_CLOEXEC` is always added.
+    pub fn new(dir: Dir, path: CString, flags: i32, mode: u32) -> Self {
         OpenAt {
-            dirfd,
+            dir,
             path,
             flags: flags | libc::O_CLOEXEC,
             mode,
+            opened: None,
         }
     }
 
-    /// Takes ownership of the fd a successful open returned.
-    ///
-    /// # Panics
-    ///
-    /// Panics if `res` is negative (not an fd).
-    pub fn take_fd(self, res: i32) -> OwnedFd {
-        assert!(res >= 0, "take_fd on a failed open ({res})");
-        // SAFETY: the kernel returned `res` as a new fd for this op; nobody else owns it.
-        unsafe { std::os::fd::FromRawFd::from_raw_fd(res) }
+    /// The fd a successful open created; `None` before completion or after a
+    /// failure. An op dropped without this closes the fd.
+    pub fn into_fd(mut self) -> Option<OwnedFd> {
+        self.opened.take()
     }
 }
 
-// SAFETY: the SQE points at `path`'s heap bytes, owned by the op.
+// SAFETY: the SQE points at `path`'s heap bytes, owned by the op, and names
+// `dir`'s fd, which the op keeps open.
 unsafe impl Op for OpenAt {
+    unsafe fn complete(&mut self, cqe: &Cqe) {
+        // SAFETY: `cqe` is this open's final completion (the trait's contract):
+        // a non-negative `res` is the fd the kernel created for it.
+        self.opened = unsafe { adopt_fd(cqe.res) };
+    }
     fn prepare(&mut self) -> Sqe {
         let mut s = sqe(
             abi::IORING_OP_OPENAT,
-            self.dirfd,
+            self.dir.raw(),
             self.path.as_ptr() as u64,
             self.mode,
             0,
@@ -374,12 +431,13 @@ unsafe impl Op for OpenAt {
     }
     fn run_blocking(&mut self) -> i32 {
         // SAFETY: `path` is a valid C string; the mode is passed as the variadic arg.
-        cqe_res(
-            unsafe { libc::openat(self.dirfd, self.path.as_ptr(), self.flags, self.mode) } as libc::c_long,
-        )
-    }
-    fn creates_fd(&self) -> bool {
-        true
+        let res = cqe_res(
+            unsafe { libc::openat(self.dir.raw(), self.path.as_ptr(), self.flags, self.mode) }
+                as libc::c_long,
+        );
+        // SAFETY: a non-negative `res` is the fd `openat` just created.
+        self.opened = unsafe { adopt_fd(res) };
+        res
     }
     op_any!();
 }
@@ -417,8 +475,7 @@ unsafe impl Op for Close {
 
 /// `statx(dirfd, path, flags, mask)` into an owned `statx` buffer.
 pub struct Statx {
-    dirfd: RawFd,
-    fd: Option<SharedFd>,
+    dir: Dir,
     path: CString,
     flags: i32,
     mask: u32,
@@ -435,23 +492,21 @@ impl std::fmt::Debug for Statx {
 }
 
 impl Statx {
-    /// Metadata of `path` relative to `dirfd` (`flags` e.g. `AT_SYMLINK_NOFOLLOW`).
-    pub fn path(dirfd: RawFd, path: CString, flags: i32) -> Self {
-        Self::build(dirfd, None, path, flags)
+    /// Metadata of `path` relative to `dir` (`flags` e.g. `AT_SYMLINK_NOFOLLOW`).
+    pub fn path(dir: Dir, path: CString, flags: i32) -> Self {
+        Self::build(dir, path, flags)
     }
 
     /// Metadata of an open file (`AT_EMPTY_PATH`).
     pub fn fd(fd: SharedFd) -> Self {
-        let raw = fd.as_raw_fd();
-        Self::build(raw, Some(fd), CString::default(), libc::AT_EMPTY_PATH)
+        Self::build(Dir::Fd(fd), CString::default(), libc::AT_EMPTY_PATH)
     }
 
-    fn build(dirfd: RawFd, fd: Option<SharedFd>, path: CString, flags: i32) -> Self {
+    fn build(dir: Dir, path: CString, flags: i32) -> Self {
         // SAFETY: `statx` is plain integer data; all-zero is a valid value.
         let out = Box::new(unsafe { std::mem::zeroed::<libc::statx>() });
         Statx {
-            dirfd,
-            fd,
+            dir,
             path,
             flags,
             mask: libc::STATX_BASIC_STATS | libc::STATX_BTIME,
@@ -471,7 +526,7 @@ unsafe impl Op for Statx {
         let out = &mut *self.out as *mut libc::statx as u64;
         let mut s = sqe(
             abi::IORING_OP_STATX,
-            self.dirfd,
+            self.dir.raw(),
             self.path.as_ptr() as u64,
             self.mask,
             out,
@@ -480,11 +535,10 @@ unsafe impl Op for Statx {
         Sqe::from_raw(s)
     }
     fn run_blocking(&mut self) -> i32 {
-        let _keep = &self.fd;
         // SAFETY: valid C string and an exclusively owned statx buffer.
         cqe_res(unsafe {
             libc::statx(
-                self.dirfd,
+                self.dir.raw(),
                 self.path.as_ptr(),
                 self.flags,
                 self.mask,

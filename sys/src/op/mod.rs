@@ -6,8 +6,8 @@
 //! box until the op's final CQE. Only then is the box handed back, so no
 //! resource the kernel may still write is ever freed, whatever the future
 //! waiting for it does. A waiter that goes away asks for [`InFlight::cancel_sqe`]
-//! and lets the final CQE return the box, which releases what the op created
-//! (a new fd is closed by [`Op::abandoned`]).
+//! and lets the final CQE return the box; dropping the box then releases what
+//! the op created (an accepted or opened fd is an `OwnedFd` inside the op).
 //!
 //! # Lifecycle
 //!
@@ -16,17 +16,39 @@
 //! `IORING_CQE_F_MORE` and completes with the first CQE without it.
 //! `user_data` carries slab index + generation ([`crate::msg::OpId`]), so a
 //! CQE of a freed slot can never complete the op that reuses it.
+//!
+//! # Trusting completions
+//!
+//! What a completion says (a byte count, a new fd, a provided buffer's id) is
+//! trusted only when it comes from the kernel for this very op. So:
+//! - [`InFlight::complete`] takes a [`RingCqe`], which only [`Ring::reap`]
+//!   makes, which names its ring, and which cannot be copied; each table
+//!   belongs to one ring and each ring to one table
+//!   ([`PushError::OtherTable`]).
+//! - No safe push can put an op's tag in flight: [`Ring::push`] and
+//!   [`Ring::push_msg_ring`] refuse it ([`PushError::ReservedTag`]), so a
+//!   completion tagged as an op comes from that op's SQE.
+//! - An op records its outcome itself: the table hands it each completion
+//!   ([`Op::complete`], [`Op::progress`], both `unsafe` to call), and the
+//!   blocking form ([`Op::run_blocking`]) records what its system call did.
+//!   The methods that give results back (`into_buf`, `into_fd`, …) take no
+//!   count or fd from the caller.
+//! - A table that is dropped with ops in flight (a shard that unwinds, say)
+//!   leaks them instead of freeing memory the kernel may still write.
 #![allow(unsafe_code)]
 
 pub mod fs;
 pub mod net;
 
 use std::any::Any;
+use std::os::fd::OwnedFd;
 
-use crate::cqe::Cqe;
+use crate::cqe::{Cqe, RingCqe, RingId};
 use crate::msg::{self, OpId, Tag, UserData};
 use crate::ring::{PushError, Ring};
 use crate::sqe::Sqe;
+
+pub use net::ProvidedBuf;
 
 /// An operation that owns everything its SQE points at.
 ///
@@ -35,40 +57,94 @@ use crate::sqe::Sqe;
 /// The SQE returned by [`Op::prepare`] may point only at memory owned by
 /// `self` (directly, when `self` is boxed, or through heap or `'static`
 /// allocations it owns), which must stay valid, and not be accessed, until
-/// `self` is dropped or handed back; [`Op::run_blocking`] must perform the
-/// same operation as the SQE with an ordinary system call.
+/// `self` is dropped or handed back; it may name only fds that `self` keeps
+/// open (or `AT_FDCWD`); its `user_data` is set by the table.
+/// [`Op::run_blocking`] must perform the same operation as the SQE with an
+/// ordinary system call and record its outcome as [`Op::complete`] would.
 pub unsafe trait Op: Any + Send + 'static {
     /// The SQE for this op (its `user_data` is set by the caller). Called once,
     /// on the boxed op, right before submission.
     fn prepare(&mut self) -> Sqe;
 
     /// Runs the op as a blocking system call (the Queue backend, and kernels
-    /// without the opcode). Returns what the CQE's `res` would be: a count or
-    /// fd, or `-errno`.
+    /// without the opcode) and records its outcome in the op. Returns what
+    /// the CQE's `res` would be: a count or fd, or `-errno`.
     fn run_blocking(&mut self) -> i32;
 
-    /// True for ops whose result is a new fd (open, accept, socket): see [`Op::abandoned`].
-    fn creates_fd(&self) -> bool {
-        false
+    /// Records the op's final completion: how many bytes the kernel wrote
+    /// into its buffer, the fd it created, the provided buffer it filled.
+    /// The default records nothing.
+    ///
+    /// # Safety
+    ///
+    /// `cqe` must be the final completion (no `IORING_CQE_F_MORE`) that the
+    /// kernel posted for the SQE this op's [`Op::prepare`] returned, handed
+    /// over once. [`InFlight::complete`] is the caller that guarantees it.
+    unsafe fn complete(&mut self, cqe: &Cqe) {
+        let _ = cqe;
     }
 
-    /// The waiter went away and this is the final completion: release what the
-    /// op created. The default closes the fd that an fd-creating op returned.
-    fn abandoned(&mut self, cqe: &Cqe) {
-        if self.creates_fd() && cqe.res >= 0 {
-            close_fd(cqe.res);
-        }
+    /// Takes what an intermediate completion (`IORING_CQE_F_MORE`) of a
+    /// multishot op carries: the fd a multishot accept created, the provided
+    /// buffer a multishot receive filled. The default carries only the CQE.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Op::complete`], for a completion with `IORING_CQE_F_MORE`.
+    unsafe fn progress(&mut self, cqe: &Cqe) -> OpEvent {
+        OpEvent::new(*cqe)
     }
 
     /// Upcast for [`InFlight`]'s callers, which downcast to the concrete op.
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
 }
 
-/// Closes an fd this crate's ops created and nobody took.
-pub(crate) fn close_fd(fd: i32) {
-    // SAFETY: `fd` is a new fd the kernel created for an op whose waiter is
-    // gone: nothing else owns it or knows its number.
-    unsafe { libc::close(fd) };
+/// One intermediate completion of a multishot op, with what it carries.
+///
+/// It owns those resources: dropping an event that nobody read closes the fd
+/// it holds and gives its provided buffer back to the kernel, so a multishot
+/// op whose waiter went away leaks nothing.
+#[derive(Debug)]
+pub struct OpEvent {
+    cqe: Cqe,
+    fd: Option<OwnedFd>,
+    buf: Option<ProvidedBuf>,
+}
+
+impl OpEvent {
+    /// An event that carries only its completion.
+    pub const fn new(cqe: Cqe) -> OpEvent {
+        OpEvent {
+            cqe,
+            fd: None,
+            buf: None,
+        }
+    }
+
+    pub(crate) fn with_fd(mut self, fd: Option<OwnedFd>) -> OpEvent {
+        self.fd = fd;
+        self
+    }
+
+    pub(crate) fn with_buf(mut self, buf: Option<ProvidedBuf>) -> OpEvent {
+        self.buf = buf;
+        self
+    }
+
+    /// The completion.
+    pub const fn cqe(&self) -> &Cqe {
+        &self.cqe
+    }
+
+    /// Takes the fd this completion created (a multishot accept's connection).
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.fd.take()
+    }
+
+    /// Takes the provided buffer this completion filled (a multishot receive's data).
+    pub fn take_buf(&mut self) -> Option<ProvidedBuf> {
+        self.buf.take()
+    }
 }
 
 /// Implements `into_any` for an op type.
@@ -87,8 +163,8 @@ pub enum Completion<T> {
     More {
         /// The op's payload (cloned).
         payload: T,
-        /// The CQE.
-        cqe: Cqe,
+        /// The CQE and what it carries.
+        event: OpEvent,
     },
     /// The op's final CQE: the op and its payload come back.
     Finished {
@@ -116,10 +192,23 @@ struct Slot<T> {
 
 /// The ops in flight on one ring, each with a caller-chosen payload `T`
 /// (the runtime keeps its waker state there).
+///
+/// A table binds to the ring of its first [`submit`](InFlight::submit), and
+/// that ring to it: op tags are only unique within one table.
+///
+/// Dropping a table with ops still in flight leaks them (their buffers, fds
+/// and the op values), since the kernel may still write into them.
+///
+/// ```compile_fail
+/// // A completion for the table must come from `Ring::reap`, not from plain data:
+/// let mut table = spargio_sys::op::InFlight::<()>::default();
+/// table.complete(spargio_sys::Cqe::default());
+/// ```
 pub struct InFlight<T> {
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
     live: usize,
+    ring: Option<RingId>,
 }
 
 impl<T> Default for InFlight<T> {
@@ -128,7 +217,30 @@ impl<T> Default for InFlight<T> {
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,
+            ring: None,
         }
+    }
+}
+
+impl<T> InFlight<T> {
+    /// Forgets every op still in flight without freeing its resources: the
+    /// kernel may still write into them. Returns how many were leaked.
+    pub fn leak_in_flight(&mut self) -> usize {
+        let mut leaked = 0;
+        for slot in &mut self.slots {
+            if let Some(entry) = slot.entry.take() {
+                std::mem::forget(entry.op);
+                leaked += 1;
+            }
+        }
+        self.live = 0;
+        leaked
+    }
+}
+
+impl<T> Drop for InFlight<T> {
+    fn drop(&mut self) {
+        self.leak_in_flight();
     }
 }
 
@@ -156,13 +268,20 @@ impl<T: Clone> InFlight<T> {
     ///
     /// # Errors
     ///
-    /// Gives the op back with [`PushError::Full`] when the SQ stays full.
+    /// Gives the op back with [`PushError::Full`] when the SQ stays full, and
+    /// with [`PushError::OtherTable`] when `ring` is not this table's ring.
     pub fn submit(
         &mut self,
         ring: &mut Ring,
         mut op: Box<dyn Op>,
         payload: T,
     ) -> Result<OpId, (Box<dyn Op>, PushError)> {
+        match self.ring {
+            Some(id) if id == ring.id() => {}
+            Some(_) => return Err((op, PushError::OtherTable)),
+            None if ring.claim_table() => self.ring = Some(ring.id()),
+            None => return Err((op, PushError::OtherTable)),
+        }
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -196,8 +315,14 @@ impl<T: Clone> InFlight<T> {
         }
     }
 
-    /// Classifies a CQE and, on an op's final CQE, hands the op back.
-    pub fn complete(&mut self, cqe: &Cqe) -> Completion<T> {
+    /// Classifies a completion reaped from this table's ring and, on an op's
+    /// final CQE, hands the op back (after recording the outcome in it).
+    /// A completion of another ring is [`Completion::Stale`].
+    pub fn complete(&mut self, cqe: RingCqe) -> Completion<T> {
+        if self.ring != Some(cqe.ring()) {
+            return Completion::Stale;
+        }
+        let cqe = cqe.into_cqe();
         let Tag::Op(id) = msg::decode(cqe.user_data) else {
             return Completion::Stale;
         };
@@ -208,21 +333,27 @@ impl<T: Clone> InFlight<T> {
             return Completion::Stale;
         }
         if cqe.has_more() {
-            let payload = slot
-                .entry
-                .as_ref()
-                .map(|e| e.payload.clone())
-                .expect("checked above");
-            return Completion::More { payload, cqe: *cqe };
+            let entry = slot.entry.as_mut().expect("checked above");
+            // SAFETY: `cqe` was reaped from this table's ring (checked above) and
+            // carries the tag of this slot's op, which only this table pushes
+            // (`Ring::push` refuses op tags), so the kernel posted it for this op;
+            // `cqe` was moved out of its token, so it is handed over once.
+            let event = unsafe { entry.op.progress(&cqe) };
+            return Completion::More {
+                payload: entry.payload.clone(),
+                event,
+            };
         }
-        let entry = slot.entry.take().expect("checked above");
+        let mut entry = slot.entry.take().expect("checked above");
         slot.generation = msg::next_generation(slot.generation);
         self.free.push(id.index());
         self.live -= 1;
+        // SAFETY: as above, and this is the op's final completion (no F_MORE).
+        unsafe { entry.op.complete(&cqe) };
         Completion::Finished {
             payload: entry.payload,
             op: entry.op,
-            cqe: *cqe,
+            cqe,
         }
     }
 
@@ -251,20 +382,6 @@ impl<T: Clone> InFlight<T> {
             .map(|(i, s)| OpId::new(i as u32, s.generation))
             .collect();
         ids.into_iter().filter_map(|id| self.cancel_sqe(id)).collect()
-    }
-
-    /// Forgets every op still in flight without freeing its resources: the
-    /// kernel may still write into them. Returns how many were leaked.
-    pub fn leak_in_flight(&mut self) -> usize {
-        let mut leaked = 0;
-        for slot in &mut self.slots {
-            if let Some(entry) = slot.entry.take() {
-                std::mem::forget(entry.op);
-                leaked += 1;
-            }
-        }
-        self.live = 0;
-        leaked
     }
 }
 
