@@ -41,6 +41,28 @@ use spargio_sys::op::fs::{
 
 use crate::io::{BufResult, FixedBuf, IoBuf, IoBufMut, check_offset, cqe_result, read_done, submit_current};
 
+pub use spargio_sys::op::fs::MAX_RW_LEN;
+
+/// Reads asking for at most this many bytes allocate their buffer at once;
+/// longer ones first ask the file's size (see [`File::read_at`]).
+pub const SMALL_READ: usize = 64 * 1024;
+
+/// The largest buffer a length-taking read allocates for a file whose size
+/// `statx` does not tell (anything but a regular file).
+pub const MAX_UNSIZED_READ: usize = 1 << 20;
+
+/// The buffer size for a read of up to `len` bytes at `pos` of a file of
+/// `size` bytes (`None`: not a regular file, size unknown).
+pub(crate) fn read_capacity(len: usize, pos: u64, size: Option<u64>) -> usize {
+    let readable = match size {
+        Some(size) => usize::try_from(size.saturating_sub(pos))
+            .unwrap_or(usize::MAX)
+            .max(SMALL_READ),
+        None => MAX_UNSIZED_READ,
+    };
+    len.min(readable).min(MAX_RW_LEN)
+}
+
 /// Submits an op whose resources the caller does not need back on failure.
 fn submit_op<O: spargio_sys::op::Op>(op: O) -> io::Result<crate::io::OpFuture<O>> {
     submit_current(op).map_err(|(e, _op)| e)
@@ -115,13 +137,29 @@ impl File {
             .map_err(|fd| File { fd })
     }
 
-    /// Reads up to `len` bytes at `pos` into a new buffer.
+    /// Reads up to `len` bytes at `pos` into a new buffer (one read: the
+    /// result may be shorter than `len` before the end of the file).
+    ///
+    /// `len` may come from untrusted input (a length prefix on the wire): the
+    /// buffer is sized by what can be read, not by `len`. Above
+    /// [`SMALL_READ`] bytes the file's size is asked first (`statx`) and the
+    /// buffer holds at most the bytes between `pos` and the end of the file
+    /// (at least [`SMALL_READ`], in case it grew); for a file without a size
+    /// (a pipe, a device, a `/proc` file) at most [`MAX_UNSIZED_READ`]; and
+    /// never more than one read can return ([`MAX_RW_LEN`]).
     ///
     /// # Errors
     ///
-    /// The read's error; `InvalidInput` for `pos` beyond `i64::MAX`.
+    /// The read's or the `statx`'s error; `InvalidInput` for `pos` beyond
+    /// `i64::MAX`. A huge `len` is never an error: it gives a short read.
     pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
-        let (res, mut buf) = self.read_at_into(Vec::with_capacity(len), pos).await;
+        check_offset(pos)?;
+        let capacity = if len <= SMALL_READ {
+            len
+        } else {
+            read_capacity(len, pos, self.metadata().await?.size_hint())
+        };
+        let (res, mut buf) = self.read_at_into(Vec::with_capacity(capacity), pos).await;
         let n = res?;
         buf.truncate(n);
         Ok(buf)
@@ -590,7 +628,13 @@ fn ts(t: libc::statx_timestamp) -> SystemTime {
 }
 
 impl Metadata {
-    fn from_statx(s: libc::statx) -> Metadata {
+    /// The size a read can go by: the length of a regular file, `None` for
+    /// anything else (pipes, devices and `/proc` files report 0 or nothing).
+    pub(crate) fn size_hint(&self) -> Option<u64> {
+        self.is_file().then_some(self.len)
+    }
+
+    pub(crate) fn from_statx(s: libc::statx) -> Metadata {
         Metadata {
             len: s.stx_size,
             mode: u32::from(s.stx_mode),

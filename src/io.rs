@@ -42,8 +42,10 @@ pub use spargio_sys::buf::{AlignedBuf, FixedBuf, IoBuf, IoBufMut, Slice};
 /// thread, gives it back to its table, but not before the kernel is done
 /// with it: an op holds its buffer until its final completion.
 ///
-/// Returns `None` off a shard thread, and when every buffer of the table is
-/// checked out.
+/// Returns `None` off a shard thread, when every buffer of the table is
+/// checked out, for a `capacity` above [`MAX_FIXED_BUF_CAPACITY`] (no single
+/// op reads or writes more), and when the memory of an unregistered buffer
+/// cannot be allocated: an untrusted capacity never aborts the process.
 ///
 /// ```
 /// spargio::run(|_| async {
@@ -54,8 +56,15 @@ pub use spargio_sys::buf::{AlignedBuf, FixedBuf, IoBuf, IoBufMut, Slice};
 /// .unwrap();
 /// ```
 pub fn checkout_fixed_buf(capacity: usize) -> Option<FixedBuf> {
+    if capacity > MAX_FIXED_BUF_CAPACITY {
+        return None;
+    }
     shard::checkout_fixed_buf(capacity)
 }
+
+/// The largest capacity [`checkout_fixed_buf`] hands out: the most one read
+/// or write asks the kernel for (its length field is 32-bit).
+pub const MAX_FIXED_BUF_CAPACITY: usize = spargio_sys::op::fs::MAX_RW_LEN;
 
 /// Free buffers in the calling shard's fixed-buffer table; `None` off a shard
 /// or before (or without) a registered table.

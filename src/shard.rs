@@ -324,7 +324,7 @@ impl Local {
             FixedBufs::Registered(reg) if capacity <= reg.table().buf_size() => {
                 reg.table().checkout(capacity)
             }
-            _ => Some(FixedBuf::unregistered(capacity)),
+            _ => FixedBuf::try_unregistered(capacity),
         }
     }
 

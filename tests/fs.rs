@@ -515,3 +515,67 @@ fn enospc_on_a_tiny_filesystem_is_a_clear_error() {
         .unwrap();
     }
 }
+
+/// Lengths a peer could put in a length prefix: 4 GiB and 1 TiB.
+const HUGE_LENS: [usize; 2] = [4 << 30, 1 << 40];
+
+/// A length from untrusted input decides no allocation: `read_at` of 4 GiB
+/// and 1 TiB on a 10-byte file returns the 10 bytes in a small buffer (the
+/// process used to reserve 4 GiB, and abort on 1 TiB); so do the native
+/// lane's `UringBoundFd::read_at` and `UringFileSession::read_at`.
+#[test]
+fn huge_read_lengths_allocate_what_the_file_holds_on_both_backends() {
+    let _serial = serial();
+    for (backend, rt) in runtimes() {
+        let path = temp_path("huge-len");
+        std::fs::write(&path, b"ten bytes!").unwrap();
+        let bound = rt.handle().bind_file(std::fs::File::open(&path).unwrap());
+        let file_path = path.clone();
+        rt.block_on(async move {
+            let file = File::open(&file_path).await.unwrap();
+            let session = bound.start_file_session().await.unwrap();
+            for len in HUGE_LENS {
+                for pos in [0u64, 3, 10, 1 << 40] {
+                    let want: &[u8] = &b"ten bytes!"[(pos.min(10) as usize)..];
+                    let got = [
+                        ("File", file.read_at(pos, len).await.unwrap()),
+                        ("UringBoundFd", bound.read_at(pos, len).await.unwrap()),
+                        ("UringFileSession", session.read_at(pos, len).await.unwrap()),
+                    ];
+                    for (what, buf) in got {
+                        assert_eq!(buf, want, "{backend:?} {what}::read_at({pos}, {len})");
+                        assert!(
+                            buf.capacity() <= fs::SMALL_READ,
+                            "{backend:?} {what}::read_at({pos}, {len}) allocated {} bytes",
+                            buf.capacity()
+                        );
+                    }
+                }
+            }
+            session.shutdown().await;
+        })
+        .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+/// A `/proc` file reports size 0 yet has contents: a huge `len` still reads
+/// them, into a bounded buffer.
+#[test]
+fn huge_read_length_of_a_proc_file_reads_into_a_bounded_buffer() {
+    let _serial = serial();
+    for (backend, rt) in runtimes() {
+        rt.block_on(async move {
+            // /proc files report size 0 yet have contents.
+            let file = File::open("/proc/self/status").await.unwrap();
+            let buf = file.read_at(0, 1 << 40).await.unwrap();
+            assert!(!buf.is_empty(), "{backend:?}");
+            assert!(
+                buf.capacity() <= fs::SMALL_READ.max(fs::MAX_UNSIZED_READ),
+                "{backend:?}: {}",
+                buf.capacity()
+            );
+        })
+        .unwrap();
+    }
+}

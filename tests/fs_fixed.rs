@@ -210,3 +210,27 @@ fn fixed_read_from_elsewhere_is_steered_to_the_buffers_shard() {
     );
     std::fs::remove_file(&path).unwrap();
 }
+
+/// A capacity from untrusted input never aborts the process: above one op's
+/// maximum (4 GiB, 1 TiB) `checkout_fixed_buf` says `None` at once, on both
+/// backends (it used to allocate, and zero, the whole capacity).
+#[test]
+fn checkout_of_a_huge_capacity_is_none_not_an_abort() {
+    let _serial = serial();
+    for backend in [Backend::IoUring, Backend::Queue] {
+        let rt = runtime(backend);
+        rt.block_on(async move {
+            for capacity in [4usize << 30, 1 << 40, usize::MAX] {
+                assert!(
+                    checkout_fixed_buf(capacity).is_none(),
+                    "{backend:?}: checkout_fixed_buf({capacity})"
+                );
+            }
+            const { assert!(spargio::io::MAX_FIXED_BUF_CAPACITY >= 1 << 30) };
+            // The largest small one still works.
+            let buf = checkout_fixed_buf(1 << 20).expect("a 1 MiB buffer");
+            assert_eq!(buf.capacity(), 1 << 20);
+        })
+        .unwrap();
+    }
+}

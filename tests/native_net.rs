@@ -468,3 +468,45 @@ fn zero_length_send_and_recv_return_at_once() {
         blocker.release();
     });
 }
+
+/// A `recv` length from untrusted input (a length prefix of 4 GiB or 1 TiB)
+/// allocates at most `MAX_RECV_LEN` and gives a short read, on TCP and UDP,
+/// on both backends (it used to reserve the whole length, and abort on 1 TiB).
+#[test]
+fn recv_of_a_huge_length_allocates_at_most_max_recv_len() {
+    on_each(|kernel, rt| {
+        let (ours, mut peer) = tcp_pair();
+        let bound = rt.handle().bind_tcp_stream(ours);
+        let (u_ours, u_peer) = udp_pair();
+        let u_bound = rt.handle().bind_udp_socket(u_ours);
+        for len in [4usize << 30, 1 << 40, usize::MAX] {
+            peer.write_all(b"prefix said huge").unwrap();
+            u_peer.send(b"datagram").unwrap();
+            let (b, u) = (bound.clone(), u_bound.clone());
+            let (got, dgram) = rt
+                .block_on(async move {
+                    let mut got = Vec::new();
+                    while got.len() < 16 {
+                        let chunk = b.recv(len).await.unwrap();
+                        assert!(!chunk.is_empty());
+                        assert!(
+                            chunk.capacity() <= spargio::native::MAX_RECV_LEN,
+                            "{}",
+                            chunk.capacity()
+                        );
+                        got.extend(chunk);
+                    }
+                    let dgram = u.recv(len).await.unwrap();
+                    assert!(
+                        dgram.capacity() <= spargio::native::MAX_RECV_LEN,
+                        "{}",
+                        dgram.capacity()
+                    );
+                    (got, dgram)
+                })
+                .unwrap();
+            assert_eq!(got, b"prefix said huge", "{kernel:?} len {len}");
+            assert_eq!(dgram, b"datagram", "{kernel:?} len {len}");
+        }
+    });
+}

@@ -48,7 +48,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use spargio_sys::op::fs::{Fsync, Read, SharedFd, Write};
+use spargio_sys::op::fs::{Fsync, Read, SharedFd, Statx, Write};
 
 use crate::io::{BufResult, IoBuf, IoBufMut, check_offset, cqe_result, read_done, submit};
 use crate::runtime::{RuntimeHandle, Shared};
@@ -56,7 +56,7 @@ use crate::shard;
 
 mod net;
 
-pub use net::RecvSegments;
+pub use net::{MAX_RECV_LEN, RecvSegments};
 
 /// An fd whose ops all run on one shard's ring.
 #[derive(Clone)]
@@ -130,16 +130,41 @@ impl UringBoundFd {
         Arc::try_unwrap(fd).map_err(|fd| UringBoundFd { fd, shard, rt })
     }
 
-    /// Reads up to `len` bytes at `pos`.
+    /// Reads up to `len` bytes at `pos` (one read: the result may be shorter
+    /// than `len` before the end of the file).
+    ///
+    /// The buffer is sized by what can be read, not by `len`, as
+    /// [`File::read_at`](crate::fs::File::read_at) describes: a `len` from
+    /// untrusted input (4 GiB for a 10-byte file, or `1 << 40`) allocates at
+    /// most the bytes left in the file, or
+    /// [`MAX_UNSIZED_READ`](crate::fs::MAX_UNSIZED_READ) for a file without a
+    /// size, and gives a short read.
     ///
     /// # Errors
     ///
-    /// The read error; `InvalidInput` for `pos` beyond `i64::MAX`; an error
-    /// once the runtime shut down.
+    /// The read error (or, above [`SMALL_READ`](crate::fs::SMALL_READ)
+    /// bytes, the `statx` error); `InvalidInput` for `pos` beyond
+    /// `i64::MAX`; an error once the runtime shut down. A huge `len` is never
+    /// an error.
     pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
-        let (res, mut buf) = self.read_at_into(Vec::with_capacity(len), pos).await;
+        let capacity = self.read_capacity(pos, len).await?;
+        let (res, mut buf) = self.read_at_into(Vec::with_capacity(capacity), pos).await;
         buf.truncate(res?);
         Ok(buf)
+    }
+
+    /// The buffer size for a read of up to `len` bytes at `pos` (`statx` on
+    /// this fd's shard when `len` is above `SMALL_READ`).
+    async fn read_capacity(&self, pos: u64, len: usize) -> io::Result<usize> {
+        check_offset(pos)?;
+        if len <= crate::fs::SMALL_READ {
+            return Ok(len);
+        }
+        let fut = submit(&self.rt, Some(self.shard), Statx::fd(self.fd.clone())).map_err(|(e, _)| e)?;
+        let (cqe, op) = fut.await;
+        cqe_result(&cqe)?;
+        let meta = crate::fs::Metadata::from_statx(op.into_statx());
+        Ok(crate::fs::read_capacity(len, pos, meta.size_hint()))
     }
 
     /// Reads at `pos` into `buf` (up to its capacity).
@@ -257,13 +282,15 @@ impl UringFileSession {
         self.slot.is_some()
     }
 
-    /// Reads up to `len` bytes at `pos`.
+    /// Reads up to `len` bytes at `pos`; the buffer is sized by what can be
+    /// read, not by `len`, as [`UringBoundFd::read_at`] describes.
     ///
     /// # Errors
     ///
     /// As [`UringBoundFd::read_at`].
     pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
-        let (res, mut buf) = self.read_at_into(Vec::with_capacity(len), pos).await;
+        let capacity = self.bound.read_capacity(pos, len).await?;
+        let (res, mut buf) = self.read_at_into(Vec::with_capacity(capacity), pos).await;
         buf.truncate(res?);
         Ok(buf)
     }

@@ -25,6 +25,11 @@ use crate::net::bufpool::{DEFAULT_BUFFER_LEN, DEFAULT_BUFFERS, RecvStream};
 use crate::net::conn;
 use crate::net::lane::{Lane, Socket};
 
+/// The most one [`UringBoundFd::recv`] receives (and allocates): 1 MiB,
+/// above any default socket receive buffer's worth of one wake-up and above
+/// the largest datagram.
+pub const MAX_RECV_LEN: usize = 1 << 20;
+
 /// A buffer at least this long is sent on its own by
 /// [`UringBoundFd::send_all_batch`] on a stream socket, never copied.
 const COALESCE_LIMIT: usize = 64 * 1024;
@@ -95,12 +100,17 @@ impl UringBoundFd {
     /// Receives up to `len` bytes (one `RECV`). An empty vector means the peer
     /// closed its sending side (or `len` is 0: then nothing is submitted).
     ///
+    /// At most [`MAX_RECV_LEN`] bytes are received at once, whatever `len`
+    /// says: the buffer is allocated before any byte arrives, so a `len` from
+    /// untrusted input (a length prefix) must not decide it. A larger `len`
+    /// gives a short read, as a stream receive may anyway; loop to get more.
+    ///
     /// # Errors
     ///
     /// The receive error (`ConnectionReset`, …); an error once the runtime
-    /// shut down.
+    /// shut down. A huge `len` is never an error.
     pub async fn recv(&self, len: usize) -> io::Result<Vec<u8>> {
-        let (res, buf) = self.recv_into(Vec::with_capacity(len)).await;
+        let (res, buf) = self.recv_into(Vec::with_capacity(len.min(MAX_RECV_LEN))).await;
         res.map(|_| buf)
     }
 

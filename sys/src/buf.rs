@@ -206,9 +206,22 @@ impl AlignedBuf {
         Self::allocate(len, align, true)
     }
 
+    /// As [`AlignedBuf::zeroed`], but `None` instead of a panic or an abort
+    /// when the layout is invalid or the memory cannot be allocated.
+    pub fn try_zeroed(len: usize, align: usize) -> Option<Self> {
+        let layout = Layout::from_size_align(len, align).ok()?;
+        Self::allocate_layout(layout, true)
+    }
+
     fn allocate(capacity: usize, align: usize, zeroed: bool) -> Self {
         let layout = Layout::from_size_align(capacity, align)
             .unwrap_or_else(|e| panic!("AlignedBuf of {capacity} bytes aligned to {align}: {e}"));
+        Self::allocate_layout(layout, zeroed).unwrap_or_else(|| alloc::handle_alloc_error(layout))
+    }
+
+    /// Allocates `layout`; `None` when the allocator refuses.
+    fn allocate_layout(layout: Layout, zeroed: bool) -> Option<Self> {
+        let (capacity, align) = (layout.size(), layout.align());
         let ptr = if capacity == 0 {
             // No allocation: a dangling pointer that is still aligned, as
             // slices and the kernel (for a 0-length op) expect.
@@ -222,13 +235,13 @@ impl AlignedBuf {
                     alloc::alloc(layout)
                 }
             };
-            NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout))
+            NonNull::new(raw)?
         };
-        AlignedBuf {
+        Some(AlignedBuf {
             ptr,
             layout,
             len: if zeroed { capacity } else { 0 },
-        }
+        })
     }
 
     /// Initialized bytes.
@@ -577,6 +590,16 @@ impl FixedBuf {
             capacity,
             len: 0,
         }
+    }
+
+    /// As [`FixedBuf::unregistered`], but `None` when the memory cannot be
+    /// allocated, where `unregistered` aborts the process.
+    pub fn try_unregistered(capacity: usize) -> Option<Self> {
+        Some(FixedBuf {
+            storage: Storage::Plain(AlignedBuf::try_zeroed(capacity, FIXED_BUF_ALIGN)?),
+            capacity,
+            len: 0,
+        })
     }
 
     /// True when this is a table buffer (usable with `READ_FIXED`/`WRITE_FIXED`).
