@@ -26,6 +26,9 @@ pub const SYS_IO_URING_ENTER: libc::c_long = 426;
 /// `__NR_io_uring_register`.
 pub const SYS_IO_URING_REGISTER: libc::c_long = 427;
 
+/// `__NR_openat2` (Linux 5.6): the same number on every architecture.
+pub const SYS_OPENAT2: libc::c_long = 437;
+
 // === structures ===
 
 /// `struct io_uring_sqe`: one submission queue entry, 64 bytes.
@@ -230,6 +233,39 @@ pub struct io_uring_rsrc_update2 {
     pub nr: u32,
     pub resv2: u32,
 }
+
+/// `struct open_how` (`include/uapi/linux/openat2.h`): the argument of
+/// `openat2(2)`, and of `IORING_OP_OPENAT2` by address in `sqe.addr2` with its
+/// size in `sqe.len`; 24 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct open_how {
+    /// `O_*` open flags.
+    pub flags: u64,
+    /// Permission bits for a created file; must be 0 unless `O_CREAT` or `O_TMPFILE`.
+    pub mode: u64,
+    /// `RESOLVE_*` path-resolution flags.
+    pub resolve: u64,
+}
+
+/// `OPEN_HOW_SIZE_VER0`: the smallest `open_how` size the kernel accepts.
+pub const OPEN_HOW_SIZE_VER0: usize = 24;
+
+// === open_how.resolve flags (`include/uapi/linux/openat2.h`) ===
+
+/// Refuse to cross a mount point (bind mounts included).
+pub const RESOLVE_NO_XDEV: u64 = 0x01;
+/// Refuse "magic links" (`/proc/<pid>/fd/<n>` and the like).
+pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+/// Refuse every symlink (implies `RESOLVE_NO_MAGICLINKS`).
+pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+/// Refuse to leave the directory `dirfd` names: absolute paths, `..` above it,
+/// symlinks pointing out of it all fail with `EXDEV`.
+pub const RESOLVE_BENEATH: u64 = 0x08;
+/// Resolve as if `dirfd` were the root (`chroot`-like).
+pub const RESOLVE_IN_ROOT: u64 = 0x10;
+/// Only resolve from the dentry cache; `EAGAIN` otherwise.
+pub const RESOLVE_CACHED: u64 = 0x20;
 
 // === mmap offsets ===
 
@@ -505,6 +541,7 @@ assert_eq_size!(io_uring_buf_reg, [u8; 40]);
 assert_eq_size!(io_uring_rsrc_register, [u8; 32]);
 assert_eq_size!(io_uring_rsrc_update, [u8; 16]);
 assert_eq_size!(io_uring_rsrc_update2, [u8; 32]);
+assert_eq_size!(open_how, [u8; OPEN_HOW_SIZE_VER0]);
 
 const_assert_eq!(offset_of!(io_uring_sqe, opcode), 0);
 const_assert_eq!(offset_of!(io_uring_sqe, flags), 1);
@@ -587,3 +624,7 @@ const_assert_eq!(offset_of!(io_uring_rsrc_register, data), 16);
 const_assert_eq!(offset_of!(io_uring_rsrc_register, tags), 24);
 const_assert_eq!(offset_of!(io_uring_rsrc_update2, nr), 24);
 const_assert_eq!(offset_of!(io_uring_rsrc_update, data), 8);
+
+const_assert_eq!(offset_of!(open_how, flags), 0);
+const_assert_eq!(offset_of!(open_how, mode), 8);
+const_assert_eq!(offset_of!(open_how, resolve), 16);

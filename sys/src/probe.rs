@@ -242,7 +242,8 @@ pub fn op_name(op: u8) -> Option<&'static str> {
 
 /// Opcodes the runtime cares about beyond the basics, listed by [`Features`]'s
 /// `Display`.
-const NOTABLE_OPS: [u8; 14] = [
+const NOTABLE_OPS: [u8; 15] = [
+    abi::IORING_OP_OPENAT2,
     abi::IORING_OP_MSG_RING,
     abi::IORING_OP_SOCKET,
     abi::IORING_OP_SEND_ZC,

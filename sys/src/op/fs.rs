@@ -27,7 +27,7 @@ pub enum Dir {
 }
 
 impl Dir {
-    fn raw(&self) -> RawFd {
+    pub(crate) fn raw(&self) -> RawFd {
         match self {
             Dir::Cwd => libc::AT_FDCWD,
             Dir::Fd(fd) => fd.as_raw_fd(),

@@ -39,6 +39,7 @@
 
 pub mod fs;
 pub mod net;
+pub mod openat2;
 
 use std::any::Any;
 use std::os::fd::OwnedFd;
