@@ -7,8 +7,12 @@
 //! curl http://127.0.0.1:8081/ARCHITECTURE.md
 //! ```
 //!
-//! A directory serves its `index.html`. Paths with `..` are refused (403),
-//! missing files are 404, methods other than `GET` and `HEAD` are 405.
+//! A directory serves its `index.html`. Files are opened with
+//! [`spargio::fs::Dir`], beneath the served directory: a path with `..`, or
+//! a symlink whose target lies outside the directory (`ln -s /etc docs/etc`),
+//! is refused (403) by the kernel's `openat2(RESOLVE_BENEATH)`, not only by
+//! the text check. Missing files are 404, methods other than `GET` and
+//! `HEAD` are 405.
 #![forbid(unsafe_code)]
 
 #[path = "common/http.rs"]
@@ -16,21 +20,20 @@ mod http;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use http::{Conn, Request};
 use spargio::RuntimeHandle;
-use spargio::fs::File;
+use spargio::fs::{Dir, File};
 use spargio::net::{TcpListener, TcpStream};
 
 const CHUNK: usize = 64 * 1024;
 
-/// Maps a request target to a file under `root`; `None` for a target that
-/// would leave it.
-fn resolve(root: &Path, target: &str) -> Option<PathBuf> {
+/// Maps a request target to a path relative to the served directory (`.`
+/// for the directory itself); `None` for a target with `..` or a bad escape.
+fn resolve(target: &str) -> Option<PathBuf> {
     let path = target.split(['?', '#']).next().unwrap_or("");
     let decoded = percent_decode(path)?;
-    let mut out = root.to_path_buf();
+    let mut out = PathBuf::from(".");
     for part in decoded.split('/') {
         match part {
             "" | "." => {}
@@ -75,14 +78,15 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-/// Opens the file a target names (a directory's `index.html`).
-async fn open(path: &Path) -> io::Result<(File, u64, PathBuf)> {
+/// Opens the file a relative path names (a directory's `index.html`),
+/// beneath `root`.
+async fn open(root: &Dir, path: &Path) -> io::Result<(File, u64, PathBuf)> {
     let mut path = path.to_path_buf();
-    let mut file = File::open(&path).await?;
+    let mut file = root.open_file(&path).await?;
     let mut meta = file.metadata().await?;
     if meta.is_dir() {
         path.push("index.html");
-        file = File::open(&path).await?;
+        file = root.open_file(&path).await?;
         meta = file.metadata().await?;
     }
     if !meta.is_file() {
@@ -91,7 +95,12 @@ async fn open(path: &Path) -> io::Result<(File, u64, PathBuf)> {
     Ok((file, meta.len(), path))
 }
 
-async fn answer(conn: &Conn, root: &Path, req: &Request) -> io::Result<()> {
+/// True for the errors of a path that would leave the served directory.
+fn escapes(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::PermissionDenied || matches!(e.raw_os_error(), Some(libc::EXDEV | libc::ELOOP))
+}
+
+async fn answer(conn: &Conn, root: &Dir, req: &Request) -> io::Result<()> {
     let ka = req.keep_alive;
     let head_only = match req.method.as_str() {
         "GET" => false,
@@ -102,17 +111,20 @@ async fn answer(conn: &Conn, root: &Path, req: &Request) -> io::Result<()> {
                 .await;
         }
     };
-    let Some(path) = resolve(root, &req.target) else {
+    let Some(path) = resolve(&req.target) else {
         return conn
             .respond("403 Forbidden", "text/plain", 0, ka, Vec::new())
             .await;
     };
-    let (file, len, path) = match open(&path).await {
+    let (file, len, path) = match open(root, &path).await {
         Ok(found) => found,
-        Err(_) => {
-            return conn
-                .respond("404 Not Found", "text/plain", 0, ka, Vec::new())
-                .await;
+        Err(e) => {
+            let status = if escapes(&e) {
+                "403 Forbidden"
+            } else {
+                "404 Not Found"
+            };
+            return conn.respond(status, "text/plain", 0, ka, Vec::new()).await;
         }
     };
     // The head, then the file in chunks, each read into the buffer that is sent.
@@ -139,7 +151,7 @@ async fn answer(conn: &Conn, root: &Path, req: &Request) -> io::Result<()> {
     file.close().await
 }
 
-async fn serve(stream: TcpStream, root: Arc<PathBuf>) -> io::Result<()> {
+async fn serve(stream: TcpStream, root: Dir) -> io::Result<()> {
     let mut conn = Conn::new(stream);
     while let Some(req) = conn.next_request().await? {
         answer(&conn, &root, &req).await?;
@@ -150,7 +162,7 @@ async fn serve(stream: TcpStream, root: Arc<PathBuf>) -> io::Result<()> {
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, handle: RuntimeHandle, root: Arc<PathBuf>) -> io::Result<()> {
+async fn accept_loop(listener: TcpListener, handle: RuntimeHandle, root: Dir) -> io::Result<()> {
     loop {
         let (stream, _peer, shard) = listener.accept_round_robin().await?;
         let root = root.clone();
@@ -170,19 +182,20 @@ fn main() {
         .position(|a| a == "--dir")
         .and_then(|i| args.get(i + 1))
         .map_or(".", String::as_str);
-    let root = match std::fs::canonicalize(dir) {
-        Ok(root) => Arc::new(root),
+    let root_path = match std::fs::canonicalize(dir) {
+        Ok(root) => root,
         Err(e) => {
             eprintln!("file_server: --dir {dir}: {e}");
             std::process::exit(2);
         }
     };
     let result = spargio::run(move |handle| async move {
+        let root = Dir::open(&root_path).await?;
         let listener = TcpListener::bind(addr)?;
         println!(
             "listening on http://{}, serving {}",
             listener.local_addr()?,
-            root.display()
+            root_path.display()
         );
         io::stdout().flush()?;
         accept_loop(listener, handle, root).await

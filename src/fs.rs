@@ -1,7 +1,7 @@
 //! Files and paths on io_uring.
 //!
 //! Every function here submits a native io_uring op (`READ`, `WRITE`,
-//! `OPENAT`, `STATX`, `FSYNC`, `FALLOCATE`, `FTRUNCATE`, `UNLINKAT`,
+//! `OPENAT`, `OPENAT2` (for [`Dir`]), `STATX`, `FSYNC`, `FALLOCATE`, `FTRUNCATE`, `UNLINKAT`,
 //! `RENAMEAT`, `MKDIRAT`, `SYMLINKAT`, `LINKAT`, `CLOSE`) on the calling
 //! shard's ring, except [`canonicalize`] and [`create_dir_all`]'s parent walk,
 //! which have no io_uring op and run on the blocking pool. On the Queue
@@ -34,10 +34,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use spargio_sys::abi;
 use spargio_sys::op::fs::{
-    Close, Dir, Fallocate, Fsync, Ftruncate, OpenAt, PathOp, Read, ReadFixed, SharedFd, Statx, Write,
-    WriteFixed,
+    Close, Dir as AtDir, Fallocate, Fsync, Ftruncate, OpenAt, PathOp, Read, ReadFixed, SharedFd, Statx,
+    Write, WriteFixed,
 };
+use spargio_sys::op::openat2::OpenAt2;
 
 use crate::io::{BufResult, FixedBuf, IoBuf, IoBufMut, check_offset, cqe_result, read_done, submit_current};
 
@@ -474,6 +476,8 @@ pub struct OpenOptions {
     create_new: bool,
     mode: u32,
     custom_flags: i32,
+    no_symlinks: bool,
+    no_cross_mount: bool,
 }
 
 impl Default for OpenOptions {
@@ -494,6 +498,8 @@ impl OpenOptions {
             create_new: false,
             mode: 0o666,
             custom_flags: 0,
+            no_symlinks: false,
+            no_cross_mount: false,
         }
     }
     /// Open for reading.
@@ -536,6 +542,32 @@ impl OpenOptions {
         self.custom_flags = flags;
         self
     }
+    /// Refuse a symlink anywhere in the path, not only one that leads out of
+    /// a [`Dir`] (`RESOLVE_NO_SYMLINKS`; the open fails with `ELOOP`). The open
+    /// then goes through `openat2`.
+    pub fn no_symlinks(&mut self, on: bool) -> &mut Self {
+        self.no_symlinks = on;
+        self
+    }
+    /// Refuse to cross a mount point, bind mounts included
+    /// (`RESOLVE_NO_XDEV`; the open fails with `EXDEV`). The open then goes
+    /// through `openat2`.
+    pub fn no_cross_mount(&mut self, on: bool) -> &mut Self {
+        self.no_cross_mount = on;
+        self
+    }
+
+    /// The `RESOLVE_*` flags these options ask for.
+    fn resolve(&self) -> u64 {
+        let mut resolve = 0;
+        if self.no_symlinks {
+            resolve |= abi::RESOLVE_NO_SYMLINKS;
+        }
+        if self.no_cross_mount {
+            resolve |= abi::RESOLVE_NO_XDEV;
+        }
+        resolve
+    }
 
     fn flags(&self) -> io::Result<i32> {
         let access = match (self.read, self.write || self.append) {
@@ -576,17 +608,26 @@ impl OpenOptions {
     ///
     /// `InvalidInput` for contradictory options or an interior NUL; the `openat`
     /// error otherwise (`NotFound`, `AlreadyExists`, `IsADirectory` when writing
-    /// a directory, …).
+    /// a directory, …); with [`no_symlinks`](Self::no_symlinks) or
+    /// [`no_cross_mount`](Self::no_cross_mount), `ELOOP` / `EXDEV` for a path
+    /// they refuse, and `Unsupported` where `openat2` is unavailable.
     pub async fn open(&self, path: impl AsRef<Path>) -> io::Result<File> {
         let flags = self.flags()?;
         let path = cpath(path.as_ref())?;
-        let (cqe, op) = submit_op(OpenAt::new(Dir::Cwd, path, flags, self.mode))?.await;
+        let resolve = self.resolve();
+        if resolve != 0 {
+            let fd = open_at2(OpenAt2::new(AtDir::Cwd, path, flags, self.mode, resolve)).await?;
+            return Ok(File::from_owned_fd(fd));
+        }
+        let (cqe, op) = submit_op(OpenAt::new(AtDir::Cwd, path, flags, self.mode))?.await;
         Ok(File {
             fd: Arc::new(crate::io::created_fd(&cqe, op.into_fd())?),
         })
     }
 
-    /// The equivalent `std::fs::OpenOptions` (for blocking fallbacks).
+    /// The equivalent `std::fs::OpenOptions` (for blocking fallbacks), without
+    /// [`no_symlinks`](Self::no_symlinks) and
+    /// [`no_cross_mount`](Self::no_cross_mount), which std cannot express.
     pub fn to_std(&self) -> std::fs::OpenOptions {
         let mut o = std::fs::OpenOptions::new();
         o.read(self.read)
@@ -598,6 +639,161 @@ impl OpenOptions {
             .mode(self.mode)
             .custom_flags(self.custom_flags);
         o
+    }
+}
+
+/// Runs an `openat2` op: on the ring where the kernel has
+/// `IORING_OP_OPENAT2` (and as the `openat2` call on the Queue backend), as
+/// the `openat2` system call on the blocking pool where it has not.
+async fn open_at2(op: OpenAt2) -> io::Result<OwnedFd> {
+    let on_ring = spargio_sys::probe::Features::detect().is_ok_and(|f| f.supports(abi::IORING_OP_OPENAT2));
+    let res = if on_ring {
+        let (cqe, op) = submit_op(op)?.await;
+        op.into_fd().ok_or(if cqe.res < 0 { cqe.res } else { -libc::EIO })
+    } else {
+        // The fd is owned inside the job, so it is closed if the waiter left.
+        blocking(move || {
+            let mut op = op;
+            let res = spargio_sys::op::Op::run_blocking(&mut op);
+            Ok(op.into_fd().ok_or(if res < 0 { res } else { -libc::EIO }))
+        })
+        .await?
+    };
+    res.map_err(|neg| match -neg {
+        libc::ENOSYS => io::Error::new(
+            io::ErrorKind::Unsupported,
+            "openat2 is unavailable and this resolve mode has no userspace fallback",
+        ),
+        errno => io::Error::from_raw_os_error(errno),
+    })
+}
+
+/// An open directory that files are opened beneath: no path given to
+/// [`Dir::open_file`], [`Dir::open_with`] or [`Dir::open_dir`] can leave it.
+///
+/// Every open is an `openat2` relative to the directory's fd with
+/// `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS` (`IORING_OP_OPENAT2` on the
+/// ring, Linux 5.6): an absolute path, a `..` above the directory, or a
+/// symlink whose target lies outside it fails with `EXDEV`
+/// ([`io::ErrorKind::CrossesDevices`]), a `/proc/<pid>/fd`-style magic link
+/// with `ELOOP`. Symlinks and `..` that
+/// stay beneath are followed; [`OpenOptions::no_symlinks`] refuses every
+/// symlink. Because the kernel resolves the whole path in one call, a
+/// concurrent rename cannot move the lookup outside either.
+///
+/// Where the kernel has no `IORING_OP_OPENAT2` the `openat2` system call runs
+/// on the blocking pool (also on the Queue backend); where that is missing
+/// too (`ENOSYS`), a userspace walk opens one component at a time with
+/// `O_NOFOLLOW` and is stricter: it refuses every `..` (`EXDEV`) and every
+/// symlink (`ELOOP`), even those that would stay beneath.
+///
+/// The directory itself is opened with `O_PATH`: it needs search (`x`)
+/// permission only.
+///
+/// ```
+/// spargio::run(|_| async {
+///     let root = std::env::temp_dir().join(format!("spargio-doc-dir-{}", std::process::id()));
+///     spargio::fs::create_dir_all(&root).await?;
+///     spargio::fs::write(root.join("hello.txt"), b"hello".to_vec()).await?;
+///     let dir = spargio::fs::Dir::open(&root).await?;
+///     let file = dir.open_file("hello.txt").await?;
+///     assert_eq!(file.read_at(0, 16).await?, b"hello");
+///     assert!(dir.open_file("../../etc/passwd").await.is_err());
+///     assert!(dir.open_file("/etc/passwd").await.is_err());
+///     spargio::fs::remove_file(root.join("hello.txt")).await?;
+///     spargio::fs::remove_dir(&root).await
+/// })
+/// .unwrap()
+/// .unwrap();
+/// ```
+#[derive(Clone, Debug)]
+pub struct Dir {
+    fd: SharedFd,
+}
+
+impl Dir {
+    /// Opens the directory at `path` (which may itself contain symlinks: it is
+    /// the caller's trusted root) with `O_PATH | O_DIRECTORY`.
+    ///
+    /// # Errors
+    ///
+    /// The `openat` error (`NotFound`, `NotADirectory`, `PermissionDenied`, …);
+    /// `InvalidInput` for a path with an interior NUL; an error outside a
+    /// spargio runtime.
+    pub async fn open(path: impl AsRef<Path>) -> io::Result<Dir> {
+        let path = cpath(path.as_ref())?;
+        let flags = libc::O_PATH | libc::O_DIRECTORY;
+        let (cqe, op) = submit_op(OpenAt::new(AtDir::Cwd, path, flags, 0))?.await;
+        Ok(Dir {
+            fd: Arc::new(crate::io::created_fd(&cqe, op.into_fd())?),
+        })
+    }
+
+    /// Wraps an open directory (e.g. `std::fs::File::open(dir)`). Opens
+    /// beneath an fd that is not a directory fail with `ENOTDIR`.
+    pub fn from_std(dir: std::fs::File) -> Dir {
+        Dir {
+            fd: Arc::new(OwnedFd::from(dir)),
+        }
+    }
+
+    /// Opens the file at `path` beneath this directory for reading.
+    ///
+    /// # Errors
+    ///
+    /// As [`Dir::open_with`].
+    pub async fn open_file(&self, path: impl AsRef<Path>) -> io::Result<File> {
+        self.open_with(path, OpenOptions::new().read(true)).await
+    }
+
+    /// Opens (or creates) the file at `path` beneath this directory with
+    /// `options`.
+    ///
+    /// # Errors
+    ///
+    /// `EXDEV` ([`io::ErrorKind::CrossesDevices`]) for a path that leaves the
+    /// directory (absolute, `..` above it, a symlink out of it), `ELOOP` for
+    /// a magic link, or any symlink
+    /// with [`OpenOptions::no_symlinks`]; `InvalidInput` for contradictory
+    /// options or an interior NUL; otherwise the `openat2` error (`NotFound`,
+    /// `AlreadyExists`, …); `Unsupported` where neither `openat2` nor the
+    /// walk (see [`Dir`]) can serve the options.
+    pub async fn open_with(&self, path: impl AsRef<Path>, options: &OpenOptions) -> io::Result<File> {
+        let flags = options.flags()?;
+        let fd = self
+            .open_beneath(path.as_ref(), flags, options.mode, options.resolve())
+            .await?;
+        Ok(File::from_owned_fd(fd))
+    }
+
+    /// Opens the directory at `path` beneath this one, as a [`Dir`] whose
+    /// opens stay beneath it in turn.
+    ///
+    /// # Errors
+    ///
+    /// As [`Dir::open_with`]; `NotADirectory` when `path` is not one.
+    pub async fn open_dir(&self, path: impl AsRef<Path>) -> io::Result<Dir> {
+        let flags = libc::O_PATH | libc::O_DIRECTORY;
+        let fd = self.open_beneath(path.as_ref(), flags, 0, 0).await?;
+        Ok(Dir { fd: Arc::new(fd) })
+    }
+
+    async fn open_beneath(&self, path: &Path, flags: i32, mode: u32, resolve: u64) -> io::Result<OwnedFd> {
+        let resolve = resolve | abi::RESOLVE_BENEATH | abi::RESOLVE_NO_MAGICLINKS;
+        let op = OpenAt2::new(AtDir::Fd(self.fd.clone()), cpath(path)?, flags, mode, resolve);
+        open_at2(op).await
+    }
+}
+
+impl AsRawFd for Dir {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for Dir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -892,7 +1088,7 @@ pub async fn symlink_metadata(path: impl AsRef<Path>) -> io::Result<Metadata> {
 }
 
 async fn stat(path: &Path, flags: i32) -> io::Result<Metadata> {
-    let (cqe, op) = submit_op(Statx::path(Dir::Cwd, cpath(path)?, flags))?.await;
+    let (cqe, op) = submit_op(Statx::path(AtDir::Cwd, cpath(path)?, flags))?.await;
     cqe_result(&cqe)?;
     Ok(Metadata::from_statx(op.into_statx()))
 }

@@ -250,3 +250,64 @@ fn file_server_serves_files_byte_for_byte() {
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A symlink inside the served directory that points outside it (at `/etc`,
+/// or at `..`) is refused with 403, not followed: the server used to check
+/// only the text of the path and then let `open` follow the link.
+#[test]
+fn file_server_refuses_symlinks_that_leave_its_directory() {
+    let base = std::env::temp_dir().join(format!("spargio-file-server-links-{}", std::process::id()));
+    let dir = base.join("served");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(base.join("secret.txt"), b"not for you\n").unwrap();
+    std::fs::write(dir.join("sub/ok.txt"), b"fine\n").unwrap();
+    std::os::unix::fs::symlink("/etc", dir.join("etc")).unwrap();
+    std::os::unix::fs::symlink("..", dir.join("parent")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd")).unwrap();
+    std::os::unix::fs::symlink("sub/ok.txt", dir.join("alias.txt")).unwrap();
+    let server = Server::start(
+        "file_server",
+        &["--addr", "127.0.0.1:0", "--dir", dir.to_str().unwrap()],
+    );
+    let get = |path: &str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        raw_exchange(&server, request.as_bytes())
+    };
+    let forbidden = response("403 Forbidden", "text/plain", b"", false);
+    for path in [
+        "/etc/passwd",
+        "/etc/hostname",
+        "/passwd",
+        "/parent/secret.txt",
+        "/%2e%2e/secret.txt",
+        "/sub/../../secret.txt",
+    ] {
+        let got = get(path);
+        assert!(
+            got == forbidden,
+            "{path}: {}",
+            String::from_utf8_lossy(&got[..got.len().min(300)])
+        );
+    }
+    // Files beneath, through a symlink that stays beneath too, are served.
+    assert_eq!(
+        get("/sub/ok.txt"),
+        response("200 OK", "text/plain; charset=utf-8", b"fine\n", false)
+    );
+    assert_eq!(
+        get("/alias.txt"),
+        response("200 OK", "text/plain; charset=utf-8", b"fine\n", false)
+    );
+    if let Some(code) = curl(&[
+        "--path-as-is",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        format!("http://{}/etc/passwd", server.addr).as_str(),
+    ]) {
+        assert_eq!(code, b"403");
+    }
+    drop(server);
+    std::fs::remove_dir_all(&base).unwrap();
+}

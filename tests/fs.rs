@@ -579,3 +579,94 @@ fn huge_read_length_of_a_proc_file_reads_into_a_bounded_buffer() {
         .unwrap();
     }
 }
+
+/// A served directory with `sub/file`, `top`, and symlinks: `etc` to `/etc`,
+/// `up` to `..`, `inside` to `sub/file`; `outside` lies next to it.
+fn beneath_tree() -> (PathBuf, PathBuf) {
+    let base = temp_path("beneath");
+    let root = base.join("root");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("sub/file"), b"beneath").unwrap();
+    std::fs::write(root.join("top"), b"top").unwrap();
+    std::fs::write(base.join("outside"), b"secret").unwrap();
+    std::os::unix::fs::symlink("/etc", root.join("etc")).unwrap();
+    std::os::unix::fs::symlink("..", root.join("up")).unwrap();
+    std::os::unix::fs::symlink("sub/file", root.join("inside")).unwrap();
+    (base, root)
+}
+
+/// `Dir` opens files beneath it and refuses every way out (absolute paths,
+/// `..`, a symlink to `/etc`, a symlink to `..`) with `EXDEV`, on both
+/// backends; `no_symlinks` refuses even a symlink that stays beneath.
+#[test]
+fn dir_opens_beneath_and_refuses_escapes_on_both_backends() {
+    let _serial = serial();
+    for (backend, rt) in runtimes() {
+        let (base, root) = beneath_tree();
+        let r = root.clone();
+        rt.block_on(async move {
+            let dir = fs::Dir::open(&r).await.unwrap();
+            let read = |f: File| async move { f.read_to_end_at(0).await.unwrap() };
+            assert_eq!(read(dir.open_file("sub/file").await.unwrap()).await, b"beneath");
+            assert_eq!(read(dir.open_file("./sub/../top").await.unwrap()).await, b"top");
+            assert_eq!(read(dir.open_file("inside").await.unwrap()).await, b"beneath");
+            for escape in [
+                "../outside",
+                "sub/../../outside",
+                "/etc/passwd",
+                "etc/passwd",
+                "up/outside",
+                "up/root/top",
+            ] {
+                let e = dir.open_file(escape).await.unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EXDEV), "{backend:?} {escape}: {e}");
+                assert_eq!(e.kind(), ErrorKind::CrossesDevices, "{backend:?} {escape}");
+            }
+            let strict = OpenOptions::new().read(true).no_symlinks(true).clone();
+            let e = dir.open_with("inside", &strict).await.unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{backend:?}: {e}");
+            assert_eq!(
+                read(dir.open_with("sub/file", &strict).await.unwrap()).await,
+                b"beneath"
+            );
+            // The same options on a plain open refuse the symlink too.
+            let e = strict.open(r.join("inside")).await.unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{backend:?}: {e}");
+
+            // A sub-Dir confines in turn.
+            let sub = dir.open_dir("sub").await.unwrap();
+            assert_eq!(read(sub.open_file("file").await.unwrap()).await, b"beneath");
+            let e = sub.open_file("../top").await.unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EXDEV), "{backend:?}: {e}");
+            assert_eq!(
+                dir.open_dir("top").await.unwrap_err().raw_os_error(),
+                Some(libc::ENOTDIR)
+            );
+            assert_eq!(
+                dir.open_file("missing").await.unwrap_err().kind(),
+                ErrorKind::NotFound
+            );
+
+            // Creating beneath works, with the mode applied.
+            let created = dir
+                .open_with(
+                    "sub/new",
+                    OpenOptions::new().write(true).create_new(true).mode(0o600),
+                )
+                .await
+                .unwrap();
+            created.write_all_at(b"made".to_vec(), 0).await.0.unwrap();
+            let meta = created.metadata().await.unwrap();
+            assert_eq!(meta.mode() & 0o777, 0o600, "{backend:?}");
+            assert!(
+                dir.open_with("../made", OpenOptions::new().write(true).create(true))
+                    .await
+                    .is_err()
+            );
+        })
+        .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        assert_eq!(std::fs::read(root.join("sub/new")).unwrap(), b"made");
+        assert!(!base.join("made").exists());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}
