@@ -1,12 +1,28 @@
 //! Just enough HTTP/1.1 for the examples: read request heads from a
 //! keep-alive connection (pipelining included) and write responses.
+//!
+//! Memory per connection is bounded whatever the peer sends: the head is
+//! limited to [`MAX_HEAD`] bytes (`431 Request Header Fields Too Large`
+//! beyond), and a request body, which the examples never use, is read and
+//! dropped in chunks of at most [`CHUNK`] bytes, never buffered whole. A
+//! malformed request line or header gets `400 Bad Request`, a
+//! `Transfer-Encoding` body `501 Not Implemented`; the connection then
+//! closes. Lines may end in CRLF or in a bare LF.
 
 use std::io;
+use std::net::Shutdown;
 
 use spargio::net::TcpStream;
 
-/// The longest request head accepted.
-const MAX_HEAD: usize = 16 * 1024;
+/// The longest request head accepted (request line and headers).
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// The most read from the socket at once (and kept of a body: nothing).
+pub const CHUNK: usize = 64 * 1024;
+
+/// After an error response, at most this much more input is read and dropped
+/// before closing, so the peer sees the response rather than a reset.
+const LINGER: usize = 1 << 20;
 
 /// One request head.
 pub struct Request {
@@ -15,6 +31,123 @@ pub struct Request {
     pub target: String,
     /// Whether the connection stays open after the response.
     pub keep_alive: bool,
+}
+
+/// Why a request is refused before it reaches the server's handler.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    BadRequest(&'static str),
+    HeadTooLarge,
+    NotImplemented(&'static str),
+}
+
+impl Refusal {
+    fn status(&self) -> &'static str {
+        match self {
+            Refusal::BadRequest(_) => "400 Bad Request",
+            Refusal::HeadTooLarge => "431 Request Header Fields Too Large",
+            Refusal::NotImplemented(_) => "501 Not Implemented",
+        }
+    }
+}
+
+/// A parsed head: the request, its body length, and whether the client
+/// waits for `100 Continue` before sending the body.
+#[derive(Debug, PartialEq, Eq)]
+struct Head {
+    method: String,
+    target: String,
+    keep_alive: bool,
+    body: u64,
+    expect_continue: bool,
+}
+
+/// Where the head in `buf` ends: `Some((head_len, consumed))` once an empty
+/// line (CRLF or bare LF) follows it, `head_len` excluding the empty line.
+/// Empty lines before the request line are skipped (RFC 9112, 2.2).
+fn head_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut start = 0;
+    while let Some(at) = buf[start..].iter().position(|&b| b == b'\n') {
+        let line = &buf[start..start + at];
+        if line.is_empty() || line == b"\r" {
+            return Some((start, start + at + 1));
+        }
+        start += at + 1;
+    }
+    None
+}
+
+/// True for a `tchar` of RFC 9110 (method and header-name characters).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Parses a head (its last line's ending included, the empty line after it not).
+fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
+    let head = std::str::from_utf8(head).map_err(|_| Refusal::BadRequest("head is not UTF-8"))?;
+    // The last line's own line ending.
+    let head = head.strip_suffix('\n').unwrap_or(head);
+    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let request_line = lines.next().unwrap_or("");
+    let mut parts = request_line.split(' ');
+    let (method, target, version) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(m), Some(t), Some(v), None) if is_token(m) && !t.is_empty() => (m, t, v),
+        _ => return Err(Refusal::BadRequest("malformed request line")),
+    };
+    if target.bytes().any(|b| b.is_ascii_control()) {
+        return Err(Refusal::BadRequest("control character in the target"));
+    }
+    let mut keep_alive = match version {
+        "HTTP/1.1" => true,
+        "HTTP/1.0" => false,
+        _ => return Err(Refusal::BadRequest("unsupported HTTP version")),
+    };
+    let mut body: Option<u64> = None;
+    let mut expect_continue = false;
+    for line in lines {
+        if line.starts_with([' ', '\t']) {
+            return Err(Refusal::BadRequest("obsolete header line folding"));
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(Refusal::BadRequest("header line without a colon"));
+        };
+        if !is_token(name) {
+            return Err(Refusal::BadRequest("malformed header name"));
+        }
+        let value = value.trim_matches([' ', '\t']);
+        if name.eq_ignore_ascii_case("connection") {
+            for option in value.split(',').map(str::trim) {
+                if option.eq_ignore_ascii_case("close") {
+                    keep_alive = false;
+                } else if option.eq_ignore_ascii_case("keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let len = value
+                .parse::<u64>()
+                .ok()
+                .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or(Refusal::BadRequest("bad Content-Length"))?;
+            if body.is_some_and(|b| b != len) {
+                return Err(Refusal::BadRequest("conflicting Content-Length"));
+            }
+            body = Some(len);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(Refusal::NotImplemented("Transfer-Encoding"));
+        } else if name.eq_ignore_ascii_case("expect") {
+            expect_continue = value.eq_ignore_ascii_case("100-continue");
+        }
+    }
+    Ok(Head {
+        method: method.to_owned(),
+        target: target.to_owned(),
+        keep_alive,
+        body: body.unwrap_or(0),
+        expect_continue,
+    })
 }
 
 /// A connection: the stream and the bytes read past the last request.
@@ -30,32 +163,62 @@ impl Conn {
         Conn {
             stream,
             buffered: Vec::new(),
-            scratch: Vec::with_capacity(8192),
+            scratch: Vec::with_capacity(CHUNK),
         }
+    }
+
+    /// Receives up to [`CHUNK`] bytes into the scratch buffer; 0 when the
+    /// peer closed.
+    async fn recv(&mut self) -> io::Result<usize> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let (res, scratch) = self.stream.recv(scratch).await;
+        self.scratch = scratch;
+        res
     }
 
     /// Reads more bytes into the buffer; false when the peer closed.
     async fn fill(&mut self) -> io::Result<bool> {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        let (res, scratch) = self.stream.recv(scratch).await;
-        self.buffered.extend_from_slice(&scratch);
-        self.scratch = scratch;
-        Ok(res? > 0)
+        let n = self.recv().await?;
+        self.buffered.extend_from_slice(&self.scratch[..n]);
+        Ok(n > 0)
     }
 
-    /// The next request, `None` when the peer closed between requests.
-    /// A request body (`Content-Length`) is read and discarded.
+    /// Reads and drops `len` body bytes, at most [`CHUNK`] at a time.
+    async fn discard(&mut self, mut len: u64) -> io::Result<()> {
+        let from_buffer = len.min(self.buffered.len() as u64) as usize;
+        self.buffered.drain(..from_buffer);
+        len -= from_buffer as u64;
+        while len > 0 {
+            let n = self.recv().await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            // Bytes past the body belong to the next (pipelined) request.
+            let body = (n as u64).min(len) as usize;
+            self.buffered.extend_from_slice(&self.scratch[body..n]);
+            len -= body as u64;
+        }
+        Ok(())
+    }
+
+    /// The next request, `None` when the peer closed between requests or the
+    /// request was refused (the refusal has been sent). A request body
+    /// (`Content-Length`) is read and dropped in bounded chunks.
     pub async fn next_request(&mut self) -> io::Result<Option<Request>> {
-        let end = loop {
-            if let Some(at) = self.buffered.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at;
+        let (head_len, consumed) = loop {
+            // Empty lines before a request line are skipped.
+            let blank = self
+                .buffered
+                .iter()
+                .position(|&b| b != b'\r' && b != b'\n')
+                .unwrap_or(self.buffered.len());
+            self.buffered.drain(..blank);
+            if let Some(end) = head_end(&self.buffered) {
+                break end;
             }
             if self.buffered.len() > MAX_HEAD {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "request head too long",
-                ));
+                return self.refuse(Refusal::HeadTooLarge).await;
             }
             if !self.fill().await? {
                 return match self.buffered.is_empty() {
@@ -64,41 +227,46 @@ impl Conn {
                 };
             }
         };
-        let head = String::from_utf8_lossy(&self.buffered[..end]).into_owned();
-        self.buffered.drain(..end + 4);
-        let mut lines = head.split("\r\n");
-        let mut parts = lines.next().unwrap_or("").split(' ');
-        let (method, target, version) = match (parts.next(), parts.next(), parts.next()) {
-            (Some(m), Some(t), Some(v)) if v.starts_with("HTTP/1.") => (m, t, v),
-            _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "bad request line")),
+        if head_len > MAX_HEAD {
+            return self.refuse(Refusal::HeadTooLarge).await;
+        }
+        let parsed = parse_head(&self.buffered[..head_len]);
+        self.buffered.drain(..consumed);
+        let head = match parsed {
+            Ok(head) => head,
+            Err(refusal) => return self.refuse(refusal).await,
         };
-        let mut keep_alive = version == "HTTP/1.1";
-        let mut body = 0usize;
-        for line in lines {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("connection") {
-                keep_alive = value.eq_ignore_ascii_case("keep-alive")
-                    || (keep_alive && !value.eq_ignore_ascii_case("close"));
-            } else if name.eq_ignore_ascii_case("content-length") {
-                body = value
-                    .parse()
-                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad Content-Length"))?;
+        if head.body > 0 {
+            if head.expect_continue && self.buffered.is_empty() {
+                self.stream
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+                    .await
+                    .0?;
             }
+            self.discard(head.body).await?;
         }
-        while self.buffered.len() < body {
-            if !self.fill().await? {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        self.buffered.drain(..body);
         Ok(Some(Request {
-            method: method.to_owned(),
-            target: target.to_owned(),
-            keep_alive,
+            method: head.method,
+            target: head.target,
+            keep_alive: head.keep_alive,
         }))
+    }
+
+    /// Sends the refusal's status with `Connection: close`, stops sending,
+    /// and drops what the peer still sends (bounded) so that closing does not
+    /// reset the connection before the peer has read the response.
+    async fn refuse(&mut self, refusal: Refusal) -> io::Result<Option<Request>> {
+        self.respond(refusal.status(), "text/plain", 0, false, Vec::new())
+            .await?;
+        self.stream.shutdown(Shutdown::Write).await?;
+        let mut drained = 0;
+        while drained < LINGER {
+            match self.recv().await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+        Ok(None)
     }
 
     /// Writes a response head (`Content-Length: len`) and then `body`.
