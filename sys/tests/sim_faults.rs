@@ -918,7 +918,7 @@ fn a_dropped_op_table_leaks_what_the_kernel_writes_later() {
     std::mem::forget(fd);
     // The SQE is queued; the simulated kernel runs it at the next enter.
     drop(table);
-    let canary = vec![0u8; 64];
+    let canary: Box<[u8]> = vec![0u8; 64].into_boxed_slice();
     ring.submit_and_wait(1, Some(Duration::from_secs(5))).unwrap();
     assert_eq!(ring.pop_cqe().unwrap().res, 5);
     assert!(!canary.windows(5).any(|w| w == b"PWNED"));
