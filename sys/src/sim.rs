@@ -329,6 +329,12 @@ impl SimKernel {
         self.lock().faults.injected
     }
 
+    /// Simulated rings set up on this kernel and not yet dropped.
+    #[cfg(test)]
+    pub(crate) fn ring_count(&self) -> usize {
+        self.lock().rings.len()
+    }
+
     /// Makes rings set up from now on start their SQ and CQ heads and tails at
     /// `index` instead of 0, so tests can put wrap-around of the `u32`
     /// indices within a few operations (`u32::MAX - 2`, say).
@@ -1571,6 +1577,16 @@ impl SimRing {
             self.shared.ring.ptr,
             self.shared.sqes.ptr.cast(),
         )
+    }
+
+    /// Bytes of the region that holds both rings (indices, CQEs, SQ index array).
+    pub(crate) fn ring_len(&self) -> usize {
+        self.shared.ring.layout.size()
+    }
+
+    /// Bytes of the SQE region.
+    pub(crate) fn sqes_len(&self) -> usize {
+        self.shared.sqes.layout.size()
     }
 
     /// The ring's fake fd number (unique within its [`SimKernel`]).
