@@ -7,7 +7,10 @@
 #   4. tour    cargo run --release --example tour    (the README's first command; must exit 0)
 #   5. unsafe  bash scripts/unsafe-audit.sh
 #   6. miri    cargo +nightly miri test -p spargio-sys           (the simulated-kernel tests)
-#   7. fuzz    cargo +nightly fuzz run <target> -- -max_total_time=$FUZZ_SECONDS, every target
+#   7. asan    the real-kernel suites under AddressSanitizer (nightly, -Zbuild-std, target/asan):
+#              spargio-sys's unit and integration tests, and spargio's tests fs, net, runtime_core,
+#              shutdown (and soundness, when tests/soundness.rs exists); no doctests
+#   8. fuzz    cargo +nightly fuzz run <target> -- -max_total_time=$FUZZ_SECONDS, every target
 #
 # Every step runs even when an earlier one failed, so one run reports every problem; the script
 # exits 1 if any step failed. A step that cannot run here (no nightly, no miri, no cargo-fuzz)
@@ -36,7 +39,7 @@ esac
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 CI_FAIL_FAST="${CI_FAIL_FAST:-0}"
 CI_REQUIRE_ALL="${CI_REQUIRE_ALL:-0}"
-CI_STEPS="${CI_STEPS:-fmt clippy test tour unsafe miri fuzz}"
+CI_STEPS="${CI_STEPS:-fmt clippy test tour unsafe miri asan fuzz}"
 
 state_dir="$(mktemp -d)"
 trap 'rm -rf "$state_dir"' EXIT
@@ -182,6 +185,47 @@ step_miri() {
     cargo +nightly miri test -p spargio-sys
 }
 
+step_asan() {
+    ensure_nightly
+    if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+        echo "installing the rust-src component for nightly (-Zbuild-std needs it)"
+        rustup component add rust-src --toolchain nightly ||
+            skip "could not install rust-src for nightly (rustup component add rust-src --toolchain nightly failed)"
+    fi
+    local host
+    host="$(rustup run nightly rustc -vV | sed -n 's/^host: //p')"
+    case "$host" in
+        x86_64-unknown-linux-gnu | aarch64-unknown-linux-gnu) ;;
+        *) skip "AddressSanitizer is not set up for host '$host' here" ;;
+    esac
+    # - Instrumented code and the standard library are rebuilt for an explicit --target
+    #   (-Zbuild-std), so build scripts and proc macros stay uninstrumented and std's own
+    #   allocations are checked too. Its own target dir keeps the normal build's cache intact.
+    # - Only the suites that drive the real kernel: the simulated kernel is covered by Miri.
+    #   No doctests (--lib --tests / --test): they would need their own instrumented build.
+    # - Leaks: spargio-sys runs with LeakSanitizer on (it leaks nothing by design: what the
+    #   kernel may still use is in mmaps, which LSan does not track). The runtime suites run
+    #   with detect_leaks=0: at shutdown the runtime deliberately leaks every op the kernel
+    #   still holds, buffer included (tests/fs.rs shutdown_with_ops_in_flight does this on
+    #   purpose; other shutdown tests can, depending on timing), and LSan would fail those
+    #   intentional leaks. Use-after-free, overflows and double frees still fail every suite.
+    export RUSTFLAGS="-Zsanitizer=address"
+    export RUSTDOCFLAGS="-Zsanitizer=address"
+    export CARGO_TARGET_DIR="${ASAN_TARGET_DIR:-target/asan}"
+    local common=(-Zbuild-std --target "$host" --no-fail-fast)
+    local suites=(--test fs --test net --test runtime_core --test shutdown)
+    if [ -f tests/soundness.rs ]; then
+        suites+=(--test soundness)
+    fi
+    echo "RUSTFLAGS=$RUSTFLAGS CARGO_TARGET_DIR=$CARGO_TARGET_DIR suites: ${suites[*]}"
+    local rc=0
+    ASAN_OPTIONS="detect_leaks=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
+        cargo +nightly test "${common[@]}" -p spargio-sys --lib --tests || rc=1
+    ASAN_OPTIONS="detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
+        cargo +nightly test "${common[@]}" -p spargio "${suites[@]}" || rc=1
+    return "$rc"
+}
+
 fuzz_targets() {
     # The `name = "..."` of every [[bin]] section of fuzz/Cargo.toml.
     awk '
@@ -249,5 +293,6 @@ run_step test "cargo test --workspace --no-fail-fast" step_test
 run_step tour "cargo run --release --example tour" step_tour
 run_step unsafe "bash scripts/unsafe-audit.sh" step_unsafe
 run_step miri "cargo +nightly miri test -p spargio-sys" step_miri
+run_step asan "cargo +nightly test -Zsanitizer=address (spargio-sys; fs net runtime_core shutdown)" step_asan
 run_step fuzz "cargo +nightly fuzz run <each target> -- -max_total_time=${FUZZ_SECONDS}" step_fuzz
 finish

@@ -32,6 +32,28 @@ pub unsafe trait IoBuf: Send + 'static {
     /// A view of `range` of this buffer that an op can use; the whole buffer
     /// comes back with the result.
     ///
+    /// A read into the slice makes the bytes it wrote part of the buffer's
+    /// initialized length only when the slice starts inside or right after the
+    /// bytes already initialized (`range.start <= bytes_init()`). A slice that
+    /// starts further in leaves the length as it was, since the bytes between
+    /// would count as initialized without ever having been written.
+    ///
+    /// ```
+    /// use spargio_sys::buf::{IoBuf, IoBufMut};
+    ///
+    /// let mut gap = Vec::<u8>::with_capacity(16).slice(8..);
+    /// // SAFETY: (as a read would) 4 bytes written at the slice's start.
+    /// unsafe { gap.stable_mut_ptr().write_bytes(7, 4); gap.set_init(4) };
+    /// assert_eq!(gap.into_inner().len(), 0, "bytes 0..8 were never written");
+    ///
+    /// let mut tail = vec![1u8, 2];
+    /// tail.reserve(8);
+    /// let mut tail = tail.slice(2..);
+    /// // SAFETY: as above.
+    /// unsafe { tail.stable_mut_ptr().write_bytes(7, 4); tail.set_init(4) };
+    /// assert_eq!(tail.into_inner(), [1, 2, 7, 7, 7, 7]);
+    /// ```
+    ///
     /// # Panics
     ///
     /// Panics when the range is out of `0..bytes_total()` or decreasing.
@@ -67,17 +89,22 @@ pub unsafe trait IoBuf: Send + 'static {
 /// # Safety
 ///
 /// As [`IoBuf`], and `stable_mut_ptr()` must point to `bytes_total()` bytes
-/// that may be written; `set_init` may only be called with a count of bytes
-/// that really were initialized.
+/// that may be written. `set_init` must keep `IoBuf`'s promise: after it,
+/// every one of the first `bytes_init()` bytes is initialized. An
+/// implementation that cannot record the bytes it is told about (they do not
+/// join what it already counts as initialized) records nothing.
 pub unsafe trait IoBufMut: IoBuf {
     /// Start of the writable buffer.
     fn stable_mut_ptr(&mut self) -> *mut u8;
 
-    /// Records that the first `pos` bytes are initialized (never shrinks).
+    /// Records that the first `pos` bytes (from `stable_mut_ptr()`) are
+    /// initialized. Never shrinks the initialized length, and never grows it
+    /// past `bytes_total()`.
     ///
     /// # Safety
     ///
-    /// The first `pos` bytes must be initialized.
+    /// The first `pos` bytes from `stable_mut_ptr()` must be initialized, and
+    /// `pos <= bytes_total()`.
     unsafe fn set_init(&mut self, pos: usize);
 }
 
@@ -102,8 +129,8 @@ unsafe impl IoBufMut for Vec<u8> {
     }
     unsafe fn set_init(&mut self, pos: usize) {
         if pos > self.len() {
-            // SAFETY: `pos <= capacity` (ops never report more than they were
-            // given) and the caller guarantees the bytes are initialized.
+            // SAFETY: `pos <= bytes_total() == capacity` and the first `pos` bytes
+            // are initialized, both by the caller's contract.
             unsafe { self.set_len(pos) };
         }
     }
@@ -390,15 +417,26 @@ unsafe impl<B: IoBuf> IoBuf for Slice<B> {
     }
 }
 
-// SAFETY: as for `IoBuf`; initialization is forwarded with the offset added.
+// SAFETY: as for `IoBuf`; `set_init` forwards only a count whose every byte is
+// initialized (see there).
 unsafe impl<B: IoBufMut> IoBufMut for Slice<B> {
     fn stable_mut_ptr(&mut self) -> *mut u8 {
         self.buf.stable_mut_ptr().wrapping_add(self.begin)
     }
+
+    /// Marks `begin..begin + pos` of the underlying buffer initialized, but
+    /// only when that range joins the buffer's initialized prefix (`begin <=
+    /// bytes_init()`): a buffer knows one initialized prefix, and growing it
+    /// over a gap of bytes nobody wrote would expose uninitialized memory.
+    /// Otherwise nothing is marked (the bytes were written but stay outside
+    /// the buffer's length).
     unsafe fn set_init(&mut self, pos: usize) {
-        // SAFETY: forwarded: the caller initialized `begin..begin + pos`, and
-        // everything before `begin` that counts as initialized already was, or
-        // is a prefix the buffer reports as initialized anyway.
+        if self.begin > self.buf.bytes_init() {
+            return;
+        }
+        let pos = pos.min(self.end - self.begin);
+        // SAFETY: `0..begin` is inside the initialized prefix (checked above) and
+        // the caller initialized `begin..begin + pos`, so `0..begin + pos` is.
         unsafe { self.buf.set_init(self.begin + pos) };
     }
 }
@@ -764,6 +802,73 @@ mod tests {
         assert_eq!((s.bytes_init(), s.bytes_total()), (4, 4));
         assert_eq!(s.stable_ptr(), s.get_ref().as_ptr().wrapping_add(2));
         assert_eq!(s.into_inner().len(), 10);
+    }
+
+    /// Writes `n` bytes at the start of `slice` as a read would, then reports them.
+    fn fill_slice<B: IoBufMut>(slice: &mut Slice<B>, n: usize) {
+        let p = slice.stable_mut_ptr();
+        for i in 0..n {
+            // SAFETY: `i < n <= bytes_total()`, writable by `IoBufMut`'s contract.
+            unsafe { p.add(i).write(0xA0 + i as u8) };
+        }
+        // SAFETY: the first `n` bytes of the slice were just written.
+        unsafe { slice.set_init(n) };
+    }
+
+    #[test]
+    fn slice_past_the_initialized_prefix_marks_nothing() {
+        // Bytes 0..8 of the Vec were never written: a read into `8..` must not
+        // make them part of `len` (reading them would be UB, which Miri reports).
+        let mut s = Vec::<u8>::with_capacity(32).slice(8..);
+        fill_slice(&mut s, 4);
+        let v = s.into_inner();
+        assert_eq!(v.len(), 0, "a gap before the slice stays uninitialized");
+
+        let mut a = AlignedBuf::with_capacity(32, 8).slice(8..16);
+        fill_slice(&mut a, 8);
+        assert_eq!(a.into_inner().len(), 0);
+
+        let table = Arc::new(FixedBufTable::new(1, 64, ()));
+        let mut f = table.checkout(64).unwrap().slice(8..);
+        fill_slice(&mut f, 4);
+        assert!(f.into_inner().is_empty());
+    }
+
+    #[test]
+    fn slice_contiguous_with_the_initialized_prefix_extends_it() {
+        for begin in [0, 2, 3] {
+            let mut v = Vec::with_capacity(32);
+            v.extend_from_slice(&[1, 2, 3]);
+            let mut s = v.slice(begin..);
+            let n = 3 - begin + 2;
+            fill_slice(&mut s, n);
+            let got = s.into_inner();
+            assert_eq!(got.len(), begin + n, "slice at {begin}");
+            assert_eq!(&got[..begin], &[1, 2, 3][..begin]);
+            assert_eq!(got[begin], 0xA0);
+        }
+        // Inside the initialized prefix, a short write never shrinks it.
+        let mut s = vec![9u8; 10].slice(2..6);
+        fill_slice(&mut s, 1);
+        assert_eq!(s.into_inner(), [9, 9, 0xA0, 9, 9, 9, 9, 9, 9, 9]);
+
+        let mut a = AlignedBuf::zeroed(8, 8);
+        a.clear();
+        let mut s = a.slice(0..4);
+        fill_slice(&mut s, 4);
+        assert_eq!(s.into_inner().as_slice(), &[0xA0, 0xA1, 0xA2, 0xA3]);
+    }
+
+    #[test]
+    fn nested_slices_follow_the_same_rule() {
+        let mut s = Vec::<u8>::with_capacity(16).slice(0..12).slice(4..);
+        fill_slice(&mut s, 2);
+        assert_eq!(s.into_inner().into_inner().len(), 0);
+        let mut v = Vec::with_capacity(16);
+        v.extend_from_slice(&[5; 4]);
+        let mut s = v.slice(0..12).slice(4..);
+        fill_slice(&mut s, 2);
+        assert_eq!(s.into_inner().into_inner(), [5, 5, 5, 5, 0xA0, 0xA1]);
     }
 
     #[test]

@@ -65,11 +65,31 @@ impl Mmap {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(addr.cast::<u8>()).expect("mmap returned a null mapping");
+        // Owned from here: an error below unmaps it on the way out.
         let map = Mmap { ptr, len };
-        // SAFETY: `addr..addr+len` is the mapping just created. MADV_DONTFORK is
-        // advisory; a failure only means a forked child would keep a copy.
-        unsafe { libc::madvise(addr, len, libc::MADV_DONTFORK) };
+        map.dont_fork()?;
         Ok(map)
+    }
+
+    /// Marks the mapping `MADV_DONTFORK`, so a forked child gets no copy of
+    /// memory the kernel keeps writing (and the parent's pages stay its own).
+    ///
+    /// # Errors
+    ///
+    /// The `errno` of `madvise` (e.g. `ENOMEM` when the process is at its
+    /// mapping limit), with the call named.
+    fn dont_fork(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(errno) = fail_dont_fork::take() {
+            return Err(dont_fork_error(io::Error::from_raw_os_error(errno), self.len));
+        }
+        // SAFETY: `ptr..ptr+len` is a mapping this value owns; madvise changes
+        // only how fork treats it, not its contents.
+        let rc = unsafe { libc::madvise(self.ptr.as_ptr().cast(), self.len, libc::MADV_DONTFORK) };
+        if rc != 0 {
+            return Err(dont_fork_error(io::Error::last_os_error(), self.len));
+        }
+        Ok(())
     }
 
     /// Start of the mapping.
@@ -94,5 +114,47 @@ impl Drop for Mmap {
         // nothing can reach it after drop (pointers derived from it are bounded by
         // the owner's lifetime, see `Ring`).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+fn dont_fork_error(source: io::Error, len: usize) -> io::Error {
+    io::Error::new(
+        source.kind(),
+        format!("madvise(MADV_DONTFORK) of a new {len}-byte mapping failed: {source}"),
+    )
+}
+
+/// Test hook: makes the next `dont_fork` on this thread fail with an errno.
+#[cfg(test)]
+pub(crate) mod fail_dont_fork {
+    use std::cell::Cell;
+
+    thread_local! {
+        static NEXT: Cell<Option<i32>> = const { Cell::new(None) };
+    }
+
+    /// The next `madvise(MADV_DONTFORK)` on this thread fails with `errno`.
+    pub(crate) fn arm(errno: i32) {
+        NEXT.set(Some(errno));
+    }
+
+    pub(super) fn take() -> Option<i32> {
+        NEXT.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(not(miri))] // no mmap under Miri
+    fn a_failed_dont_fork_fails_the_mapping() {
+        fail_dont_fork::arm(libc::ENOMEM);
+        let err = Mmap::anonymous(4096).expect_err("madvise failed, so must the mapping");
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory);
+        assert!(err.to_string().contains("MADV_DONTFORK"), "{err}");
+        let map = Mmap::anonymous(4096).expect("the hook fires once");
+        assert_eq!(map.len(), 4096);
     }
 }

@@ -172,6 +172,10 @@ impl SetupError {
                 "the kernel rejected the arguments: entries must be 1..=32768 and the flags supported"
             }
             Some(libc::EMFILE | libc::ENFILE) => "no file descriptor left for the ring (RLIMIT_NOFILE)",
+            None if self.source.kind() == io::ErrorKind::InvalidData => {
+                "the kernel described a ring layout that fails the checks setup makes before using it"
+            }
+            None => "the ring's memory could not be set up as required",
             _ => "unexpected error from io_uring_setup",
         }
     }
@@ -179,9 +183,14 @@ impl SetupError {
 
 impl fmt::Display for SetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.raw_os_error().is_some() {
+            "io_uring_setup failed"
+        } else {
+            "io_uring ring setup failed"
+        };
         write!(
             f,
-            "io_uring_setup failed (flags {:#x}): {}: {}",
+            "{what} (flags {:#x}): {}: {}",
             self.flags,
             self.source,
             self.likely_cause()
@@ -362,44 +371,167 @@ pub struct RegionSizes {
     pub single_mmap: bool,
 }
 
+/// An `InvalidData` error for a `params` field that fails a layout check.
+fn bad_layout(field: &str, why: std::fmt::Arguments<'_>) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("io_uring_params.{field}: {why}; refusing to use the ring"),
+    )
+}
+
+/// Which mapping a span of a layout lives in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Region {
+    SqRing,
+    CqRing,
+}
+
+/// One field or array of the ring layout: `len` bytes at `offset` of `region`.
+struct Span {
+    field: &'static str,
+    region: Region,
+    offset: u32,
+    len: usize,
+    align: u32,
+}
+
 impl RegionSizes {
-    /// Computes the region sizes the kernel described in `params`.
-    pub fn from_params(p: &abi::io_uring_params) -> RegionSizes {
-        let cqe_size = if p.flags & abi::IORING_SETUP_CQE32 != 0 {
+    /// Computes the region sizes the kernel described in `params`, after
+    /// checking that the layout is one the ring code can trust (a pure
+    /// function: nothing is mapped or read).
+    ///
+    /// Checked: `sq_entries` and `cq_entries` are non-zero powers of two;
+    /// every offset the ring uses (`sq_off.{head, tail, ring_mask,
+    /// ring_entries, flags, dropped, array}`, `cq_off.{head, tail, ring_mask,
+    /// ring_entries, overflow, cqes}`) is aligned for its field (4 bytes for
+    /// an index word and the SQ index array, 8 for the CQE array) and lies,
+    /// with its field, inside its region; the CQE array and the SQ index
+    /// array overlap no index word and, in a shared mapping, not each other.
+    /// (`sq_off.array` is ignored with `IORING_SETUP_NO_SQARRAY`.) Each
+    /// region's size is where its furthest field ends, so a mapping of that
+    /// size holds every field, or fails (the kernel refuses a length past its
+    /// region). The `ring_mask` and `ring_entries` *values* live in the
+    /// mapping and are checked once it exists (see [`Ring::with_config`]).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidData`, naming the first field that fails a check.
+    pub fn from_params(p: &abi::io_uring_params) -> io::Result<RegionSizes> {
+        for (field, entries) in [("sq_entries", p.sq_entries), ("cq_entries", p.cq_entries)] {
+            if !index::valid_entries(entries) {
+                return Err(bad_layout(
+                    field,
+                    format_args!("{entries} entries is not a non-zero power of two"),
+                ));
+            }
+        }
+        let cqe_size: usize = if p.flags & abi::IORING_SETUP_CQE32 != 0 {
             32
         } else {
             16
         };
-        let sqe_size = if p.flags & abi::IORING_SETUP_SQE128 != 0 {
+        let sqe_size: usize = if p.flags & abi::IORING_SETUP_SQE128 != 0 {
             128
         } else {
             64
         };
-        let o = &p.sq_off;
-        let header_end = [o.head, o.tail, o.ring_mask, o.ring_entries, o.flags, o.dropped]
-            .into_iter()
-            .max()
-            .unwrap_or(0) as usize
-            + 4;
-        let sq_ring = if p.flags & abi::IORING_SETUP_NO_SQARRAY != 0 {
-            header_end
-        } else {
-            (o.array as usize + p.sq_entries as usize * 4).max(header_end)
-        };
-        let cq_ring = p.cq_off.cqes as usize + p.cq_entries as usize * cqe_size;
         let single_mmap = p.features & abi::IORING_FEAT_SINGLE_MMAP != 0;
-        let (sq_ring, cq_ring) = if single_mmap {
-            let both = sq_ring.max(cq_ring);
-            (both, both)
+        let has_array = p.flags & abi::IORING_SETUP_NO_SQARRAY == 0;
+        let (so, co) = (&p.sq_off, &p.cq_off);
+        let cq_region = if single_mmap {
+            Region::SqRing
         } else {
-            (sq_ring, cq_ring)
+            Region::CqRing
         };
-        RegionSizes {
+        let word = |field, region, offset| Span {
+            field,
+            region,
+            offset,
+            len: 4,
+            align: 4,
+        };
+        let too_big = |field| bad_layout(field, format_args!("the array does not fit in the address space"));
+        let mut spans = vec![
+            word("sq_off.head", Region::SqRing, so.head),
+            word("sq_off.tail", Region::SqRing, so.tail),
+            word("sq_off.ring_mask", Region::SqRing, so.ring_mask),
+            word("sq_off.ring_entries", Region::SqRing, so.ring_entries),
+            word("sq_off.flags", Region::SqRing, so.flags),
+            word("sq_off.dropped", Region::SqRing, so.dropped),
+            word("cq_off.head", cq_region, co.head),
+            word("cq_off.tail", cq_region, co.tail),
+            word("cq_off.ring_mask", cq_region, co.ring_mask),
+            word("cq_off.ring_entries", cq_region, co.ring_entries),
+            word("cq_off.overflow", cq_region, co.overflow),
+        ];
+        let index_words = spans.len();
+        spans.push(Span {
+            field: "cq_off.cqes",
+            region: cq_region,
+            offset: co.cqes,
+            len: (p.cq_entries as usize)
+                .checked_mul(cqe_size)
+                .ok_or_else(|| too_big("cq_off.cqes"))?,
+            align: 8,
+        });
+        if has_array {
+            spans.push(Span {
+                field: "sq_off.array",
+                region: Region::SqRing,
+                offset: so.array,
+                len: (p.sq_entries as usize)
+                    .checked_mul(4)
+                    .ok_or_else(|| too_big("sq_off.array"))?,
+                align: 4,
+            });
+        }
+        // Each region is as long as the furthest field in it reaches, as the
+        // kernel sizes it; with one mapping, SQ and CQ share the larger size.
+        let (mut sq_ring, mut cq_ring) = (0usize, 0usize);
+        for span in &spans {
+            if !span.offset.is_multiple_of(span.align) {
+                return Err(bad_layout(
+                    span.field,
+                    format_args!("offset {:#x} is not {}-byte aligned", span.offset, span.align),
+                ));
+            }
+            let end = (span.offset as usize)
+                .checked_add(span.len)
+                .ok_or_else(|| too_big(span.field))?;
+            let size = match span.region {
+                Region::SqRing => &mut sq_ring,
+                Region::CqRing => &mut cq_ring,
+            };
+            *size = (*size).max(end);
+        }
+        // The arrays are written and read as plain memory: no index word may
+        // sit inside one, and the two may not overlap.
+        for (i, array) in spans.iter().enumerate().skip(index_words) {
+            for other in spans.iter().take(i) {
+                let (a0, a1) = (array.offset as usize, array.offset as usize + array.len);
+                let (b0, b1) = (other.offset as usize, other.offset as usize + other.len);
+                if array.region == other.region && a0 < b1 && b0 < a1 {
+                    return Err(bad_layout(
+                        array.field,
+                        format_args!(
+                            "the array at {a0:#x}..{a1:#x} overlaps {} at {b0:#x}..{b1:#x}",
+                            other.field
+                        ),
+                    ));
+                }
+            }
+        }
+        if single_mmap {
+            cq_ring = sq_ring;
+        }
+        Ok(RegionSizes {
             sq_ring,
             cq_ring,
-            sqes: p.sq_entries as usize * sqe_size,
+            sqes: (p.sq_entries as usize)
+                .checked_mul(sqe_size)
+                .ok_or_else(|| too_big("sq_entries"))?,
             single_mmap,
-        }
+        })
     }
 }
 
@@ -419,7 +551,12 @@ impl Ring {
     /// # Errors
     ///
     /// A [`SetupError`] naming the likely cause; `EINVAL` only when even the
-    /// plainest setup was rejected (bad entry counts).
+    /// plainest setup was rejected (bad entry counts). `InvalidData` (no
+    /// errno) when the layout the kernel described fails the checks of
+    /// [`RegionSizes::from_params`], or the `ring_mask`/`ring_entries` words in
+    /// the mapping disagree with it; the error names the field. A failed
+    /// `madvise(MADV_DONTFORK)` of a mapping fails setup with its errno. On
+    /// any error the mappings made so far are unmapped and the fd is closed.
     pub fn with_config(config: &RingConfig) -> Result<Ring, SetupError> {
         let mut optional = config.optional_flags();
         loop {
@@ -453,7 +590,9 @@ impl Ring {
     }
 
     fn map_kernel(fd: OwnedFd, params: abi::io_uring_params) -> io::Result<Ring> {
-        let sizes = RegionSizes::from_params(&params);
+        // Checked before anything is mapped; on any error below, the mappings
+        // made so far and the fd drop (unmapped, closed) on the way out.
+        let sizes = RegionSizes::from_params(&params)?;
         let sq_map = Mmap::ring_region(fd.as_fd(), abi::IORING_OFF_SQ_RING, sizes.sq_ring)?;
         let cq_map = if sizes.single_mmap {
             None
@@ -475,9 +614,10 @@ impl Ring {
         };
         let mut maps = vec![sq_map, sqe_map];
         maps.extend(cq_map);
-        // SAFETY: the bases come from mappings of the sizes the kernel described in
-        // `params`, and those mappings move into the Ring with the pointers.
-        Ok(unsafe {
+        // SAFETY: `from_params` accepted `params`, and the bases come from mappings
+        // of the sizes it computed from them; the mappings move into the Ring with
+        // the pointers.
+        unsafe {
             Ring::from_parts(
                 params,
                 sq_base,
@@ -486,7 +626,7 @@ impl Ring {
                 ring_fd,
                 Kernel::Linux { _maps: maps, fd },
             )
-        })
+        }
     }
 
     /// Sets up a ring on the simulated kernel `kernel`, with the same layout and
@@ -496,22 +636,56 @@ impl Ring {
     ///
     /// `EINVAL` for a bad entry count, or a fault the simulator was told to inject.
     pub fn sim(kernel: &SimKernel, config: &RingConfig) -> io::Result<Ring> {
+        Ring::sim_adjusted(kernel, config, |_| {})
+    }
+
+    /// [`Ring::sim`], with `adjust` applied to the parameters the simulator
+    /// filled in before the ring trusts them (tests feed it bad layouts).
+    fn sim_adjusted(
+        kernel: &SimKernel,
+        config: &RingConfig,
+        adjust: impl FnOnce(&mut abi::io_uring_params),
+    ) -> io::Result<Ring> {
         let mut params = abi::io_uring_params::default();
         let sim = SimRing::setup(kernel, config, &mut params)?;
+        adjust(&mut params);
+        // On an error the SimRing drops, unregistering the ring and freeing its memory.
+        let sizes = RegionSizes::from_params(&params)?;
+        if !sizes.single_mmap || sizes.sq_ring > sim.ring_len() || sizes.sqes > sim.sqes_len() {
+            return Err(bad_layout(
+                "features",
+                format_args!(
+                    "the layout needs {sizes:?}, more than the simulated regions of {} and {} bytes",
+                    sim.ring_len(),
+                    sim.sqes_len()
+                ),
+            ));
+        }
         let (sq_base, cq_base, sqes) = sim.regions();
         let ring_fd = RingFd {
             raw: sim.fd(),
             _keep: sim.keep_alive(),
         };
-        // SAFETY: `SimRing::setup` allocated regions of the sizes described in
-        // `params` and the SimRing (moved into the Ring) keeps them alive.
-        Ok(unsafe { Ring::from_parts(params, sq_base, cq_base, sqes, ring_fd, Kernel::Sim(sim)) })
+        // SAFETY: `from_params` accepted `params`, and the SimRing (moved into the
+        // Ring, which keeps it alive) allocated one region for both rings and one
+        // for the SQEs, each at least as large as the sizes computed from them.
+        unsafe { Ring::from_parts(params, sq_base, cq_base, sqes, ring_fd, Kernel::Sim(sim)) }
     }
 
+    /// Builds the ring over its regions, after checking the `ring_mask` and
+    /// `ring_entries` words the kernel wrote there against `params`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidData` when a mapped `ring_entries` differs from `params` or a
+    /// `ring_mask` is not `entries - 1`; `kernel` (and with it the regions) is
+    /// dropped.
+    ///
     /// # Safety
     ///
-    /// `sq_base`, `cq_base` and `sqes` must point at regions laid out as `params`
-    /// describes (see [`RegionSizes::from_params`]), owned by `kernel`.
+    /// [`RegionSizes::from_params`] must have accepted `params`, and `sq_base`,
+    /// `cq_base` and `sqes` must point at regions of at least the sizes it
+    /// computed (`cq_base == sq_base` for a single mapping), owned by `kernel`.
     unsafe fn from_parts(
         params: abi::io_uring_params,
         sq_base: NonNull<u8>,
@@ -519,32 +693,63 @@ impl Ring {
         sqes: NonNull<abi::io_uring_sqe>,
         fd: RingFd,
         kernel: Kernel,
-    ) -> Ring {
+    ) -> io::Result<Ring> {
         let so = params.sq_off;
         let co = params.cq_off;
-        // SAFETY: (every `Shared::at` below) offsets come from `params`, which the
-        // kernel filled for exactly these regions (caller's contract).
-        let (sq, cq) = unsafe {
-            let sq = Sq {
-                head: Shared::at(sq_base, so.head),
-                tail: Shared::at(sq_base, so.tail),
-                flags: Shared::at(sq_base, so.flags),
-                dropped: Shared::at(sq_base, so.dropped),
-                sqes,
-                mask: Shared::at(sq_base, so.ring_mask).get().load(Ordering::Relaxed),
-                entries: Shared::at(sq_base, so.ring_entries).get().load(Ordering::Relaxed),
-                local_tail: 0,
-            };
-            let cq = Cq {
-                head: Shared::at(cq_base, co.head),
-                tail: Shared::at(cq_base, co.tail),
-                overflow: Shared::at(cq_base, co.overflow),
-                cqes: cq_base.add(co.cqes as usize).cast(),
-                mask: Shared::at(cq_base, co.ring_mask).get().load(Ordering::Relaxed),
-                entries: Shared::at(cq_base, co.ring_entries).get().load(Ordering::Relaxed),
-                local_head: 0,
-            };
-            (sq, cq)
+        // SAFETY: (every `Shared::at` below) `from_params` checked that each offset
+        // is 4-byte aligned and that the word lies inside its region, which the
+        // caller guarantees is mapped and owned by `kernel`.
+        let word = |base, offset| unsafe { Shared::at(base, offset) };
+        // Every slot index is masked with these, so they must describe the arrays
+        // whose sizes `from_params` computed: check them before any slot is used.
+        let checked = [
+            (
+                "sq_off.ring_entries",
+                so.ring_entries,
+                sq_base,
+                params.sq_entries,
+                false,
+            ),
+            ("sq_off.ring_mask", so.ring_mask, sq_base, params.sq_entries, true),
+            (
+                "cq_off.ring_entries",
+                co.ring_entries,
+                cq_base,
+                params.cq_entries,
+                false,
+            ),
+            ("cq_off.ring_mask", co.ring_mask, cq_base, params.cq_entries, true),
+        ];
+        for (field, offset, base, entries, is_mask) in checked {
+            let found = word(base, offset).get().load(Ordering::Relaxed);
+            let want = if is_mask { entries - 1 } else { entries };
+            if found != want {
+                return Err(bad_layout(
+                    field,
+                    format_args!("the mapped ring holds {found}, but {want} follows from {entries} entries"),
+                ));
+            }
+        }
+        let sq = Sq {
+            head: word(sq_base, so.head),
+            tail: word(sq_base, so.tail),
+            flags: word(sq_base, so.flags),
+            dropped: word(sq_base, so.dropped),
+            sqes,
+            mask: params.sq_entries - 1,
+            entries: params.sq_entries,
+            local_tail: 0,
+        };
+        let cq = Cq {
+            head: word(cq_base, co.head),
+            tail: word(cq_base, co.tail),
+            overflow: word(cq_base, co.overflow),
+            // SAFETY: `from_params` checked that the CQE array (8-byte aligned) lies
+            // inside the CQ region.
+            cqes: unsafe { cq_base.add(co.cqes as usize) }.cast(),
+            mask: params.cq_entries - 1,
+            entries: params.cq_entries,
+            local_head: 0,
         };
         let mut ring = Ring {
             sq,
@@ -560,15 +765,16 @@ impl Ring {
         if params.flags & abi::IORING_SETUP_NO_SQARRAY == 0 {
             // Fill the SQ index array with the identity once: slot i is always SQE i,
             // so pushing never touches the array again.
-            // SAFETY: the array has `sq_entries` u32 slots at `sq_off.array` (caller's
-            // contract); nothing has been submitted yet, so the kernel is not reading it.
+            // SAFETY: `from_params` checked that the array's `sq_entries` u32 slots
+            // lie 4-aligned inside the SQ region, clear of every index word; nothing
+            // has been submitted yet, so the kernel is not reading it.
             let array: NonNull<u32> = unsafe { sq_base.add(so.array as usize) }.cast();
             for i in 0..ring.sq.entries {
                 // SAFETY: `i < sq_entries`, inside the array described above.
                 unsafe { array.add(i as usize).write(i) };
             }
         }
-        ring
+        Ok(ring)
     }
 
     /// The ring's fd number.
@@ -958,5 +1164,193 @@ impl Ring {
             out.push(c);
         }
         out.len() - before
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout a 6.x kernel reports for 8 SQ and 16 CQ entries.
+    fn kernel_layout() -> abi::io_uring_params {
+        abi::io_uring_params {
+            sq_entries: 8,
+            cq_entries: 16,
+            flags: abi::IORING_SETUP_CQSIZE,
+            features: abi::IORING_FEAT_SINGLE_MMAP,
+            sq_off: abi::io_sqring_offsets {
+                head: 0,
+                tail: 4,
+                ring_mask: 16,
+                ring_entries: 24,
+                flags: 36,
+                dropped: 32,
+                array: 64 + 16 * 16,
+                ..Default::default()
+            },
+            cq_off: abi::io_cqring_offsets {
+                head: 8,
+                tail: 12,
+                ring_mask: 20,
+                ring_entries: 28,
+                overflow: 44,
+                cqes: 64,
+                flags: 40,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[track_caller]
+    fn assert_rejects(err: io::Error, field: &str) {
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(
+            err.to_string().contains(&format!("io_uring_params.{field}:")),
+            "the error should name {field}: {err}"
+        );
+    }
+
+    #[test]
+    fn a_kernel_layout_gives_its_region_sizes() {
+        let sizes = RegionSizes::from_params(&kernel_layout()).unwrap();
+        let ring = 64 + 16 * 16 + 8 * 4;
+        assert_eq!(
+            sizes,
+            RegionSizes {
+                sq_ring: ring,
+                cq_ring: ring,
+                sqes: 8 * 64,
+                single_mmap: true,
+            }
+        );
+        let mut split = kernel_layout();
+        split.features = 0;
+        split.flags |= abi::IORING_SETUP_NO_SQARRAY | abi::IORING_SETUP_CQE32;
+        split.sq_off.array = 0; // ignored without an array
+        let sizes = RegionSizes::from_params(&split).unwrap();
+        assert_eq!(
+            (sizes.sq_ring, sizes.cq_ring, sizes.single_mmap),
+            (40, 64 + 16 * 32, false)
+        );
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        type Edit = fn(&mut abi::io_uring_params);
+        let cases: [(&str, Edit); 12] = [
+            ("sq_entries", |p| p.sq_entries = 0),
+            ("sq_entries", |p| p.sq_entries = 6),
+            ("cq_entries", |p| p.cq_entries = 0),
+            ("cq_entries", |p| p.cq_entries = 24),
+            ("sq_off.tail", |p| p.sq_off.tail = 5),
+            ("sq_off.dropped", |p| p.sq_off.dropped = 2),
+            ("cq_off.overflow", |p| p.cq_off.overflow = 46),
+            ("cq_off.cqes", |p| p.cq_off.cqes = 68),
+            ("cq_off.cqes", |p| p.cq_off.cqes = 32), // over the index words
+            ("sq_off.array", |p| p.sq_off.array = 322),
+            ("sq_off.array", |p| p.sq_off.array = 64 + 15 * 16), // over the last CQE
+            ("sq_off.array", |p| p.sq_off.array = 4),            // over the index words
+        ];
+        for (field, edit) in cases {
+            let mut p = kernel_layout();
+            edit(&mut p);
+            assert_rejects(RegionSizes::from_params(&p).unwrap_err(), field);
+        }
+        // Without SINGLE_MMAP the CQ fields live in their own region: the SQ
+        // index array may then share offsets with them.
+        let mut p = kernel_layout();
+        p.features = 0;
+        p.sq_off = abi::io_sqring_offsets {
+            head: 64,
+            tail: 68,
+            ring_mask: 72,
+            ring_entries: 76,
+            flags: 80,
+            dropped: 84,
+            array: 8, // where the CQ head and tail are, in the other region
+            ..Default::default()
+        };
+        let sizes = RegionSizes::from_params(&p).unwrap();
+        assert_eq!((sizes.sq_ring, sizes.cq_ring), (88, 64 + 16 * 16));
+        p.features = abi::IORING_FEAT_SINGLE_MMAP;
+        assert_rejects(RegionSizes::from_params(&p).unwrap_err(), "cq_off.cqes");
+    }
+
+    #[test]
+    fn sim_setup_checks_the_layout_and_frees_a_rejected_ring() {
+        let kernel = SimKernel::new();
+        let config = RingConfig {
+            no_sqarray: false,
+            ..RingConfig::with_entries(8)
+        };
+        type Edit = fn(&mut abi::io_uring_params);
+        let cases: [(&str, Edit); 5] = [
+            ("sq_entries", |p| p.sq_entries = 3),
+            ("sq_off.head", |p| p.sq_off.head = 1),
+            // Fewer entries than the ring memory says: caught on the mapped words.
+            ("sq_off.ring_entries", |p| p.sq_entries /= 2),
+            ("cq_off.ring_entries", |p| p.cq_entries /= 2),
+            // The mask read from where the entry count is.
+            ("sq_off.ring_mask", |p| p.sq_off.ring_mask = p.sq_off.ring_entries),
+        ];
+        for (field, edit) in cases {
+            let err = Ring::sim_adjusted(&kernel, &config, edit).unwrap_err();
+            assert_rejects(err, field);
+            assert_eq!(kernel.ring_count(), 0, "a rejected ring is not kept ({field})");
+        }
+        let too_far = Ring::sim_adjusted(&kernel, &config, |p| p.sq_off.flags = 1 << 20);
+        assert_eq!(too_far.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(kernel.ring_count(), 0);
+        let ring = Ring::sim_adjusted(&kernel, &config, |_| {}).unwrap();
+        assert_eq!(
+            (ring.sq_entries(), ring.cq_entries(), kernel.ring_count()),
+            (8, 16, 1)
+        );
+    }
+
+    /// A kernel ring's fd and parameters, or `None` where io_uring is unavailable.
+    #[cfg(not(miri))]
+    fn kernel_setup() -> Option<(OwnedFd, abi::io_uring_params)> {
+        let mut params = abi::io_uring_params::default();
+        match syscall::setup(8, &mut params) {
+            Ok(fd) => Some((fd, params)),
+            Err(e) => {
+                eprintln!("skipping: io_uring_setup failed: {e}");
+                None
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(not(miri))]
+    fn kernel_setup_rejects_params_that_disagree_with_the_mapping() {
+        let Some((fd, mut params)) = kernel_setup() else {
+            return;
+        };
+        params.sq_entries /= 2;
+        let err = Ring::map_kernel(fd, params).unwrap_err();
+        assert_rejects(err, "sq_off.ring_entries");
+        let Some((fd, mut params)) = kernel_setup() else {
+            return;
+        };
+        params.sq_off.tail += 2;
+        assert_rejects(Ring::map_kernel(fd, params).unwrap_err(), "sq_off.tail");
+    }
+
+    #[test]
+    #[cfg(not(miri))]
+    fn kernel_setup_fails_when_dont_fork_fails() {
+        if kernel_setup().is_none() {
+            return;
+        }
+        crate::mmap::fail_dont_fork::arm(libc::ENOMEM);
+        let err = Ring::new(8).unwrap_err();
+        assert!(err.to_string().contains("MADV_DONTFORK"), "{err}");
+        assert!(
+            !err.io_uring_unavailable(),
+            "a real failure, not a missing io_uring"
+        );
+        Ring::new(8).expect("the hook fires once");
     }
 }

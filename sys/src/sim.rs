@@ -39,6 +39,12 @@
 //! `EFAULT`. Addresses outside every loan are reached through their exposed
 //! provenance (natively and under plain Miri only).
 //!
+//! Lent memory is owned by the kernel until [`Lent::into_inner`] takes it
+//! back (or the [`Lent`] drops, freeing it). A loan never borrows the
+//! caller's memory: a borrow could end while the loan stays registered (a
+//! `Lent` passed to `mem::forget`), and the simulator would then write
+//! through a pointer to memory that safe code has freed or reused.
+//!
 //! # Locking
 //!
 //! One mutex guards the whole simulated kernel (every ring's kernel-side
@@ -274,8 +280,7 @@ impl FaultState {
 /// use spargio_sys::{abi, Sqe};
 ///
 /// let kernel = SimKernel::new();
-/// let ts = abi::kernel_timespec { tv_sec: 1, tv_nsec: 0 };
-/// let lent = kernel.lend_value(&ts);
+/// let lent = kernel.lend_value(abi::kernel_timespec { tv_sec: 1, tv_nsec: 0 });
 /// let mut ring = Ring::sim(&kernel, &RingConfig::with_entries(4)).unwrap();
 /// let timeout = Sqe::from_raw(abi::io_uring_sqe {
 ///     opcode: abi::IORING_OP_TIMEOUT,
@@ -284,7 +289,7 @@ impl FaultState {
 ///     user_data: 7,
 ///     ..Default::default()
 /// });
-/// // SAFETY: `ts` is lent before the ring is made, so it outlives the timeout's CQE.
+/// // SAFETY: the timespec stays lent (to the end) while the timeout is pending.
 /// unsafe { ring.push_unchecked(&timeout) }.unwrap();
 /// ring.submit().unwrap();
 /// assert!(ring.pop_cqe().is_none());
@@ -327,6 +332,12 @@ impl SimKernel {
     /// How many faults of each kind were injected since the faults were last set.
     pub fn injected(&self) -> Injected {
         self.lock().faults.injected
+    }
+
+    /// Simulated rings set up on this kernel and not yet dropped.
+    #[cfg(test)]
+    pub(crate) fn ring_count(&self) -> usize {
+        self.lock().rings.len()
     }
 
     /// Makes rings set up from now on start their SQ and CQ heads and tails at
@@ -385,18 +396,25 @@ impl SimKernel {
         self.lock().files.remove(&fd).is_some()
     }
 
-    /// Lends `memory` to this kernel for reading and writing, until the
-    /// returned [`Lent`] drops; put [`Lent::addr`] in the SQEs that use it.
+    /// Lends `memory` to this kernel for reading and writing; put
+    /// [`Lent::addr`] in the SQEs that use it, and take the memory back with
+    /// [`Lent::into_inner`] once their CQEs are reaped.
+    ///
+    /// The kernel owns lent memory until it is taken back: dropping the
+    /// [`Lent`] frees it, and a `Lent` that is leaked (`mem::forget`) leaves it
+    /// with the kernel, which frees it when the kernel itself goes. So an
+    /// address inside a loan always points at live memory that nothing else
+    /// uses, whatever the caller does with the `Lent`.
     ///
     /// SQEs carry addresses as integers. Inside a loan the simulator derives
-    /// its pointers from `memory` itself, so it never turns an integer into a
+    /// its pointers from the loan itself, so it never turns an integer into a
     /// pointer: that is what lets a test run under
     /// `-Zmiri-strict-provenance`. An access that runs past the end of a loan
     /// fails with `EFAULT`. (Addresses outside every loan still work,
     /// natively and under plain Miri, through their exposed provenance.)
     /// Lending does not replace the contract of
-    /// [`Ring::push_unchecked`](crate::ring::Ring::push_unchecked): the loan
-    /// must outlive every SQE that points into it.
+    /// [`Ring::push_unchecked`](crate::ring::Ring::push_unchecked): the memory
+    /// must stay lent until every SQE that points into it has completed.
     ///
     /// # Example
     ///
@@ -407,8 +425,7 @@ impl SimKernel {
     ///
     /// let kernel = SimKernel::new();
     /// let file = kernel.create_file(b"hello".to_vec());
-    /// let mut buf = [0u8; 5];
-    /// let lent = kernel.lend(&mut buf);
+    /// let lent = kernel.lend([0u8; 5]);
     /// let mut ring = Ring::sim(&kernel, &RingConfig::with_entries(4)).unwrap();
     /// let read = Sqe::from_raw(abi::io_uring_sqe {
     ///     opcode: abi::IORING_OP_READ,
@@ -417,42 +434,53 @@ impl SimKernel {
     ///     len: lent.len() as u32,
     ///     ..Default::default()
     /// });
-    /// // SAFETY: `buf` stays lent, and untouched, until the CQE is reaped below.
+    /// // SAFETY: the buffer stays lent until the CQE is reaped below.
     /// unsafe { ring.push_unchecked(&read) }.unwrap();
     /// ring.submit_and_wait(1, None).unwrap();
     /// assert_eq!(ring.pop_cqe().unwrap().res, 5);
-    /// drop(lent);
-    /// assert_eq!(&buf, b"hello");
+    /// assert_eq!(lent.into_inner(), b"hello");
     /// ```
-    pub fn lend<'a>(&self, memory: &'a mut [u8]) -> Lent<'a> {
-        let len = memory.len();
-        self.add_loan(NonNull::from(memory).cast(), len, true)
+    pub fn lend(&self, memory: impl Into<Vec<u8>>) -> Lent<'_> {
+        self.add_loan(memory.into(), true)
     }
 
-    /// Lends `memory` to this kernel for reading only (a write's source) until
-    /// the returned [`Lent`] drops. An op that would write into it fails with
-    /// `EFAULT`. See [`lend`](Self::lend).
-    pub fn lend_readonly<'a>(&self, memory: &'a [u8]) -> Lent<'a> {
-        let len = memory.len();
-        self.add_loan(NonNull::from(memory).cast(), len, false)
+    /// Lends `memory` to this kernel for reading only (a write's source). An
+    /// op that would write into it fails with `EFAULT`. See [`lend`](Self::lend).
+    pub fn lend_readonly(&self, memory: impl Into<Vec<u8>>) -> Lent<'_> {
+        self.add_loan(memory.into(), false)
     }
 
     /// Lends the kernel structure `value` (a `kernel_timespec`, an array of
-    /// them, an iovec) to this kernel for reading only, until the returned
-    /// [`Lent`] drops. `Copy` keeps out types that own their memory elsewhere
-    /// (lending a `Vec` would lend its header, not its bytes). See
-    /// [`lend`](Self::lend).
-    pub fn lend_value<'a, T: Copy>(&self, value: &'a T) -> Lent<'a> {
-        self.add_loan(NonNull::from(value).cast(), size_of::<T>(), false)
+    /// them, an iovec) to this kernel for reading only. `Copy` keeps out
+    /// types that own their memory elsewhere (lending a `Vec` would lend its
+    /// header, not its bytes). The simulator reads lent memory as plain
+    /// bytes, so an SQE may point only at a `T` without padding (every
+    /// kernel structure is). See [`lend`](Self::lend).
+    pub fn lend_value<T: Copy + Send + 'static>(&self, value: T) -> Lent<'_, T> {
+        self.add_loan(vec![value], false)
     }
 
-    fn add_loan<'a>(&self, ptr: NonNull<u8>, len: usize, writable: bool) -> Lent<'a> {
+    fn add_loan<T: Send + 'static>(&self, mut memory: Vec<T>, writable: bool) -> Lent<'_, T> {
+        // The loan's pointer comes from the Vec's heap buffer, which neither the
+        // moves of the Vec below nor those of the Box that keeps it touch.
+        let ptr = NonNull::new(memory.as_mut_ptr())
+            .expect("a Vec's pointer is never null")
+            .cast::<u8>();
+        let len = size_of_val(memory.as_slice());
         let mut k = self.lock();
         let key = (ptr.as_ptr().addr(), k.loans.next_id);
         k.loans.next_id += 1;
-        k.loans.by_start.insert(key, Loan { ptr, len, writable });
+        k.loans.by_start.insert(
+            key,
+            Loan {
+                ptr,
+                len,
+                writable,
+                _memory: Box::new(memory),
+            },
+        );
         Lent {
-            kernel: self.clone(),
+            kernel: self,
             key,
             len,
             _memory: PhantomData,
@@ -460,17 +488,26 @@ impl SimKernel {
     }
 }
 
-/// Memory lent to a [`SimKernel`] ([`SimKernel::lend`]); the loan ends, and
-/// the borrow of the memory with it, when this value drops.
-#[must_use = "the loan ends when this value drops"]
-pub struct Lent<'a> {
-    kernel: SimKernel,
+/// Memory lent to a [`SimKernel`] ([`SimKernel::lend`]): a handle to it, for
+/// the SQEs that use it and to take it back.
+///
+/// The memory belongs to the kernel while lent. [`Lent::into_inner`] ends the
+/// loan and gives the memory back; dropping the `Lent` ends the loan and frees
+/// the memory; forgetting it leaves the memory with the kernel, which frees
+/// it when its last handle (a [`SimKernel`] clone or a simulated ring) goes.
+/// The `Lent` borrows the `SimKernel` handle it came from, and `T` is `u8`
+/// for buffers, the value's type for [`SimKernel::lend_value`].
+#[must_use = "the loan ends, and its memory is freed, when this value drops"]
+pub struct Lent<'k, T: 'static = u8> {
+    /// Borrowed, not cloned: a leaked `Lent` must not keep the kernel (and
+    /// the memory it owns) alive forever.
+    kernel: &'k SimKernel,
     key: (usize, u64),
     len: usize,
-    _memory: PhantomData<&'a mut [u8]>,
+    _memory: PhantomData<Vec<T>>,
 }
 
-impl Lent<'_> {
+impl<T: 'static> Lent<'_, T> {
     /// The user address of the lent memory, for an SQE's address field.
     pub fn addr(&self) -> u64 {
         self.key.0 as u64
@@ -485,9 +522,20 @@ impl Lent<'_> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Ends the loan and gives the memory back: the buffer for
+    /// [`lend`](SimKernel::lend) and [`lend_readonly`](SimKernel::lend_readonly),
+    /// a one-element `Vec` for [`lend_value`](SimKernel::lend_value).
+    pub fn into_inner(self) -> Vec<T> {
+        let loan = self.kernel.lock().loans.by_start.remove(&self.key);
+        let memory = loan
+            .expect("a loan stays registered while its Lent lives")
+            ._memory;
+        *memory.downcast::<Vec<T>>().expect("a Lent<T> holds a Vec<T>")
+    }
 }
 
-impl std::fmt::Debug for Lent<'_> {
+impl<T: 'static> std::fmt::Debug for Lent<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lent")
             .field("addr", &format_args!("{:#x}", self.key.0))
@@ -496,9 +544,12 @@ impl std::fmt::Debug for Lent<'_> {
     }
 }
 
-impl Drop for Lent<'_> {
+impl<T: 'static> Drop for Lent<'_, T> {
     fn drop(&mut self) {
-        self.kernel.lock().loans.by_start.remove(&self.key);
+        // Taken out under the lock (the guard is a temporary of this statement),
+        // freed after it. Already gone after `into_inner`.
+        let loan = self.kernel.lock().loans.by_start.remove(&self.key);
+        drop(loan);
     }
 }
 
@@ -1231,19 +1282,23 @@ impl KernelState {
     }
 }
 
-/// One range of user memory lent with [`SimKernel::lend`] or
-/// [`SimKernel::lend_readonly`]: the pointer user addresses inside it are
-/// derived from, so the simulator never turns a bare integer into a pointer.
+/// One range of user memory lent with [`SimKernel::lend`] (or its
+/// siblings), and the memory itself: the pointer user addresses inside it
+/// are derived from, so the simulator never turns a bare integer into a
+/// pointer.
 struct Loan {
+    /// Start of the heap buffer of the `Vec` in `_memory`.
     ptr: NonNull<u8>,
     len: usize,
     writable: bool,
+    /// The `Vec<T>` that owns the bytes at `ptr`: freed with the loan, never
+    /// before, so `ptr..ptr + len` stays valid while the loan is registered.
+    _memory: Box<dyn Any + Send>,
 }
 
-// SAFETY: the pointer is only dereferenced by the simulated kernel while it
-// executes an SQE, under the contract of `Ring::push_unchecked` (the memory is
-// valid and not otherwise accessed until the final CQE), from whichever thread
-// enters; the loan itself is plain data.
+// SAFETY: `ptr` points into `_memory`, which is `Send`; it is only dereferenced
+// by the simulated kernel with the kernel lock held, from whichever thread
+// enters, and nothing else reaches that memory while the loan is registered.
 unsafe impl Send for Loan {}
 
 /// Every loan of one kernel, by start address (and a serial number, so the
@@ -1571,6 +1626,16 @@ impl SimRing {
             self.shared.ring.ptr,
             self.shared.sqes.ptr.cast(),
         )
+    }
+
+    /// Bytes of the region that holds both rings (indices, CQEs, SQ index array).
+    pub(crate) fn ring_len(&self) -> usize {
+        self.shared.ring.layout.size()
+    }
+
+    /// Bytes of the SQE region.
+    pub(crate) fn sqes_len(&self) -> usize {
+        self.shared.sqes.layout.size()
     }
 
     /// The ring's fake fd number (unique within its [`SimKernel`]).

@@ -116,7 +116,12 @@ fn timespec(d: Duration) -> abi::kernel_timespec {
     }
 }
 
-fn timeout_sqe(ts: &Lent<'_>, count: u64, flags: u32, user_data: u64) -> abi::io_uring_sqe {
+fn timeout_sqe(
+    ts: &Lent<'_, abi::kernel_timespec>,
+    count: u64,
+    flags: u32,
+    user_data: u64,
+) -> abi::io_uring_sqe {
     abi::io_uring_sqe {
         opcode: abi::IORING_OP_TIMEOUT,
         addr_or_splice_off_in: ts.addr(),
@@ -355,17 +360,17 @@ fn short_reads_return_fewer_bytes_and_resume() {
         ..Faults::default()
     });
     let mut ring = ring(&kernel, 4, 8);
-    let mut buf = [0u8; 64];
+    let mut buf = vec![0u8; 64];
     let mut got = Vec::new();
     loop {
-        let lent = kernel.lend(&mut buf);
+        let lent = kernel.lend(buf);
         let sqe = read_sqe(abi::IORING_OP_READ, fd, &lent, got.len() as u64, 1);
-        // SAFETY: `buf` stays lent, and untouched, until this read's CQE is reaped just below.
+        // SAFETY: the buffer stays lent until this read's CQE is reaped just below.
         unsafe { push_lent(&mut ring, sqe) };
         let [c] = wait(&mut ring, 1)[..] else {
             panic!("one CQE")
         };
-        drop(lent);
+        buf = lent.into_inner();
         let n = usize::try_from(c.res).expect("a byte count");
         assert!(n <= 7, "a read of {n} bytes is not short");
         if n == 0 {
@@ -386,19 +391,17 @@ fn eagain_completes_the_op_without_doing_it() {
         ..Faults::default()
     });
     let mut ring = ring(&kernel, 4, 8);
-    let mut buf = [0u8; 5];
-    let upper = *b"HELLO";
-    let upper_lent = kernel.lend_readonly(&upper);
+    let upper_lent = kernel.lend_readonly(b"HELLO");
 
-    let lent = kernel.lend(&mut buf);
+    let lent = kernel.lend([0u8; 5]);
     let read = read_sqe(abi::IORING_OP_READ, fd, &lent, 0, 1);
-    // SAFETY: `buf` stays lent, and untouched, until the CQE is reaped on the next line.
+    // SAFETY: the buffer stays lent until the CQE is reaped on the next line.
     unsafe { push_lent(&mut ring, read) };
     assert_eq!(wait(&mut ring, 1), vec![cqe(1, 5)]);
-    drop(lent);
-    assert_eq!(&buf, b"hello");
+    let buf = lent.into_inner();
+    assert_eq!(buf, b"hello");
 
-    // SAFETY: `upper` stays lent to the end of the test and is only read.
+    // SAFETY: `upper_lent` stays lent to the end of the test and is only read.
     unsafe { push_lent(&mut ring, write_sqe(fd, &upper_lent, 0, 2)) };
     assert_eq!(wait(&mut ring, 1), vec![cqe(2, -libc::EAGAIN)]);
     assert_eq!(
@@ -412,9 +415,9 @@ fn eagain_completes_the_op_without_doing_it() {
     assert_eq!(wait(&mut ring, 1), vec![cqe(3, 5)], "the retry succeeds");
     assert_eq!(kernel.file_contents(fd).unwrap(), b"HELLO world");
 
-    let lent = kernel.lend(&mut buf);
+    let lent = kernel.lend(buf);
     let read = read_sqe(abi::IORING_OP_READ, fd, &lent, 6, 4);
-    // SAFETY: `buf` stays lent, and untouched, until the CQE is reaped on the next line.
+    // SAFETY: the buffer stays lent until the CQE is reaped on the next line.
     unsafe { push_lent(&mut ring, read) };
     assert_eq!(wait(&mut ring, 1), vec![cqe(4, -libc::EAGAIN)]);
     assert_eq!(kernel.injected().eagain, 2);
@@ -424,11 +427,10 @@ fn eagain_completes_the_op_without_doing_it() {
 fn reads_and_writes_follow_offsets_and_the_file_position() {
     let kernel = SimKernel::new();
     let fd = kernel.create_file(Vec::new());
-    let (abc, xy, z) = (*b"abc", *b"xy", *b"z");
     let sources = [
-        kernel.lend_readonly(&abc),
-        kernel.lend_readonly(&xy),
-        kernel.lend_readonly(&z),
+        kernel.lend_readonly(b"abc"),
+        kernel.lend_readonly(b"xy"),
+        kernel.lend_readonly(b"z"),
     ];
     let mut ring = ring(&kernel, 8, 16);
     // SAFETY: the three sources are lent before the ring is made and only read.
@@ -444,20 +446,21 @@ fn reads_and_writes_follow_offsets_and_the_file_position() {
         "zero-filled gap, position writes"
     );
 
-    let mut buf = [0u8; 4];
-    let lent = kernel.lend(&mut buf);
+    let lent = kernel.lend([0u8; 4]);
     let read = read_sqe(abi::IORING_OP_READ, fd, &lent, u64::MAX, 4);
-    // SAFETY: `buf` stays lent, and untouched, until the CQE is reaped on the next line.
+    // SAFETY: the buffer stays lent until the CQE is reaped on the next line.
     unsafe { push_lent(&mut ring, read) };
     assert_eq!(wait(&mut ring, 1), vec![cqe(4, 4)]);
-    drop(lent);
-    assert_eq!(&buf, b"\0\0ab", "read at the position the writes left");
+    assert_eq!(
+        lent.into_inner(),
+        b"\0\0ab",
+        "read at the position the writes left"
+    );
 
-    let mut rest = [0u8; 8];
-    let lent = kernel.lend(&mut rest);
+    let lent = kernel.lend([0u8; 8]);
     for (user_data, want) in [(5, 1), (6, 0)] {
         let recv = read_sqe(abi::IORING_OP_RECV, fd, &lent, 0, user_data);
-        // SAFETY: `rest` stays lent, and untouched, until the CQE is reaped on the next line.
+        // SAFETY: the buffer stays lent until the CQE is reaped on the next line.
         unsafe { push_lent(&mut ring, recv) };
         assert_eq!(
             wait(&mut ring, 1),
@@ -473,8 +476,8 @@ fn reads_and_writes_follow_offsets_and_the_file_position() {
         user_data: 9,
         ..past_end
     };
-    // SAFETY: `rest` stays lent, and untouched, until the CQEs are reaped below;
-    // the last entry points at no memory at all.
+    // SAFETY: the buffer stays lent until the CQEs are reaped below; the last
+    // entry points at no memory at all.
     unsafe {
         push_lent(&mut ring, past_end);
         push_lent(&mut ring, unknown_fd);
@@ -484,8 +487,7 @@ fn reads_and_writes_follow_offsets_and_the_file_position() {
         wait(&mut ring, 3),
         vec![cqe(7, 0), cqe(8, -libc::EBADF), cqe(9, -libc::EFAULT)]
     );
-    drop(lent);
-    assert_eq!(rest[0], b'c');
+    assert_eq!(lent.into_inner()[0], b'c');
     assert!(kernel.remove_file(fd));
     assert_eq!(kernel.file_contents(fd), None);
 }
@@ -494,10 +496,8 @@ fn reads_and_writes_follow_offsets_and_the_file_position() {
 fn access_outside_a_loan_or_against_its_mode_is_efault() {
     let kernel = SimKernel::new();
     let fd = kernel.create_file(b"0123456789".to_vec());
-    let mut buf = [0u8; 8];
-    let readonly = *b"abcd";
-    let lent = kernel.lend(&mut buf);
-    let readonly_lent = kernel.lend_readonly(&readonly);
+    let lent = kernel.lend([0u8; 8]);
+    let readonly_lent = kernel.lend_readonly(b"abcd");
     let mut ring = ring(&kernel, 4, 8);
     // A read 4 bytes longer than the loan, and a read into read-only memory.
     let overrun = abi::io_uring_sqe {
@@ -515,9 +515,8 @@ fn access_outside_a_loan_or_against_its_mode_is_efault() {
         wait(&mut ring, 2),
         vec![cqe(1, -libc::EFAULT), cqe(2, -libc::EFAULT)]
     );
-    drop(lent);
-    assert_eq!(buf, [0; 8], "nothing was written");
-    assert_eq!(&readonly, b"abcd");
+    assert_eq!(lent.into_inner(), [0; 8], "nothing was written");
+    assert_eq!(readonly_lent.into_inner(), b"abcd");
 }
 
 // === provided buffers and ENOBUFS ===
@@ -527,8 +526,7 @@ fn buffer_select_gets_enobufs_without_buffers_and_under_the_fault() {
     let kernel = SimKernel::new();
     let fd = kernel.create_file(b"0123456789abcdef".to_vec());
     let mut ring = ring(&kernel, 4, 8);
-    let mut pool = vec![0u8; 8];
-    let pool_lent = kernel.lend(&mut pool[..]);
+    let pool_lent = kernel.lend([0u8; 8]);
 
     // SAFETY: a buffer-select RECV lends no memory of its own.
     unsafe { push_lent(&mut ring, recv_select(fd, 7, 1)) };
@@ -548,7 +546,7 @@ fn buffer_select_gets_enobufs_without_buffers_and_under_the_fault() {
         user_data: 2,
         ..Default::default()
     };
-    // SAFETY: `pool` stays lent, and untouched, until every buffer in it has come
+    // SAFETY: the pool stays lent until every buffer in it has come
     // back in a CQE (both are consumed by the RECVs below before the loan ends).
     unsafe { push_lent(&mut ring, provide) };
     assert_eq!(wait(&mut ring, 1), vec![cqe(2, 0)]);
@@ -582,8 +580,7 @@ fn buffer_select_gets_enobufs_without_buffers_and_under_the_fault() {
         assert_eq!(c, w);
         assert_eq!(c.buffer_id(), (c.res > 0).then_some((c.flags >> 16) as u16));
     }
-    drop(pool_lent);
-    assert_eq!(&pool, b"01234567");
+    assert_eq!(pool_lent.into_inner(), b"01234567");
     assert_eq!(kernel.injected().enobufs, 2);
 }
 
@@ -593,9 +590,9 @@ fn buffer_select_gets_enobufs_without_buffers_and_under_the_fault() {
 fn timeout_fires_when_the_virtual_clock_passes_it() {
     let kernel = SimKernel::new();
     let ts = timespec(Duration::from_millis(10));
-    let ts_lent = kernel.lend_value(&ts);
+    let ts_lent = kernel.lend_value(ts);
     let mut ring = ring(&kernel, 4, 8);
-    // SAFETY: `ts` is lent before the ring is made, and outlives it.
+    // SAFETY: `ts_lent` is made before the ring, so it stays lent past the ring.
     unsafe { push_lent(&mut ring, timeout_sqe(&ts_lent, 0, 0, 1)) };
     ring.submit().unwrap();
     assert_eq!(ring.sim_ring().unwrap().pending_ops(), 1);
@@ -611,9 +608,9 @@ fn timeout_fires_when_the_virtual_clock_passes_it() {
 fn zero_timeout_fires_at_submission() {
     let kernel = SimKernel::new();
     let ts = timespec(Duration::ZERO);
-    let ts_lent = kernel.lend_value(&ts);
+    let ts_lent = kernel.lend_value(ts);
     let mut ring = ring(&kernel, 4, 8);
-    // SAFETY: `ts` is lent before the ring is made, and outlives it.
+    // SAFETY: `ts_lent` is made before the ring, so it stays lent past the ring.
     unsafe { push_lent(&mut ring, timeout_sqe(&ts_lent, 0, 0, 1)) };
     assert_eq!(wait(&mut ring, 1), vec![cqe(1, -libc::ETIME)]);
 }
@@ -622,9 +619,9 @@ fn zero_timeout_fires_at_submission() {
 fn timeout_with_a_count_completes_after_that_many_completions() {
     let kernel = SimKernel::new();
     let ts = timespec(Duration::from_secs(3600));
-    let ts_lent = kernel.lend_value(&ts);
+    let ts_lent = kernel.lend_value(ts);
     let mut ring = ring(&kernel, 4, 8);
-    // SAFETY: `ts` is lent before the ring is made, and outlives it.
+    // SAFETY: `ts_lent` is made before the ring, so it stays lent past the ring.
     unsafe { push_lent(&mut ring, timeout_sqe(&ts_lent, 2, 0, 100)) };
     ring.push(&nop(1)).unwrap();
     assert_eq!(wait(&mut ring, 1), vec![cqe(1, 0)]);
@@ -637,10 +634,10 @@ fn timeout_with_a_count_completes_after_that_many_completions() {
 fn absolute_timeout_uses_the_virtual_clock() {
     let kernel = SimKernel::new();
     let ts = timespec(Duration::from_millis(8));
-    let ts_lent = kernel.lend_value(&ts);
+    let ts_lent = kernel.lend_value(ts);
     let mut ring = ring(&kernel, 4, 8);
     kernel.advance(Duration::from_millis(5));
-    // SAFETY: `ts` is lent before the ring is made, and outlives it.
+    // SAFETY: `ts_lent` is made before the ring, so it stays lent past the ring.
     unsafe { push_lent(&mut ring, timeout_sqe(&ts_lent, 0, abi::IORING_TIMEOUT_ABS, 1)) };
     ring.submit().unwrap();
     kernel.advance(Duration::from_millis(2));
@@ -653,9 +650,9 @@ fn absolute_timeout_uses_the_virtual_clock() {
 fn multishot_timeout_repeats_then_ends() {
     let kernel = SimKernel::new();
     let ts = timespec(Duration::from_millis(5));
-    let ts_lent = kernel.lend_value(&ts);
+    let ts_lent = kernel.lend_value(ts);
     let mut ring = ring(&kernel, 4, 8);
-    // SAFETY: `ts` is lent before the ring is made, and outlives it.
+    // SAFETY: `ts_lent` is made before the ring, so it stays lent past the ring.
     unsafe {
         push_lent(
             &mut ring,
@@ -684,7 +681,7 @@ fn multishot_timeout_repeats_then_ends() {
 fn timeout_update_rearms_a_pending_timeout() {
     let kernel = SimKernel::new();
     let (first, later) = (timespec(Duration::from_secs(1)), timespec(Duration::from_secs(5)));
-    let (first_lent, later_lent) = (kernel.lend_value(&first), kernel.lend_value(&later));
+    let (first_lent, later_lent) = (kernel.lend_value(first), kernel.lend_value(later));
     let mut ring = ring(&kernel, 4, 8);
     let update = abi::io_uring_sqe {
         opcode: abi::IORING_OP_TIMEOUT_REMOVE,
@@ -695,7 +692,7 @@ fn timeout_update_rearms_a_pending_timeout() {
         user_data: 2,
         ..Default::default()
     };
-    // SAFETY: both timespecs are lent before the ring is made, and outlive it.
+    // SAFETY: both timespecs are lent before the ring is made, and stay lent past it.
     unsafe {
         push_lent(&mut ring, timeout_sqe(&first_lent, 0, 0, 1));
         push_lent(&mut ring, update);
@@ -712,9 +709,9 @@ fn auto_advance_jumps_to_the_next_deadline_instead_of_blocking() {
     let kernel = SimKernel::new();
     kernel.set_auto_advance(true);
     let ts = timespec(Duration::from_secs(3600));
-    let ts_lent = kernel.lend_value(&ts);
+    let ts_lent = kernel.lend_value(ts);
     let mut ring = ring(&kernel, 4, 8);
-    // SAFETY: `ts` is lent before the ring is made, and outlives it.
+    // SAFETY: `ts_lent` is made before the ring, so it stays lent past the ring.
     unsafe { push_lent(&mut ring, timeout_sqe(&ts_lent, 0, 0, 1)) };
     ring.submit_and_wait(1, None).unwrap();
     assert_eq!(drain(&mut ring), vec![cqe(1, -libc::ETIME)]);
@@ -727,9 +724,9 @@ fn auto_advance_jumps_to_the_next_deadline_instead_of_blocking() {
 fn cancel_of_a_pending_timeout() {
     let kernel = SimKernel::new();
     let ts = timespec(Duration::from_secs(1));
-    let ts_lent = kernel.lend_value(&ts);
+    let ts_lent = kernel.lend_value(ts);
     let mut ring = ring(&kernel, 4, 8);
-    // SAFETY: `ts` is lent before the ring is made, and outlives it.
+    // SAFETY: `ts_lent` is made before the ring, so it stays lent past the ring.
     unsafe { push_lent(&mut ring, timeout_sqe(&ts_lent, 0, 0, 1)) };
     ring.submit().unwrap();
     push_plain(&mut ring, &cancel_sqe(1, 0, 2));
@@ -757,9 +754,9 @@ fn cancel_of_a_pending_timeout() {
 fn cancel_any_ends_every_pending_op() {
     let kernel = SimKernel::new();
     let ts = timespec(Duration::from_secs(1));
-    let ts_lent = kernel.lend_value(&ts);
+    let ts_lent = kernel.lend_value(ts);
     let mut ring = ring(&kernel, 8, 16);
-    // SAFETY: `ts` is lent before the ring is made, and outlives it.
+    // SAFETY: `ts_lent` is made before the ring, so it stays lent past the ring.
     unsafe {
         for i in 1..=3 {
             push_lent(&mut ring, timeout_sqe(&ts_lent, 0, 0, i));
@@ -788,9 +785,9 @@ fn cancel_racing_completion_gives_one_outcome_for_the_target() {
             ..Faults::default()
         });
         let ts = timespec(Duration::from_secs(1));
-        let ts_lent = kernel.lend_value(&ts);
+        let ts_lent = kernel.lend_value(ts);
         let mut ring = ring(&kernel, 4, 8);
-        // SAFETY: `ts` is lent before the ring is made, and outlives it.
+        // SAFETY: `ts_lent` is made before the ring, so it stays lent past the ring.
         unsafe { push_lent(&mut ring, timeout_sqe(&ts_lent, 0, 0, 1)) };
         ring.submit().unwrap();
         push_plain(&mut ring, &cancel_sqe(1, 0, 2));
@@ -871,9 +868,9 @@ fn unsupported_entries_fail_cleanly() {
 fn a_blocked_waiter_wakes_when_another_thread_advances_the_clock() {
     let kernel = SimKernel::new();
     let ts = timespec(Duration::from_millis(50));
-    let ts_lent = kernel.lend_value(&ts);
+    let ts_lent = kernel.lend_value(ts);
     let mut ring = ring(&kernel, 4, 8);
-    // SAFETY: `ts` outlives the waiter thread, which is joined below.
+    // SAFETY: `ts_lent` outlives the waiter thread, which is joined below.
     unsafe { push_lent(&mut ring, timeout_sqe(&ts_lent, 0, 0, 1)) };
     ring.submit().unwrap();
     let waiter = thread::spawn(move || {

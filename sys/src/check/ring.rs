@@ -324,7 +324,7 @@ pub fn model_ops(ops: &[u8]) {
         tv_nsec: ms as i64 * 1_000_000,
     });
     let kernel = SimKernel::new();
-    let lent = kernel.lend_value(&timespecs);
+    let lent = kernel.lend_value(timespecs);
     kernel.set_initial_index(u32::MAX - u32::from(wrap));
     let config = RingConfig {
         sq_entries,
@@ -365,7 +365,7 @@ pub fn model_ops(ops: &[u8]) {
                 timeout_ids.push(user_data);
                 model.push(Queued::Timeout { user_data, after });
                 // SAFETY: `timespecs` is lent (read-only) before the ring is made and
-                // never written, so it outlives the timeout's final CQE.
+                // stays lent until after the ring is gone, past the timeout's final CQE.
                 unsafe { ring.push_unchecked(&sqe) }.expect("push never fails without faults");
             }
             2 => {
