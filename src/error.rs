@@ -13,6 +13,10 @@ pub enum RuntimeError {
     Overloaded,
     /// The runtime is shutting down or has shut down.
     Closed,
+    /// The runtime was built by another process: this one is a child that
+    /// process forked without exec, where the runtime's threads and rings
+    /// do not exist. Build a new runtime in the child.
+    ForkedChild,
     /// A shard index out of range.
     NoSuchShard(usize),
     /// Setting up a shard failed (ring setup, thread spawn).
@@ -25,6 +29,9 @@ impl fmt::Display for RuntimeError {
             RuntimeError::InvalidConfig(msg) => write!(f, "invalid runtime configuration: {msg}"),
             RuntimeError::Overloaded => f.write_str("stealable queue is full (backpressure)"),
             RuntimeError::Closed => f.write_str("runtime is shut down"),
+            RuntimeError::ForkedChild => f.write_str(
+                "runtime belongs to the parent process (this is a fork child; build a new runtime here)",
+            ),
             RuntimeError::NoSuchShard(s) => write!(f, "no shard {s} in this runtime"),
             RuntimeError::Io(e) => write!(f, "runtime I/O error: {e}"),
         }
@@ -125,6 +132,9 @@ pub enum SendError {
     Backpressure,
     /// The runtime is shut down.
     Closed,
+    /// The runtime belongs to the parent of this fork child (see
+    /// [`RuntimeError::ForkedChild`]).
+    ForkedChild,
     /// The target shard does not exist.
     NoSuchShard(usize),
     /// The kernel refused the message (the errno).
@@ -136,6 +146,9 @@ impl fmt::Display for SendError {
         match self {
             SendError::Backpressure => f.write_str("target shard's message queue is full for this sender"),
             SendError::Closed => f.write_str("runtime is shut down"),
+            SendError::ForkedChild => {
+                f.write_str("runtime belongs to the parent process (this is a fork child)")
+            }
             SendError::NoSuchShard(s) => write!(f, "no shard {s}"),
             SendError::Os(e) => write!(f, "MSG_RING failed: {}", std::io::Error::from_raw_os_error(*e)),
         }

@@ -308,7 +308,12 @@ pub(crate) fn submit_holding<O: Op>(
     hold: Option<OpHold>,
 ) -> Result<OpFuture<O>, NotSubmitted<O>> {
     if rt.is_closing() {
-        return Err((closed(), op));
+        let e = if rt.in_fork_child() {
+            io::Error::other(crate::RuntimeError::ForkedChild)
+        } else {
+            closed()
+        };
+        return Err((e, op));
     }
     let shared = OpShared::new(hold);
     let fut = OpFuture {

@@ -159,6 +159,16 @@ impl std::fmt::Debug for RemoteShard {
 }
 
 impl RemoteShard {
+    /// The error for a send refused because the runtime is closing (or this
+    /// process is a fork child of the one that built it).
+    fn closed(&self) -> SendError {
+        if self.shared.in_fork_child() {
+            SendError::ForkedChild
+        } else {
+            SendError::Closed
+        }
+    }
+
     pub(crate) fn new(shared: Arc<Shared>, target: usize) -> Self {
         RemoteShard { shared, target }
     }
@@ -171,7 +181,7 @@ impl RemoteShard {
     /// Sends `(tag, val)`; the ticket resolves once it is in the target's ring.
     pub fn send_raw(&self, tag: u16, val: u32) -> SendTicket {
         if self.shared.is_closing() {
-            return SendTicket::ready(Err(SendError::Closed));
+            return SendTicket::ready(Err(self.closed()));
         }
         match self.on_outbox(|l| l.send_ticketed(self.target, tag, val)) {
             Some(Ok(t)) => SendTicket { state: Ok(t) },
@@ -189,7 +199,7 @@ impl RemoteShard {
     /// [`SendError::Closed`] after shutdown began.
     pub fn send_raw_nowait(&self, tag: u16, val: u32) -> Result<(), SendError> {
         if self.shared.is_closing() {
-            return Err(SendError::Closed);
+            return Err(self.closed());
         }
         match self.on_outbox(|l| l.send_nowait(self.target, tag, val)) {
             Some(result) => result,
@@ -222,7 +232,7 @@ impl RemoteShard {
     /// target before the call has been delivered into the target's ring.
     pub fn flush(&self) -> SendTicket {
         if self.shared.is_closing() {
-            return SendTicket::ready(Err(SendError::Closed));
+            return SendTicket::ready(Err(self.closed()));
         }
         match self.on_outbox(|l| l.flush_to(self.target)) {
             Some(Ok(t)) => SendTicket { state: Ok(t) },

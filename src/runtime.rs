@@ -339,6 +339,7 @@ impl RuntimeBuilder {
             backend,
             fallback_reason,
             state: AtomicU8::new(RUNNING),
+            fork_generation: spargio_sys::os::fork_generation(),
             next_task_id: AtomicU64::new(1),
             round_robin: AtomicUsize::new(0),
             live_tasks: AtomicUsize::new(0),
@@ -577,6 +578,9 @@ pub(crate) struct Shared {
     pub(crate) backend: Backend,
     fallback_reason: Option<String>,
     state: AtomicU8,
+    /// The process's fork generation when the runtime was built: anywhere
+    /// else (a fork child) its threads and ring mappings do not exist.
+    fork_generation: u64,
     next_task_id: AtomicU64,
     round_robin: AtomicUsize,
     live_tasks: AtomicUsize,
@@ -593,8 +597,26 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// True once shutdown began, and always in a fork child (nothing of the
+    /// runtime may be used there).
     pub(crate) fn is_closing(&self) -> bool {
-        self.state.load(Ordering::SeqCst) != RUNNING
+        self.state.load(Ordering::SeqCst) != RUNNING || self.in_fork_child()
+    }
+
+    /// True when the calling process is a fork child of the one that built
+    /// the runtime: its shard threads are not here and its rings are not
+    /// mapped (`MADV_DONTFORK`), so nothing may touch them.
+    pub(crate) fn in_fork_child(&self) -> bool {
+        spargio_sys::os::fork_generation() != self.fork_generation
+    }
+
+    /// The error for work refused because [`is_closing`](Self::is_closing).
+    pub(crate) fn closed_error(&self) -> RuntimeError {
+        if self.in_fork_child() {
+            RuntimeError::ForkedChild
+        } else {
+            RuntimeError::Closed
+        }
     }
 
     pub(crate) fn live_tasks(&self) -> usize {
@@ -652,6 +674,9 @@ impl Shared {
     ///
     /// Returns whether a doorbell was rung.
     pub(crate) fn unpark(&self, shard: usize) -> bool {
+        if self.in_fork_child() {
+            return false;
+        }
         let s = &self.shards[shard];
         if s.parked.swap(false, Ordering::SeqCst) {
             s.counters.doorbells_sent.fetch_add(1, Ordering::Relaxed);
@@ -666,6 +691,9 @@ impl Shared {
     /// Wakes every parked shard (shutdown). A shard that is not parked
     /// re-checks the runtime state before it parks, so it needs no doorbell.
     pub(crate) fn unpark_all(&self) {
+        if self.in_fork_child() {
+            return;
+        }
         for (i, s) in self.shards.iter().enumerate() {
             if s.parked.swap(false, Ordering::SeqCst) {
                 s.counters.doorbells_sent.fetch_add(1, Ordering::Relaxed);
@@ -755,6 +783,14 @@ impl Shared {
     }
 
     fn shutdown_and_join(&self) {
+        if self.in_fork_child() {
+            // The threads to join and the rings to cancel on live in the
+            // parent: leak this copy of everything, touch nothing.
+            std::mem::forget(std::mem::take(
+                &mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()),
+            ));
+            return;
+        }
         self.begin_shutdown();
         let me = std::thread::current().id();
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
@@ -823,7 +859,7 @@ impl Shared {
         join: Arc<dyn Completion>,
     ) -> Result<Arc<Task>, RuntimeError> {
         if self.is_closing() {
-            return Err(RuntimeError::Closed);
+            return Err(self.closed_error());
         }
         let target = &self.shards[shard];
         if mobility == Mobility::Stealable
@@ -1090,7 +1126,7 @@ impl RuntimeHandle {
         T: Send + 'static,
     {
         if self.shared.is_closing() {
-            return Err(RuntimeError::Closed);
+            return Err(self.shared.closed_error());
         }
         self.shared.blocking.spawn(f)
     }

@@ -350,3 +350,54 @@ fn item7_a_panicking_waker_does_not_take_a_shard_down() {
         );
     }
 }
+
+/// Item 8: in a child forked without exec, every entry point of a runtime
+/// the parent built reports `ForkedChild` and touches no ring (the rings are
+/// not mapped there); dropping the runtime there leaks instead of joining
+/// threads that do not exist. The parent's runtime is unaffected.
+#[test]
+fn item8_a_fork_child_gets_errors_not_crashes() {
+    for kernel in [Kernel::IoUring, Kernel::Queue] {
+        let Some(b) = builder(kernel, 2) else { continue };
+        let rt = build(kernel, b);
+        let Some(b2) = builder(kernel, 1) else { continue };
+        let doomed = build(kernel, b2);
+        assert_eq!(
+            join("before", rt.handle().spawn_pinned(1, async { 1 }).unwrap()),
+            1
+        );
+        let handle = rt.handle().clone();
+        let code = spargio::sys::os::run_in_forked_child(move || {
+            let forked = |e: &spargio::RuntimeError| matches!(e, spargio::RuntimeError::ForkedChild);
+            if !handle.spawn_pinned(0, async {}).is_err_and(|e| forked(&e)) {
+                return 1;
+            }
+            if !handle.spawn_stealable(async {}).is_err_and(|e| forked(&e)) {
+                return 2;
+            }
+            if !handle.spawn_blocking(|| ()).is_err_and(|e| forked(&e)) {
+                return 3;
+            }
+            let to = handle.remote(1).unwrap();
+            if to.send_raw_nowait(1, 2) != Err(spargio::SendError::ForkedChild) {
+                return 4;
+            }
+            if !doomed.block_on(async {}).is_err_and(|e| forked(&e)) {
+                return 5;
+            }
+            drop(doomed);
+            0
+        })
+        .unwrap();
+        assert_eq!(
+            code, 0,
+            "{kernel:?}: entry point {code} did not report ForkedChild"
+        );
+        // The parent goes on as before.
+        assert_eq!(
+            join("after", rt.handle().spawn_pinned(1, async { 2 }).unwrap()),
+            2
+        );
+        rt.handle().remote(1).unwrap().send_raw_nowait(1, 2).unwrap();
+    }
+}

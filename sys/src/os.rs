@@ -110,6 +110,81 @@ pub fn set_sigpipe_default() -> io::Result<()> {
     Ok(())
 }
 
+/// How many times this process image has been forked into the calling
+/// process: 0 in the process that first called this, 1 in its fork child,
+/// and so on. A value saved when a runtime is built tells, with one atomic
+/// load, whether the code now runs in a fork child, where the runtime's
+/// threads do not exist and its ring mappings (`MADV_DONTFORK`) are gone.
+///
+/// The first call registers a `pthread_atfork` child handler; forks before
+/// that call are not counted, so call it before anything forks (building a
+/// runtime does).
+pub fn fork_generation() -> u64 {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: registers a handler with no memory arguments; the handler
+        // only increments an atomic, which is async-signal-safe, as a fork
+        // child handler must be.
+        let ret = unsafe { libc::pthread_atfork(None, None, Some(count_fork)) };
+        assert_eq!(ret, 0, "pthread_atfork failed: {ret}");
+    });
+    FORKS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Forks seen by [`fork_generation`]'s handler in this process's ancestry.
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn count_fork() {
+    // Runs in the child, in the forking thread, before `fork` returns there:
+    // that thread's later loads see it without further ordering.
+    FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Test support: forks, runs `f` in the child (without exec) and returns the
+/// child's exit code (`f`'s result; 101 if it panicked; 128 + the signal if
+/// a signal ended it).
+///
+/// The child has only the calling thread: every other thread of the process
+/// is gone, with whatever locks it held, so code in `f` that waits on such a
+/// lock (an output stream another thread was printing to, say) hangs. It
+/// never sees memory those threads were writing as anything but a frozen
+/// state, so this is a liveness hazard, not a memory-safety one. Meant for
+/// tests of fork-without-exec behaviour; a program that forks should exec.
+///
+/// # Errors
+///
+/// The `errno` of `fork` or `waitpid`.
+pub fn run_in_forked_child(f: impl FnOnce() -> i32) -> io::Result<i32> {
+    // SAFETY: `fork` takes no arguments; the child runs only `f` and then
+    // `_exit`s without running the parent's destructors or atexit handlers.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+        // SAFETY: ends the child at once, as a fork child without exec must.
+        unsafe { libc::_exit(code) }
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer for the call.
+        let ret = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if ret == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+    if libc::WIFEXITED(status) {
+        Ok(libc::WEXITSTATUS(status))
+    } else {
+        Ok(128 + libc::WTERMSIG(status))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
