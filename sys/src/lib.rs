@@ -7,6 +7,20 @@
 //! every `unsafe` block carries a `// SAFETY:` comment naming the invariant it
 //! relies on (checked by `scripts/unsafe-audit.sh`).
 //!
+//! # The safe API is sound
+//!
+//! A safe `pub fn` here is sound for every argument value and every call
+//! order. Anything that would make this crate or the kernel trust a raw fd
+//! number, a raw address or length, or a completion the caller supplied is
+//! an `unsafe fn` with a `# Safety` section ([`Ring::push_unchecked`],
+//! [`op::Op::complete`], [`bufring::BufRing::claim`], …) or takes a value only
+//! this crate can make: a [`cqe::RingCqe`] (only [`Ring::reap`] makes one),
+//! a [`ring::RingFd`] (only a [`Ring`] hands one out), an [`op::OpEvent`]
+//! (only the op table makes one). Ops record their own results, so nothing
+//! that gives back a buffer or an fd takes a count or an fd number. What the
+//! kernel may still write is never freed: a dropped op table leaks it.
+//! `docs/ARCHITECTURE.md` ("Soundness of the safe API") lists each boundary.
+//!
 //! | module | holds |
 //! |---|---|
 //! | [`abi`] | kernel structures and constants, layouts pinned at compile time |

@@ -947,13 +947,27 @@ impl Ring {
     ///
     /// [`PushError::Full`] when the SQ stays full after a submit.
     ///
+    /// ```compile_fail
+    /// # use spargio_sys::{ring::{Ring, RingConfig}, sim::SimKernel, Sqe};
+    /// let mut ring = Ring::sim(&SimKernel::new(), &RingConfig::with_entries(4)).unwrap();
+    /// ring.push_unchecked(&Sqe::nop()); // needs `unsafe`
+    /// ```
+    ///
     /// # Safety
     ///
-    /// Every buffer, iovec, path, address or timespec the entry points at must
-    /// stay valid (and not be accessed in ways that conflict with the kernel's
-    /// access) until the entry's final CQE has been reaped. Memory handed over
-    /// by `PROVIDE_BUFFERS` must stay valid until the kernel has consumed or
-    /// given back every buffer of the group, which outlasts that SQE's CQE.
+    /// - Every buffer, iovec, path, address or timespec the entry points at
+    ///   must stay valid (and not be accessed in ways that conflict with the
+    ///   kernel's access) until the entry's final CQE has been reaped. Memory
+    ///   handed over by `PROVIDE_BUFFERS` must stay valid until the kernel has
+    ///   consumed or given back every buffer of the group, which outlasts that
+    ///   SQE's CQE.
+    /// - Every fd the entry names (its target, a `MSG_RING` target ring, a
+    ///   file it closes or installs) must be one the caller owns or borrows
+    ///   for as long as the kernel uses it (I/O safety).
+    /// - If an [`InFlight`](crate::op::InFlight) table tracks this ring, the
+    ///   entry's completion, and for a `MSG_RING` the CQE it posts in its
+    ///   target, must not carry an op's tag of that table
+    ///   ([`Sqe::carries_op_tag`]): the table would take it for the op's own.
     pub unsafe fn push_unchecked(&mut self, sqe: &Sqe) -> Result<(), PushError> {
         if self.sq_space() == 0 {
             // Submission errors surface on the next wait; here only room matters.

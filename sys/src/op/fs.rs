@@ -108,6 +108,21 @@ impl<B: IoBufMut> Read<B> {
     /// Takes the buffer back. The bytes the read returned are marked
     /// initialized (on completion, by the op itself); before a completion,
     /// or after a failed read, nothing new is.
+    ///
+    /// ```
+    /// # use std::{os::fd::OwnedFd, sync::Arc};
+    /// use spargio_sys::op::fs::Read;
+    /// let fd = Arc::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
+    /// assert!(Read::new(fd, Vec::with_capacity(64), 0).into_buf().is_empty());
+    /// ```
+    ///
+    /// ```compile_fail
+    /// # use std::{os::fd::OwnedFd, sync::Arc};
+    /// # use spargio_sys::op::fs::Read;
+    /// // The count comes from the completion, never from the caller:
+    /// let fd = Arc::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
+    /// let uninit = Read::new(fd, Vec::with_capacity(64), 0).into_buf(64);
+    /// ```
     pub fn into_buf(self) -> B {
         self.buf
     }

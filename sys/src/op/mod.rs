@@ -81,6 +81,15 @@ pub unsafe trait Op: Any + Send + 'static {
     /// `cqe` must be the final completion (no `IORING_CQE_F_MORE`) that the
     /// kernel posted for the SQE this op's [`Op::prepare`] returned, handed
     /// over once. [`InFlight::complete`] is the caller that guarantees it.
+    ///
+    /// ```compile_fail
+    /// # use std::{os::fd::OwnedFd, sync::Arc};
+    /// # use spargio_sys::{op::{fs::Read, Op}, Cqe};
+    /// // Safe code cannot tell a read it wrote 4096 bytes:
+    /// let fd = Arc::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
+    /// let mut read = Read::new(fd, Vec::with_capacity(4096), 0);
+    /// read.complete(&Cqe { user_data: 0, res: 4096, flags: 0 });
+    /// ```
     unsafe fn complete(&mut self, cqe: &Cqe) {
         let _ = cqe;
     }

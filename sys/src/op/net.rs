@@ -590,6 +590,11 @@ impl Accept {
     /// completion or after a failure. (A multishot op's other connections
     /// come with its intermediate completions: [`OpEvent::take_fd`].) An op
     /// dropped without this closes the connection.
+    ///
+    /// ```compile_fail
+    /// // No safe function turns a number into an fd the op "accepted":
+    /// let stolen: std::os::fd::OwnedFd = spargio_sys::op::net::Accept::take_fd(0);
+    /// ```
     pub fn into_fd(mut self) -> Option<OwnedFd> {
         self.accepted.take()
     }
@@ -1181,7 +1186,7 @@ impl Drop for RecvBufGroup {
 /// `recv` multishot with buffer select (`IORING_RECV_MULTISHOT`,
 /// `IOSQE_BUFFER_SELECT`; Linux 6.0): one CQE per chunk received, each naming
 /// a buffer of the group, until the peer closes (`res == 0`), an error, or
-/// the group runs dry (`ENOBUFS`). Read each CQE with [`RecvBufGroup::take`].
+/// the group runs dry (`ENOBUFS`). Read each intermediate completion with [`OpEvent::read_into`] and the last with [`RecvMulti::take_final`].
 ///
 /// The blocking form receives once into a group-sized buffer of its own,
 /// which [`RecvMulti::take_final`] hands over with the final completion.
