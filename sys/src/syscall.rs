@@ -30,11 +30,32 @@ fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
 /// The kernel fills in `params` (sizes, offsets, features). The fd is
 /// close-on-exec: the kernel always creates io_uring fds with `O_CLOEXEC`.
 ///
+/// Two setup flags are refused, since they would make safe code unsound:
+/// `IORING_SETUP_NO_MMAP` (the kernel would use the memory at the addresses
+/// in `params` as the rings, whatever owns it) and
+/// `IORING_SETUP_REGISTERED_FD_ONLY` (the result is a registered-ring index,
+/// not an fd to own).
+///
 /// # Errors
 ///
-/// The kernel's `errno`, unchanged; [`crate::ring::SetupError`] names its
-/// likely cause.
+/// `InvalidInput` for either refused flag; otherwise the kernel's `errno`,
+/// unchanged ([`crate::ring::SetupError`] names its likely cause).
+///
+/// ```
+/// use spargio_sys::{abi, syscall};
+///
+/// let mut params = abi::io_uring_params { flags: abi::IORING_SETUP_NO_MMAP, ..Default::default() };
+/// let err = syscall::setup(4, &mut params).unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+/// ```
 pub fn setup(entries: u32, params: &mut abi::io_uring_params) -> io::Result<OwnedFd> {
+    const REFUSED: u32 = abi::IORING_SETUP_NO_MMAP | abi::IORING_SETUP_REGISTERED_FD_ONLY;
+    if params.flags & REFUSED != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "io_uring_setup: NO_MMAP and REGISTERED_FD_ONLY are not supported (unsound through a safe call)",
+        ));
+    }
     // SAFETY: `params` is a valid, exclusively borrowed `io_uring_params` for the
     // duration of the call; the kernel reads and writes only that struct.
     let ret = unsafe {
