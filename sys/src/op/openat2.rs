@@ -268,6 +268,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // real files and system calls
     fn the_walk_opens_files_beneath_and_refuses_every_escape() {
         let (base, dir) = tree("walk");
         let d = dir.as_raw_fd();
@@ -306,6 +307,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // real files and system calls
     fn the_syscall_form_refuses_escapes_like_the_walk() {
         let (base, dir) = tree("syscall");
         let dir = std::sync::Arc::new(OwnedFd::from(dir));
@@ -339,6 +341,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // real files and system calls
     fn the_sqe_carries_dirfd_path_and_how() {
         let dir = std::sync::Arc::new(OwnedFd::from(File::open("/").unwrap()));
         let raw = dir.as_raw_fd();
