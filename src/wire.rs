@@ -92,4 +92,25 @@ mod tests {
         assert_eq!(decode(nowait_failed(5)), Tag::NowaitFailed { target: 5 });
         assert_eq!(decode(0), Tag::Ignore);
     }
+
+    /// Every `user_data` the runtime's message layer puts on a `MSG_RING`
+    /// (what a message, a doorbell, a ticket or a failed send carries) is a
+    /// non-op tag, for every sender, tag, ticket id and target: no public
+    /// messaging API can produce a completion the dispatch reads as an op's.
+    #[test]
+    fn no_message_tag_decodes_as_an_op() {
+        let not_op = |ud: u64| !matches!(decode(ud), Tag::Op(_));
+        for a in 0..=u16::MAX {
+            assert!(not_op(doorbell(a)));
+            assert!(not_op(nowait_failed(a)));
+            assert!(not_op(mail_doorbell_failed(a)));
+            for b in [0, 1, 0x7fff, 0x8000, u16::MAX, a] {
+                assert!(not_op(message(a, b)));
+                assert!(not_op(message(b, a)));
+            }
+        }
+        for id in (0..=u32::MAX).step_by(65_521).chain([u32::MAX]) {
+            assert!(not_op(ticket(id)));
+        }
+    }
 }
