@@ -26,7 +26,7 @@
 //! | [`abi`] | kernel structures and constants, layouts pinned at compile time |
 //! | [`syscall`] | `io_uring_setup` / `io_uring_enter` / `io_uring_register` as typed functions |
 //! | [`mmap`] | RAII memory mappings of the rings |
-//! | [`os`] | safe wrappers for affinity, CPU time and fd counts |
+//! | [`os`] | safe wrappers for affinity, CPU time, fd counts and credentials |
 //! | [`ring`] | [`Ring`]: the SQ and CQ, submit and wait, on the kernel or on [`sim`] |
 //! | [`sqe`] | safe, pure SQE encoders and a decoder back to a typed op |
 //! | [`buf`] | owned buffers the kernel may read or write ([`IoBuf`](buf::IoBuf), [`IoBufMut`](buf::IoBufMut)) |

@@ -185,6 +185,156 @@ pub fn run_in_forked_child(f: impl FnOnce() -> i32) -> io::Result<i32> {
     }
 }
 
+/// The credentials the kernel checks for file system access and for most
+/// other permission checks: effective user and group ids and the
+/// supplementary groups of the calling thread.
+///
+/// An SQPOLL ring's submission thread acts with the credentials the ring was
+/// created with, whatever the submitter's are later; a ring compares them
+/// with [`Credentials::matches_current`] before it lets the kernel see more
+/// entries (see [`Ring`](crate::Ring)). The fs ids (`setfsuid`) are not
+/// compared: they follow the effective ids through `setuid`/`seteuid`, and
+/// only a per-thread `setfsuid` call moves them apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    euid: u32,
+    egid: u32,
+    groups: Vec<u32>,
+}
+
+/// Most supplementary groups a process can have (`NGROUPS_MAX` on Linux).
+const NGROUPS_MAX: usize = 65_536;
+
+impl Credentials {
+    /// The calling thread's credentials (`geteuid`, `getegid`, `getgroups`).
+    ///
+    /// # Errors
+    ///
+    /// The `getgroups` errno.
+    pub fn current() -> io::Result<Credentials> {
+        loop {
+            // SAFETY: a null list with size 0 only asks for the count.
+            let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+            let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+            let mut groups = vec![0; n.min(NGROUPS_MAX)];
+            match read_groups(&mut groups) {
+                Ok(got) => {
+                    groups.truncate(got);
+                    groups.sort_unstable();
+                    return Ok(Credentials {
+                        euid: effective_uid(),
+                        egid: effective_gid(),
+                        groups,
+                    });
+                }
+                // The list grew between the two calls: ask again.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// These credentials with another effective user id (tests that need a
+    /// change of credentials without making one).
+    #[cfg(test)]
+    pub(crate) fn with_euid(mut self, euid: u32) -> Credentials {
+        self.euid = euid;
+        self
+    }
+
+    /// The effective user id.
+    pub fn euid(&self) -> u32 {
+        self.euid
+    }
+
+    /// The effective group id.
+    pub fn egid(&self) -> u32 {
+        self.egid
+    }
+
+    /// The supplementary group ids, sorted.
+    pub fn groups(&self) -> &[u32] {
+        &self.groups
+    }
+
+    /// True when the calling thread's credentials are still these. Three
+    /// system calls and no allocation for up to 32 supplementary groups;
+    /// false when they cannot be read.
+    pub fn matches_current(&self) -> bool {
+        if effective_uid() != self.euid || effective_gid() != self.egid {
+            return false;
+        }
+        // One slot more than we expect: a longer list does not fit and fails.
+        let want = self.groups.len() + 1;
+        let mut small = [0u32; 33];
+        let mut large;
+        let buf = if want <= small.len() {
+            &mut small[..want]
+        } else {
+            large = vec![0; want];
+            &mut large[..]
+        };
+        match read_groups(buf) {
+            Ok(n) if n == self.groups.len() => {
+                let got = &mut buf[..n];
+                got.sort_unstable();
+                got == &self.groups[..]
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `geteuid()`.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// `getegid()`.
+pub fn effective_gid() -> u32 {
+    // SAFETY: getegid takes no arguments and cannot fail.
+    unsafe { libc::getegid() }
+}
+
+/// `getgroups(buf.len(), buf)`: how many ids were written. `EINVAL` when the
+/// list does not fit.
+fn read_groups(buf: &mut [u32]) -> io::Result<usize> {
+    let len = libc::c_int::try_from(buf.len()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `buf` is valid for writes of `len` gid_t (u32) entries.
+    let n = unsafe { libc::getgroups(len, buf.as_mut_ptr()) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// Drops the process's privileges for good: clears the supplementary groups
+/// (`setgroups(0)`), then sets the real, effective and saved group id
+/// (`setgid`) and user id (`setuid`), in that order (after `setuid` the
+/// group calls would no longer be allowed). glibc applies each call to every
+/// thread of the process.
+///
+/// For tests and programs that start as root and must show what an
+/// unprivileged process can do; it cannot be undone.
+///
+/// # Errors
+///
+/// The errno of the first call that fails (`EPERM` without `CAP_SETGID` /
+/// `CAP_SETUID`); the calls before it stay in effect.
+pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: a null list with size 0 clears the supplementary groups.
+    if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: setgid takes a plain id; no memory is passed.
+    if unsafe { libc::setgid(gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: setuid takes a plain id; no memory is passed.
+    if unsafe { libc::setuid(uid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -192,5 +342,20 @@ mod tests {
     fn pinning_to_a_missing_cpu_is_invalid_input() {
         let err = super::pin_current_thread(100_000).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn current_credentials_match_themselves() {
+        let creds = super::Credentials::current().unwrap();
+        assert_eq!(creds.euid(), super::effective_uid());
+        assert!(creds.matches_current());
+        let mut other = creds.clone();
+        other.groups.push(u32::MAX);
+        other.groups.sort_unstable();
+        assert!(!other.matches_current(), "one group more");
+        let mut other = creds.clone();
+        other.euid = creds.euid.wrapping_add(1);
+        assert!(!other.matches_current(), "another euid");
     }
 }
