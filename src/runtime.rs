@@ -203,6 +203,20 @@ impl RuntimeBuilder {
     /// (`IORING_SETUP_SQPOLL`) instead. The default (`COOP_TASKRUN` only)
     /// posts cross-shard messages straight into the target's CQ, which halves
     /// message latency.
+    ///
+    /// # SQPOLL and credentials
+    ///
+    /// The kernel's submission thread runs ops with the credentials the rings
+    /// were created with (at [`build`](Self::build)), not the submitter's. So
+    /// after the process changes its effective user or group id or its
+    /// supplementary groups (a `setuid` that drops root, say), an SQPOLL
+    /// shard refuses every op that could act with the old ones: it fails
+    /// with `PermissionDenied` (`EACCES`) without reaching the kernel.
+    /// Messages between shards and cancellations go on working, and ops
+    /// submitted before the change run as the kernel runs them. A program
+    /// that drops privileges should build its runtime after the drop. The
+    /// check costs three system calls per submitted batch on SQPOLL rings and
+    /// nothing on the others, which use the submitter's credentials anyway.
     pub fn io_uring_throughput_mode(mut self, sqpoll: bool) -> Self {
         self.sqpoll = Some(sqpoll);
         self

@@ -14,6 +14,7 @@
 #![allow(unsafe_code)]
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -26,6 +27,7 @@ use crate::abi;
 use crate::cqe::{Cqe, RingCqe, RingId};
 use crate::mmap::Mmap;
 use crate::msg::{self, Tag, UserData};
+use crate::os::Credentials;
 use crate::sim::{SimKernel, SimRing};
 use crate::sqe::{Sqe, SqeFlags};
 use crate::syscall::{self, EnterWait};
@@ -79,6 +81,9 @@ pub struct RingConfig {
     /// `IORING_SETUP_NO_SQARRAY`: no SQ index array.
     pub no_sqarray: bool,
     /// `IORING_SETUP_SQPOLL` with this idle time before the poller sleeps.
+    /// The kernel's submission thread acts with the credentials the ring was
+    /// set up with; the ring refuses entries once they changed (see
+    /// [`Ring`]'s "SQPOLL and credentials").
     pub sqpoll_idle: Option<Duration>,
     /// With SQPOLL: share the kernel submission thread of this ring (its fd,
     /// which must stay open during setup; `IORING_SETUP_ATTACH_WQ`) instead
@@ -325,6 +330,25 @@ struct Cq {
 /// A `Ring` is `Send` but not `Sync`: one thread at a time produces SQEs and
 /// consumes CQEs. With `SINGLE_ISSUER` (the default) that thread must be the
 /// one that created it.
+///
+/// # SQPOLL and credentials
+///
+/// Without SQPOLL the kernel runs each entry with the credentials of the
+/// thread that submits it. With SQPOLL its submission thread runs them with
+/// the credentials the ring was set up with, whatever the submitter's are by
+/// then: after a `setuid` that drops root, the ring would still open root's
+/// files. So an SQPOLL ring (on the kernel) records the setting-up thread's
+/// credentials ([`Credentials`]: effective uid and gid, supplementary
+/// groups) before `io_uring_setup`, and each time it is about to publish new
+/// entries (every submit or wait that has some) it compares them with the
+/// submitting thread's (three cheap system calls per batch, none when the
+/// batch is empty, none ever on other rings). If they differ, it publishes
+/// only the entries that use no credentials ([`Sqe::uses_credentials`]:
+/// messages and cancellations) and completes each of the others itself with
+/// `-EACCES` (`PermissionDenied`), which [`Ring::pop_cqe`] hands out like a
+/// kernel completion: the kernel never saw those entries, so what they point
+/// at is free again. Entries published before the change run as the kernel
+/// runs them.
 pub struct Ring {
     sq: Sq,
     cq: Cq,
@@ -335,6 +359,19 @@ pub struct Ring {
     id: RingId,
     /// Set once an [`InFlight`](crate::op::InFlight) table tracks this ring's ops.
     table_claimed: bool,
+    /// An SQPOLL ring's setup credentials, and the completions it posted in
+    /// the kernel's place; `None` on every other ring.
+    sqpoll_creds: Option<Box<SqpollCreds>>,
+}
+
+/// What an SQPOLL ring keeps to refuse entries once the submitter's
+/// credentials changed (see [`Ring`]'s "SQPOLL and credentials").
+#[derive(Debug)]
+struct SqpollCreds {
+    /// The credentials of the thread that set the ring up, read before setup.
+    at_setup: Credentials,
+    /// `-EACCES` completions of the entries the ring refused, not yet popped.
+    refused: VecDeque<Cqe>,
 }
 
 /// The next [`RingId`]; ids are never reused.
@@ -558,6 +595,15 @@ impl Ring {
     /// `madvise(MADV_DONTFORK)` of a mapping fails setup with its errno. On
     /// any error the mappings made so far are unmapped and the fd is closed.
     pub fn with_config(config: &RingConfig) -> Result<Ring, SetupError> {
+        // Read before setup: the kernel takes the credentials during it, so a
+        // change in between makes the ring refuse too soon, never too late.
+        let at_setup = match config.sqpoll_idle {
+            Some(_) => Some(Credentials::current().map_err(|source| SetupError {
+                source,
+                flags: abi::IORING_SETUP_SQPOLL,
+            })?),
+            None => None,
+        };
         let mut optional = config.optional_flags();
         loop {
             let cq_entries = if config.cq_entries == 0 {
@@ -580,7 +626,17 @@ impl Ring {
             }
             let flags = params.flags;
             match syscall::setup(config.sq_entries, &mut params) {
-                Ok(fd) => return Ring::map_kernel(fd, params).map_err(|source| SetupError { source, flags }),
+                Ok(fd) => {
+                    let mut ring =
+                        Ring::map_kernel(fd, params).map_err(|source| SetupError { source, flags })?;
+                    ring.sqpoll_creds = at_setup.map(|at_setup| {
+                        Box::new(SqpollCreds {
+                            at_setup,
+                            refused: VecDeque::new(),
+                        })
+                    });
+                    return Ok(ring);
+                }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !optional.is_empty() => {
                     optional.remove(0);
                 }
@@ -759,6 +815,7 @@ impl Ring {
             kernel,
             id: RingId(NEXT_RING_ID.fetch_add(1, Ordering::Relaxed)),
             table_claimed: false,
+            sqpoll_creds: None,
         };
         ring.sq.local_tail = ring.sq.tail.get().load(Ordering::Relaxed);
         ring.cq.local_head = ring.cq.head.get().load(Ordering::Relaxed);
@@ -1005,8 +1062,12 @@ impl Ring {
         retracted
     }
 
-    /// Publishes queued SQEs to the kernel's view of the SQ tail.
-    fn publish_tail(&self) {
+    /// Publishes queued SQEs to the kernel's view of the SQ tail (on an
+    /// SQPOLL ring, after [`Ring::refuse_if_credentials_changed`]).
+    fn publish_tail(&mut self) {
+        if self.sqpoll_creds.is_some() {
+            self.refuse_if_credentials_changed();
+        }
         // Release pairs with the kernel's acquire of the SQ tail
         // (`io_sqring_entries`): the SQE writes above become visible before it.
         self.sq.tail.get().store(self.sq.local_tail, Ordering::Release);
@@ -1014,6 +1075,59 @@ impl Ring {
 
     fn sqpoll(&self) -> bool {
         self.params.flags & abi::IORING_SETUP_SQPOLL != 0
+    }
+
+    /// On an SQPOLL ring with entries to publish, whose submitter's
+    /// credentials differ from those at setup: takes back every unpublished
+    /// entry that uses credentials, or is linked, and queues an `-EACCES`
+    /// completion for it; the others move up, in order, to be published.
+    fn refuse_if_credentials_changed(&mut self) {
+        let Some(creds) = self.sqpoll_creds.as_mut() else {
+            return;
+        };
+        // Relaxed: the tail word is written only by this thread (`publish_tail`).
+        let published = self.sq.tail.get().load(Ordering::Relaxed);
+        if published == self.sq.local_tail || creds.at_setup.matches_current() {
+            return;
+        }
+        let mut kept = published;
+        let mut after_link = false;
+        let mut i = published;
+        while i != self.sq.local_tail {
+            let from = index::slot(i, self.sq.mask) as usize;
+            // SAFETY: `from < sq_entries`, inside the SQE array. The entry lies
+            // between the published tail and `local_tail`: `push_unchecked`
+            // wrote it and the kernel cannot read it before the tail moves past it.
+            let raw = unsafe { self.sq.sqes.add(from).read() };
+            let sqe = Sqe::from_raw(raw);
+            let linked = raw.flags & (abi::IOSQE_IO_LINK | abi::IOSQE_IO_HARDLINK) != 0;
+            if sqe.uses_credentials() || after_link {
+                creds.refused.push_back(Cqe {
+                    user_data: raw.user_data,
+                    res: -libc::EACCES,
+                    flags: 0,
+                });
+            } else {
+                if kept != i {
+                    let to = index::slot(kept, self.sq.mask) as usize;
+                    // SAFETY: `to < sq_entries`; slot `kept` lies in the same
+                    // unpublished range (`kept` never passes `i`), so only we use it.
+                    unsafe { self.sq.sqes.add(to).write(raw) };
+                }
+                kept = kept.wrapping_add(1);
+            }
+            after_link = linked;
+            i = i.wrapping_add(1);
+        }
+        self.sq.local_tail = kept;
+    }
+
+    /// Completions this ring posted in the kernel's place and not yet popped
+    /// (SQPOLL entries refused after a change of credentials).
+    fn refused_len(&self) -> u32 {
+        self.sqpoll_creds
+            .as_ref()
+            .map_or(0, |c| u32::try_from(c.refused.len()).unwrap_or(u32::MAX))
     }
 
     /// Flags to add to an enter so the kernel wakes the SQPOLL thread if it sleeps.
@@ -1093,6 +1207,8 @@ impl Ring {
             ));
         }
         self.publish_tail();
+        // Completions the ring posted itself are ready now: do not sleep on the kernel.
+        let min_complete = if self.refused_len() > 0 { 0 } else { min_complete };
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             let to_submit = if self.sqpoll() { 0 } else { self.sq_len() };
@@ -1129,8 +1245,13 @@ impl Ring {
         }
     }
 
-    /// CQEs ready to be popped.
+    /// CQEs ready to be popped (with those the ring posted itself).
     pub fn cq_len(&self) -> u32 {
+        self.kernel_cq_len().saturating_add(self.refused_len())
+    }
+
+    /// CQEs the kernel posted that are ready to be popped.
+    fn kernel_cq_len(&self) -> u32 {
         // Acquire pairs with the kernel's release of the CQ tail after writing the
         // CQEs (`io_commit_cqring`).
         index::len(self.cq.local_head, self.cq.tail.get().load(Ordering::Acquire))
@@ -1146,8 +1267,13 @@ impl Ring {
         self.sq_flags() & abi::IORING_SQ_CQ_OVERFLOW != 0
     }
 
-    /// Takes the next completion, if one is ready.
+    /// Takes the next completion, if one is ready: first those the ring
+    /// posted itself for entries it refused (see "SQPOLL and credentials"),
+    /// then the kernel's.
     pub fn pop_cqe(&mut self) -> Option<Cqe> {
+        if let Some(c) = self.sqpoll_creds.as_mut().and_then(|c| c.refused.pop_front()) {
+            return Some(c);
+        }
         // Acquire: see `cq_len`; the CQE at `local_head` is fully written.
         let tail = self.cq.tail.get().load(Ordering::Acquire);
         if self.cq.local_head == tail {
@@ -1350,6 +1476,76 @@ mod tests {
         };
         params.sq_off.tail += 2;
         assert_rejects(Ring::map_kernel(fd, params).unwrap_err(), "sq_off.tail");
+    }
+
+    /// Pops `n` completions from `ring`, waiting up to a liveness bound.
+    fn pop_n(ring: &mut Ring, n: usize) -> Vec<Cqe> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut out = Vec::new();
+        while out.len() < n {
+            assert!(Instant::now() < deadline, "only {out:?} of {n} completions came");
+            ring.submit_and_wait(1, Some(Duration::from_millis(100))).unwrap();
+            out.extend(std::iter::from_fn(|| ring.pop_cqe()));
+        }
+        out.sort_by_key(|c| c.user_data);
+        out
+    }
+
+    #[test]
+    #[cfg(not(miri))]
+    fn sqpoll_ring_refuses_entries_after_credentials_change() {
+        let config = RingConfig {
+            sqpoll_idle: Some(Duration::from_millis(10)),
+            ..RingConfig::with_entries(8)
+        };
+        let mut ring = match Ring::with_config(&config) {
+            Ok(ring) => ring,
+            Err(e) => {
+                eprintln!("skipping: no SQPOLL ring here: {e}");
+                return;
+            }
+        };
+        // FSYNC of fd -1 points at no memory; the kernel fails it with EBADF.
+        let fsync = |user_data| {
+            Sqe::from_raw(abi::io_uring_sqe {
+                opcode: abi::IORING_OP_FSYNC,
+                fd: -1,
+                user_data,
+                ..Default::default()
+            })
+        };
+        let push = |ring: &mut Ring, sqe: &Sqe| {
+            // SAFETY: FSYNC and NOP entries reference no memory.
+            unsafe { ring.push_unchecked(sqe) }.unwrap();
+        };
+        // Unchanged credentials: the kernel runs it.
+        push(&mut ring, &fsync(1));
+        let got = pop_n(&mut ring, 1);
+        assert_eq!(got[0].res, -libc::EBADF);
+
+        let creds = ring.sqpoll_creds.as_mut().unwrap();
+        let at_setup = creds.at_setup.clone();
+        creds.at_setup = at_setup.with_euid(creds.at_setup.euid().wrapping_add(1));
+        push(&mut ring, &Sqe::nop().user_data(2));
+        push(&mut ring, &fsync(3));
+        push(&mut ring, &Sqe::nop().user_data(4).flags(SqeFlags::LINK));
+        push(&mut ring, &Sqe::nop().user_data(5));
+        push(&mut ring, &Sqe::nop().user_data(6));
+        let got = pop_n(&mut ring, 5);
+        let res: Vec<(u64, i32)> = got.iter().map(|c| (c.user_data, c.res)).collect();
+        // The NOPs run; the FSYNC and the linked pair are refused without the
+        // kernel seeing them.
+        assert_eq!(
+            res,
+            [
+                (2, 0),
+                (3, -libc::EACCES),
+                (4, -libc::EACCES),
+                (5, -libc::EACCES),
+                (6, 0)
+            ]
+        );
+        assert_eq!(ring.cq_len(), 0);
     }
 
     #[test]

@@ -183,6 +183,41 @@ impl Sqe {
         }
     }
 
+    /// True unless the kernel runs this entry without checking anyone's
+    /// credentials. Only these qualify, and only when not linked to another
+    /// entry (`IOSQE_IO_LINK` / `IOSQE_IO_HARDLINK`):
+    ///
+    /// - NOP;
+    /// - MSG_RING (it posts into, or installs a file in, a ring the sender
+    ///   already holds);
+    /// - ASYNC_CANCEL, POLL_REMOVE and TIMEOUT_REMOVE (they only act on this
+    ///   ring's own requests).
+    ///
+    /// An SQPOLL ring refuses every other entry once the submitter's
+    /// credentials changed since setup (see [`Ring`](crate::ring::Ring)).
+    ///
+    /// ```
+    /// use spargio_sys::{abi, Sqe};
+    ///
+    /// assert!(!Sqe::nop().uses_credentials());
+    /// let open = Sqe::from_raw(abi::io_uring_sqe { opcode: abi::IORING_OP_OPENAT, ..Default::default() });
+    /// assert!(open.uses_credentials());
+    /// ```
+    pub fn uses_credentials(&self) -> bool {
+        let s = &self.0;
+        if s.flags & (abi::IOSQE_IO_LINK | abi::IOSQE_IO_HARDLINK) != 0 {
+            return true;
+        }
+        !matches!(
+            s.opcode,
+            abi::IORING_OP_NOP
+                | abi::IORING_OP_MSG_RING
+                | abi::IORING_OP_ASYNC_CANCEL
+                | abi::IORING_OP_POLL_REMOVE
+                | abi::IORING_OP_TIMEOUT_REMOVE
+        )
+    }
+
     /// True when this entry's completion would carry an op's tag
     /// ([`msg::Tag::Op`](crate::msg::Tag::Op)): its `user_data`, or for a
     /// `MSG_RING` data message also the `user_data` it posts into the target.

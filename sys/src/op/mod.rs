@@ -33,6 +33,11 @@
 //!   blocking form ([`Op::run_blocking`]) records what its system call did.
 //!   The methods that give results back (`into_buf`, `into_fd`, …) take no
 //!   count or fd from the caller.
+//! - The one completion not from the kernel: an SQPOLL ring whose
+//!   submitter's credentials changed takes an op's SQE back before the
+//!   kernel could see it and posts `-EACCES` for it itself ([`Ring`]'s
+//!   "SQPOLL and credentials"). It carries no count, fd or buffer, and the
+//!   kernel never held the op's memory.
 //! - A table that is dropped with ops in flight (a shard that unwinds, say)
 //!   leaks them instead of freeing memory the kernel may still write.
 #![allow(unsafe_code)]
@@ -79,8 +84,10 @@ pub unsafe trait Op: Any + Send + 'static {
     /// # Safety
     ///
     /// `cqe` must be the final completion (no `IORING_CQE_F_MORE`) that the
-    /// kernel posted for the SQE this op's [`Op::prepare`] returned, handed
-    /// over once. [`InFlight::complete`] is the caller that guarantees it.
+    /// kernel posted for the SQE this op's [`Op::prepare`] returned, or that
+    /// its ring posted in the kernel's place for that SQE, which the kernel
+    /// then never saw (an SQPOLL ring's `-EACCES` refusal, see [`Ring`]),
+    /// handed over once. [`InFlight::complete`] is the caller that guarantees it.
     ///
     /// ```compile_fail
     /// # use std::{os::fd::OwnedFd, sync::Arc};
@@ -346,7 +353,8 @@ impl<T: Clone> InFlight<T> {
             let entry = slot.entry.as_mut().expect("checked above");
             // SAFETY: `cqe` was reaped from this table's ring (checked above) and
             // carries the tag of this slot's op, which only this table pushes
-            // (`Ring::push` refuses op tags), so the kernel posted it for this op;
+            // (`Ring::push` refuses op tags), so the kernel posted it for this op
+            // (a ring's own `-EACCES` refusal is final, never F_MORE);
             // `cqe` was moved out of its token, so it is handed over once.
             let event = unsafe { entry.op.progress(&cqe) };
             return Completion::More {
@@ -358,7 +366,8 @@ impl<T: Clone> InFlight<T> {
         slot.generation = msg::next_generation(slot.generation);
         self.free.push(id.index());
         self.live -= 1;
-        // SAFETY: as above, and this is the op's final completion (no F_MORE).
+        // SAFETY: as above, and this is the op's final completion (no F_MORE), from
+        // the kernel or, for an SQE the kernel never saw, the ring's `-EACCES`.
         unsafe { entry.op.complete(&cqe) };
         Completion::Finished {
             payload: entry.payload,
