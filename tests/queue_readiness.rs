@@ -78,7 +78,14 @@ fn ten_thousand_idle_connections_hold_no_threads_and_echo_still_runs() {
             }
             let connected = started.elapsed();
             // Let every pending receive reach its shard's epoll set.
-            let waiting = || -> u64 { handle.stats_snapshot().shards.iter().map(|s| s.ops_in_flight).sum() };
+            let waiting = || -> u64 {
+                handle
+                    .stats_snapshot()
+                    .shards
+                    .iter()
+                    .map(|s| s.ops_in_flight)
+                    .sum()
+            };
             let deadline = Instant::now() + common::HANG;
             while waiting() < n as u64 {
                 assert!(Instant::now() < deadline, "{} of {n} receives waiting", waiting());
@@ -103,17 +110,21 @@ fn ten_thousand_idle_connections_hold_no_threads_and_echo_still_runs() {
                         }
                     })
                     .unwrap();
-                echoes.push(handle.spawn_pinned(usize::from(k + 1) % 2, async move {
-                    for round in 0..200u32 {
-                        let msg = vec![k.wrapping_add(round as u8); 256];
-                        client.write_all(msg.clone()).await.0.unwrap();
-                        let (res, got) = client.read_exact(vec![0u8; 256]).await;
-                        res.unwrap();
-                        assert_eq!(got, msg, "echo {k}, round {round}");
-                    }
-                    client.shutdown(std::net::Shutdown::Write).await.unwrap();
-                    echo.await.unwrap();
-                }).unwrap());
+                echoes.push(
+                    handle
+                        .spawn_pinned(usize::from(k + 1) % 2, async move {
+                            for round in 0..200u32 {
+                                let msg = vec![k.wrapping_add(round as u8); 256];
+                                client.write_all(msg.clone()).await.0.unwrap();
+                                let (res, got) = client.read_exact(vec![0u8; 256]).await;
+                                res.unwrap();
+                                assert_eq!(got, msg, "echo {k}, round {round}");
+                            }
+                            client.shutdown(std::net::Shutdown::Write).await.unwrap();
+                            echo.await.unwrap();
+                        })
+                        .unwrap(),
+                );
             }
             for e in echoes {
                 e.await.unwrap();
@@ -139,6 +150,86 @@ fn ten_thousand_idle_connections_hold_no_threads_and_echo_still_runs() {
         idle_rss.saturating_sub(rss_before) as f64 / n as f64,
         started.elapsed()
     );
-    assert!(idle_threads < 100, "{idle_threads} threads for {n} idle connections");
+    assert!(
+        idle_threads < 100,
+        "{idle_threads} threads for {n} idle connections"
+    );
     assert!(echo_threads < 100, "{echo_threads} threads with echo traffic");
+}
+
+/// Set in the child process that runs with io_uring denied.
+const DENIED_CHILD: &str = "SPARGIO_TEST_IO_URING_DENIED";
+
+#[test]
+fn a_process_denied_io_uring_falls_back_to_the_queue_backend_and_serves_tcp() {
+    const NAME: &str = "a_process_denied_io_uring_falls_back_to_the_queue_backend_and_serves_tcp";
+    if std::env::var_os(DENIED_CHILD).is_some() {
+        return denied_child();
+    }
+    // The filter cannot be lifted: it goes into a child running this test alone.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(DENIED_CHILD, "1")
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The harness prints the test's name on the same line as its output.
+    let report = |tag: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.find(tag).map(|at| l[at..].to_string()))
+    };
+    if let Some(line) = report("SKIPPED") {
+        eprintln!("{line}");
+        return;
+    }
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    let line = report("FALLBACK OK");
+    println!(
+        "{}",
+        line.unwrap_or_else(|| panic!("child did not report:\n{stdout}\n{stderr}"))
+    );
+}
+
+/// The child: io_uring_setup fails with EPERM, as under Docker's default
+/// seccomp profile; the default builder falls back and serves TCP.
+fn denied_child() {
+    if let Err(e) = spargio::sys::os::deny_io_uring_for_test(libc::EPERM) {
+        println!("SKIPPED: cannot install a seccomp filter here: {e}");
+        return;
+    }
+    let refused = spargio::sys::ring::Ring::new(2).expect_err("io_uring_setup is denied");
+    assert!(refused.io_uring_unavailable(), "{refused}");
+    let rt = RuntimeBuilder::new().shards(2).build().unwrap();
+    assert_eq!(rt.handle().backend(), Backend::Queue);
+    let reason = rt.fallback_reason().expect("a fallback reason").to_string();
+    let handle = rt.handle().clone();
+    rt.block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0".parse::<SocketAddr>().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = handle
+            .spawn_pinned(1, async move {
+                let (conn, _) = listener.accept().await.unwrap();
+                loop {
+                    let (res, buf) = conn.recv(vec![0u8; 256]).await;
+                    if res.unwrap() == 0 {
+                        return;
+                    }
+                    conn.write_all(buf).await.0.unwrap();
+                }
+            })
+            .unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        for round in 0..50u8 {
+            client.write_all(vec![round; 256]).await.0.unwrap();
+            let (res, got) = client.read_exact(vec![0u8; 256]).await;
+            res.unwrap();
+            assert_eq!(got, vec![round; 256]);
+        }
+        client.shutdown(std::net::Shutdown::Write).await.unwrap();
+        server.await.unwrap();
+    })
+    .unwrap();
+    println!("FALLBACK OK: threads {}; {reason}", threads());
 }
