@@ -47,7 +47,8 @@ use crate::task::{BoxFuture, Completion, JoinHandle, JoinState, Mobility, Task};
 pub enum Backend {
     /// One io_uring per shard; cross-shard messages and doorbells are `MSG_RING`.
     IoUring,
-    /// No io_uring: shards park on a condition variable and messages travel in
+    /// No io_uring: shards park in `epoll`, socket ops wait for readiness
+    /// there, other ops run on the blocking pool, and messages travel in
     /// memory. The same API, for kernels or sandboxes without io_uring.
     Queue,
 }
