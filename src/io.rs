@@ -8,8 +8,9 @@
 //! submit `ASYNC_CANCEL`; the op's resources stay in the shard's table until
 //! the final CQE, and an fd the op produced after all is closed.
 //!
-//! On the Queue backend the same op runs as a blocking system call on the
-//! blocking pool.
+//! On the Queue backend a socket op is tried on its shard and, if it would
+//! block, waits there for readiness (`reactor`); any other op runs as a
+//! blocking system call on the blocking pool.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -322,38 +323,14 @@ pub(crate) fn submit_holding<O: Op>(
         finished: false,
         _op: PhantomData,
     };
+    // On the Queue backend socket ops wait for readiness on their shard (see
+    // `reactor`); every other op runs as a blocking call on the pool.
+    let on_pool = rt.backend == Backend::Queue && op.readiness_fd().is_none();
     let op: Box<dyn Op> = Box::new(op);
     let here = shard::current_shard_of(rt);
     let target = shard.or(here).unwrap_or(0);
-    if rt.backend == Backend::Queue {
-        // No ring: the op is only charged to `target` while the pool runs it.
-        let charged = rt.clone();
-        charged.shards[target]
-            .counters
-            .ops_in_flight
-            .fetch_add(1, Ordering::Relaxed);
-        let done = shared.clone();
-        let job = move |op: Box<dyn Op>| {
-            let mut op = op;
-            let res = if done.is_abandoned() {
-                -libc::ECANCELED
-            } else {
-                op.run_blocking()
-            };
-            charged.shards[target]
-                .counters
-                .ops_in_flight
-                .fetch_sub(1, Ordering::Relaxed);
-            done.finish(
-                Cqe {
-                    user_data: 0,
-                    res,
-                    flags: 0,
-                },
-                op,
-            );
-        };
-        rt.blocking.run_or_inline(op, job);
+    if on_pool {
+        run_on_pool(rt, target, op, shared);
         return Ok(fut);
     }
     if here == Some(target) {
@@ -368,6 +345,37 @@ pub(crate) fn submit_holding<O: Op>(
         rt.unpark(target);
     }
     Ok(fut)
+}
+
+/// Runs `op` as a blocking system call on the pool (Queue backend), charged
+/// to shard `target` while it runs, and finishes it.
+pub(crate) fn run_on_pool(rt: &Arc<Shared>, target: usize, op: Box<dyn Op>, shared: Arc<OpShared>) {
+    let charged = rt.clone();
+    charged.shards[target]
+        .counters
+        .ops_in_flight
+        .fetch_add(1, Ordering::Relaxed);
+    let job = move |op: Box<dyn Op>| {
+        let mut op = op;
+        let res = if shared.is_abandoned() {
+            -libc::ECANCELED
+        } else {
+            op.run_blocking()
+        };
+        charged.shards[target]
+            .counters
+            .ops_in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+        shared.finish(
+            Cqe {
+                user_data: 0,
+                res,
+                flags: 0,
+            },
+            op,
+        );
+    };
+    rt.blocking.run_or_inline(op, job);
 }
 
 /// Submits `op` from inside a runtime task: the calling shard's runtime.

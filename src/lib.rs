@@ -41,6 +41,7 @@ mod msg;
 pub mod native;
 mod native_any;
 pub mod net;
+mod reactor;
 mod runtime;
 mod shard;
 mod stats;

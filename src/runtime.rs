@@ -31,7 +31,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle as ThreadHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use spargio_sys::ring::{Ring, RingConfig, RingFd};
 use spargio_sys::sim::SimKernel;
@@ -47,7 +47,8 @@ use crate::task::{BoxFuture, Completion, JoinHandle, JoinState, Mobility, Task};
 pub enum Backend {
     /// One io_uring per shard; cross-shard messages and doorbells are `MSG_RING`.
     IoUring,
-    /// No io_uring: shards park on a condition variable and messages travel in
+    /// No io_uring: shards park in `epoll`, socket ops wait for readiness
+    /// there, other ops run on the blocking pool, and messages travel in
     /// memory. The same API, for kernels or sandboxes without io_uring.
     Queue,
 }
@@ -463,44 +464,8 @@ struct Resolved {
 pub(crate) enum Unparker {
     /// A `MSG_RING` doorbell into the shard's ring.
     Ring(RingFd),
-    /// A condition variable (Queue backend).
-    Condvar(Arc<Parker>),
-}
-
-/// The Queue backend's park primitive.
-#[derive(Default)]
-pub(crate) struct Parker {
-    notified: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Parker {
-    pub(crate) fn unpark(&self) {
-        *self.notified.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.cv.notify_one();
-    }
-
-    pub(crate) fn park(&self, timeout: Option<Duration>) {
-        let mut notified = self.notified.lock().unwrap_or_else(|p| p.into_inner());
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        while !*notified {
-            match deadline {
-                None => notified = self.cv.wait(notified).unwrap_or_else(|p| p.into_inner()),
-                Some(at) => {
-                    let now = Instant::now();
-                    if now >= at {
-                        break;
-                    }
-                    notified = self
-                        .cv
-                        .wait_timeout(notified, at - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
-        }
-        *notified = false;
-    }
+    /// The eventfd in the shard's epoll set (Queue backend).
+    EventFd(Arc<spargio_sys::epoll::EventFd>),
 }
 
 /// A message travelling in memory (Queue backend, or from outside the runtime
@@ -731,7 +696,7 @@ impl Shared {
     fn ring_doorbell(&self, shard: usize) {
         match self.shards[shard].unparker.get() {
             None => {} // Not started yet: it checks its queues before its first park.
-            Some(Unparker::Condvar(p)) => p.unpark(),
+            Some(Unparker::EventFd(bell)) => bell.notify(),
             Some(Unparker::Ring(fd)) => {
                 if let Err(fd) = shard::doorbell_from_shard(self, fd) {
                     self.foreign_doorbell(shard, &fd);

@@ -35,7 +35,8 @@ use crate::error::RuntimeError;
 use crate::io::OpShared;
 use crate::mail::{Outbox, TicketFor};
 use crate::msg::{Event, TicketShared};
-use crate::runtime::{Backend, Parker, Shared, Unparker, shard_ring_config};
+use crate::reactor::Reactor;
+use crate::runtime::{Backend, Shared, Unparker, shard_ring_config};
 use crate::task::{Mobility, Task};
 use crate::time::Timers;
 use crate::wire::{self, Tag};
@@ -49,7 +50,8 @@ pub(crate) struct Local {
     pub(crate) shard: usize,
     pub(crate) shared: Arc<Shared>,
     ring: RefCell<Option<Ring>>,
-    parker: Option<Arc<Parker>>,
+    /// The readiness driver (Queue backend only).
+    reactor: Option<Reactor>,
     run_queue: RefCell<VecDeque<Arc<Task>>>,
     pub(crate) events: RefCell<VecDeque<Event>>,
     pub(crate) event_waiters: RefCell<Vec<Waker>>,
@@ -576,10 +578,22 @@ impl Local {
         }
     }
 
-    /// Submits `op` on this shard's ring (or queues it until the SQ has room).
+    /// Finishes the readiness ops whose fds became ready (Queue backend).
+    fn dispatch_readiness(&self) -> usize {
+        self.reactor
+            .as_ref()
+            .map_or(0, |r| r.dispatch(&self.shared, self.shard))
+    }
+
+    /// Submits `op` on this shard's ring (or queues it until the SQ has room);
+    /// on the Queue backend, runs it through the readiness driver.
     pub(crate) fn submit_op(&self, op: Box<dyn Op>, shared: Arc<OpShared>) {
         if shared.is_abandoned() {
             return; // Nobody waits and the kernel never saw it: just drop it.
+        }
+        if let Some(reactor) = &self.reactor {
+            reactor.submit(&self.shared, self.shard, op, shared);
+            return;
         }
         let pushed = {
             let mut ring = self.ring.borrow_mut();
@@ -612,6 +626,10 @@ impl Local {
 
     /// Asks the kernel to cancel op `id` (its final CQE still comes).
     pub(crate) fn cancel_op(&self, id: OpId) {
+        if let Some(reactor) = &self.reactor {
+            reactor.cancel(&self.shared, self.shard, id);
+            return;
+        }
         let sqe = crate::io::cancel_sqe_for(&mut self.inflight.borrow_mut(), id);
         if let Some(sqe) = sqe
             && let Some(ring) = self.ring.borrow_mut().as_mut()
@@ -669,6 +687,9 @@ impl Local {
     /// Returns how many ops were leaked.
     fn cancel_in_flight(&self, deadline: Instant) -> usize {
         self.take_remote_ops();
+        if let Some(reactor) = &self.reactor {
+            reactor.cancel_all(&self.shared, self.shard);
+        }
         let sqes = self.inflight.borrow_mut().cancel_all_sqes();
         {
             let mut ring = self.ring.borrow_mut();
@@ -811,6 +832,7 @@ impl Local {
                 .borrow()
                 .as_ref()
                 .is_some_and(|r| r.cq_len() > 0 || r.needs_flush())
+            || self.reactor.as_ref().is_some_and(Reactor::has_pending_events)
             || self
                 .timers
                 .borrow()
@@ -856,8 +878,8 @@ impl Local {
             // Errors (EBUSY while the CQ overflows, EINTR is retried inside) end
             // the wait early; the next turn reaps and tries again.
             waited = ring.submit_and_wait(1, timeout).is_ok();
-        } else if let Some(p) = &self.parker {
-            p.park(timeout);
+        } else if let Some(reactor) = &self.reactor {
+            waited = reactor.park(timeout);
         }
         me.parked.store(false, Ordering::SeqCst);
         me.counters.wakeups.fetch_add(1, Ordering::Relaxed);
@@ -888,6 +910,7 @@ impl Local {
                 progress = true;
             }
             progress |= self.reap() > 0;
+            progress |= self.dispatch_readiness() > 0;
             progress |= self.take_queued_msgs() > 0;
             progress |= self.fire_timers() > 0;
 
@@ -997,7 +1020,7 @@ fn first_shard_ring_fd(shared: &Shared) -> Result<Option<RingFd>, RuntimeError> 
     loop {
         match shared.shards[0].unparker.get() {
             Some(Unparker::Ring(fd)) => return Ok(Some(fd.clone())),
-            Some(Unparker::Condvar(_)) => return Ok(None),
+            Some(Unparker::EventFd(_)) => return Ok(None),
             None if shared.is_closing() => return Err(RuntimeError::Closed),
             None => std::thread::sleep(Duration::from_micros(20)),
         }
@@ -1012,7 +1035,7 @@ pub(crate) fn run(
     ready: Sender<Result<(), RuntimeError>>,
 ) {
     let started = start(&shared, shard, sim.as_ref());
-    let (ring, parker) = match started {
+    let (ring, reactor) = match started {
         Ok(parts) => parts,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -1024,7 +1047,7 @@ pub(crate) fn run(
         shard,
         shared: shared.clone(),
         ring: RefCell::new(ring),
-        parker,
+        reactor,
         run_queue: RefCell::new(VecDeque::new()),
         events: RefCell::new(VecDeque::new()),
         event_waiters: RefCell::new(Vec::new()),
@@ -1059,7 +1082,7 @@ pub(crate) fn run(
     shared.shard_exited();
 }
 
-type Started = (Option<Ring>, Option<Arc<Parker>>);
+type Started = (Option<Ring>, Option<Reactor>);
 
 fn start(shared: &Arc<Shared>, shard: usize, sim: Option<&SimKernel>) -> Result<Started, RuntimeError> {
     if let Some(cpus) = &shared.config.thread_affinity {
@@ -1095,9 +1118,9 @@ fn start(shared: &Arc<Shared>, shard: usize, sim: Option<&SimKernel>) -> Result<
             Ok((Some(ring), None))
         }
         Backend::Queue => {
-            let parker = Arc::new(Parker::default());
-            let _ = me.unparker.set(Unparker::Condvar(parker.clone()));
-            Ok((None, Some(parker)))
+            let reactor = Reactor::new().map_err(RuntimeError::Io)?;
+            let _ = me.unparker.set(Unparker::EventFd(reactor.doorbell()));
+            Ok((None, Some(reactor)))
         }
     }
 }

@@ -5,10 +5,11 @@
 //! ring from any thread, e.g. a connection handed to a shard by
 //! [`TcpListener::accept_round_robin`](super::TcpListener::accept_round_robin)).
 //!
-//! On the Queue backend an op runs as a blocking call on the blocking pool and
-//! cannot be cancelled by `ASYNC_CANCEL`; [`run_op`] gives such ops a
-//! [`CancelFlag`] that it sets when the waiting future is dropped, so the pool
-//! thread gives up instead of receiving data nobody waits for.
+//! On the Queue backend an op waits for readiness on its shard (see
+//! `reactor`), or runs as a blocking call on the blocking pool, and cannot be
+//! cancelled by `ASYNC_CANCEL`; [`run_op`] gives such ops a [`CancelFlag`]
+//! that it sets when the waiting future is dropped, so neither a pool thread
+//! nor a readiness retry receives data nobody waits for.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};

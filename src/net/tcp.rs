@@ -79,7 +79,7 @@ impl TcpListener {
         })
     }
 
-    /// Gives back a `std` listener.
+    /// Gives back a `std` listener, in blocking mode.
     ///
     /// # Errors
     ///
@@ -87,7 +87,13 @@ impl TcpListener {
     /// uses the fd.
     pub fn into_std(self) -> Result<std::net::TcpListener, TcpListener> {
         match Arc::try_unwrap(self.sock.fd) {
-            Ok(fd) => Ok(std::net::TcpListener::from(fd)),
+            Ok(fd) => {
+                let listener = std::net::TcpListener::from(fd);
+                // The Queue backend's non-blocking accepts leave `O_NONBLOCK`
+                // set; clearing a flag on an fd we own cannot fail.
+                let _ = listener.set_nonblocking(false);
+                Ok(listener)
+            }
             Err(fd) => Err(TcpListener {
                 sock: Socket {
                     fd,

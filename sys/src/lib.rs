@@ -25,6 +25,7 @@
 //! |---|---|
 //! | [`abi`] | kernel structures and constants, layouts pinned at compile time |
 //! | [`syscall`] | `io_uring_setup` / `io_uring_enter` / `io_uring_register` as typed functions |
+//! | [`epoll`] | `epoll` and `eventfd`: readiness for the Queue backend where io_uring is refused |
 //! | [`mmap`] | RAII memory mappings of the rings |
 //! | [`os`] | safe wrappers for affinity, CPU time, fd counts and credentials |
 //! | [`ring`] | [`Ring`]: the SQ and CQ, submit and wait, on the kernel or on [`sim`] |
@@ -48,6 +49,7 @@ pub mod buf;
 pub mod bufring;
 pub mod check;
 pub mod cqe;
+pub mod epoll;
 pub mod mmap;
 pub mod msg;
 pub mod op;

@@ -335,6 +335,85 @@ pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// The audit architecture of this build, as seccomp reports it
+/// (`AUDIT_ARCH_X86_64`, `AUDIT_ARCH_AARCH64`).
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xc000_003e;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xc000_00b7;
+
+/// Test support: installs a seccomp filter that makes `io_uring_setup` fail
+/// with `errno` (`EPERM`, `ENOSYS`) in every thread of the calling process
+/// and every thread or child it starts, as Docker's default profile does.
+/// Other system calls are allowed. Irreversible: call it only in a process
+/// made for the purpose (a test that re-runs its binary as a child).
+///
+/// # Errors
+///
+/// `Unsupported` on architectures other than x86_64 and aarch64; the
+/// `prctl(PR_SET_NO_NEW_PRIVS)` or `seccomp` errno (`EINVAL` where seccomp
+/// filters are not built in).
+pub fn deny_io_uring_for_test(errno: i32) -> io::Result<()> {
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = errno;
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no seccomp filter for this architecture",
+        ));
+    }
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    {
+        const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+        const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+        const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+        // Offsets in `struct seccomp_data`: nr at 0, arch at 4.
+        let stmt = |code, k| libc::sock_filter {
+            code,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let jump = |k, jt, jf| libc::sock_filter {
+            code: JEQ_K,
+            jt,
+            jf,
+            k,
+        };
+        let mut program = [
+            stmt(LD_W_ABS, 4),
+            jump(AUDIT_ARCH, 0, 3), // another ABI: allow
+            stmt(LD_W_ABS, 0),
+            jump(libc::SYS_io_uring_setup as u32, 0, 1),
+            stmt(RET_K, libc::SECCOMP_RET_ERRNO | (errno as u32 & 0xffff)),
+            stmt(RET_K, libc::SECCOMP_RET_ALLOW),
+        ];
+        let fprog = libc::sock_fprog {
+            len: program.len() as u16,
+            filter: program.as_mut_ptr(),
+        };
+        // SAFETY: prctl with integer arguments; it only restricts this process.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fprog` points at `program`, valid for `len` instructions for
+        // the call (the kernel copies the program); TSYNC applies it to every
+        // thread of the process.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_TSYNC,
+                &raw const fprog,
+            )
+        };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -27,7 +27,7 @@ pub const HANG: Duration = Duration::from_secs(120);
 pub enum Kernel {
     /// `Backend::IoUring` on the running kernel.
     IoUring,
-    /// `Backend::Queue`: condvar parking, in-memory messages.
+    /// `Backend::Queue`: epoll parking and socket readiness, in-memory messages.
     Queue,
     /// `Backend::IoUring` on `spargio::sys::sim::SimKernel`.
     Sim,

@@ -47,7 +47,7 @@ pub mod net;
 pub mod openat2;
 
 use std::any::Any;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use crate::cqe::{Cqe, RingCqe, RingId};
 use crate::msg::{self, OpId, Tag, UserData};
@@ -67,6 +67,9 @@ pub use net::ProvidedBuf;
 /// open (or `AT_FDCWD`); its `user_data` is set by the table.
 /// [`Op::run_blocking`] must perform the same operation as the SQE with an
 /// ordinary system call and record its outcome as [`Op::complete`] would.
+/// [`Op::try_nonblocking`] must do the same without blocking, or return
+/// [`Attempt::WouldBlock`] having recorded nothing; an op that returns `Some`
+/// from it returns `Some` from [`Op::readiness_fd`] too.
 pub unsafe trait Op: Any + Send + 'static {
     /// The SQE for this op (its `user_data` is set by the caller). Called once,
     /// on the boxed op, right before submission.
@@ -76,6 +79,23 @@ pub unsafe trait Op: Any + Send + 'static {
     /// without the opcode) and records its outcome in the op. Returns what
     /// the CQE's `res` would be: a count or fd, or `-errno`.
     fn run_blocking(&mut self) -> i32;
+
+    /// For a readiness op (a socket operation that can wait for the socket
+    /// instead of blocking a thread), makes one non-blocking attempt: either
+    /// the op ran (its outcome recorded in the op exactly as
+    /// [`Op::run_blocking`] records it), or the socket was not ready and the
+    /// caller should wait for the [`Interest`] and try again. `None` for ops
+    /// that are not readiness ops (files, opens, …: they run on a thread with
+    /// [`Op::run_blocking`]). The default is `None`.
+    fn try_nonblocking(&mut self) -> Option<Attempt> {
+        None
+    }
+
+    /// The fd a readiness op waits on ([`Op::try_nonblocking`]); `None` (the
+    /// default) for other ops.
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 
     /// Records the op's final completion: how many bytes the kernel wrote
     /// into its buffer, the fd it created, the provided buffer it filled.
@@ -114,6 +134,25 @@ pub unsafe trait Op: Any + Send + 'static {
 
     /// Upcast for [`InFlight`]'s callers, which downcast to the concrete op.
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+/// What a readiness op waits for before its next attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interest {
+    /// The fd has data, a connection, or an error to report.
+    Readable,
+    /// The fd has room to send, a finished connect, or an error to report.
+    Writable,
+}
+
+/// The outcome of one [`Op::try_nonblocking`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// The op ran and recorded its outcome; this is what the CQE's `res`
+    /// would be (a count or fd, or `-errno`).
+    Done(i32),
+    /// Not ready: wait until [`Op::readiness_fd`] is ready for this, then try again.
+    WouldBlock(Interest),
 }
 
 /// One intermediate completion of a multishot op, with what it carries.

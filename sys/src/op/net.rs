@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::fs::{SharedFd, adopt_fd, record_read};
-use super::{Op, OpEvent, cqe_res};
+use super::{Attempt, Interest, Op, OpEvent, cqe_res};
 use crate::buf::{IoBuf, IoBufMut};
 use crate::bufring::BufRing;
 use crate::cqe::Cqe;
@@ -447,6 +447,61 @@ fn retry_when_ready(
     }
 }
 
+// === the non-blocking forms ===
+
+/// Runs a non-blocking socket call once (again on `EINTR`): `None` when it
+/// would block (`EAGAIN`).
+fn once_nonblocking(mut call: impl FnMut() -> libc::c_long) -> Option<i32> {
+    loop {
+        let res = cqe_res(call());
+        if res == -libc::EINTR {
+            continue;
+        }
+        return (res != -libc::EAGAIN).then_some(res);
+    }
+}
+
+/// The attempt of a readiness op whose call would block on `interest`, or ran.
+fn attempt_with(
+    interest: Interest,
+    cancel: Option<&CancelFlag>,
+    call: impl FnMut() -> libc::c_long,
+) -> Attempt {
+    if cancelled(cancel) {
+        return Attempt::Done(-libc::ECANCELED);
+    }
+    once_nonblocking(call).map_or(Attempt::WouldBlock(interest), Attempt::Done)
+}
+
+/// Sets `O_NONBLOCK` on `fd` (`accept4` and `connect` have no per-call
+/// flag); returns the flags it had before, when it changed them.
+fn set_nonblocking(fd: RawFd) -> Result<Option<libc::c_int>, i32> {
+    // SAFETY: a plain fcntl on an fd the op keeps open.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+    }
+    if flags & libc::O_NONBLOCK != 0 {
+        return Ok(None);
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+    }
+    Ok(Some(flags))
+}
+
+/// True when `fd` is ready for `events` (or has an error or hang-up) now.
+fn ready_now(fd: RawFd, events: libc::c_short) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid, exclusively borrowed pollfd; no waiting.
+    (unsafe { libc::poll(&mut pfd, 1, 0) }) > 0
+}
+
 // === SOCKET ===
 
 /// `socket(domain, type | SOCK_CLOEXEC, protocol)`: its result is a new fd.
@@ -504,6 +559,10 @@ unsafe impl Op for Socket {
 pub struct Connect {
     fd: SharedFd,
     addr: Box<SockAddr>,
+    /// The non-blocking form started the connect (`EINPROGRESS`).
+    in_progress: bool,
+    /// The fd's flags before the non-blocking form set `O_NONBLOCK`.
+    restore_flags: Option<libc::c_int>,
 }
 
 impl Connect {
@@ -512,6 +571,8 @@ impl Connect {
         Connect {
             fd,
             addr: Box::new(addr),
+            in_progress: false,
+            restore_flags: None,
         }
     }
 }
@@ -536,6 +597,42 @@ unsafe impl Op for Connect {
             Ok(e) => -e,
             Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
         }
+    }
+    /// Starts the connect on the socket made non-blocking (`EINPROGRESS`:
+    /// wait for writability), then reads its outcome from `SO_ERROR`. The
+    /// socket's blocking mode is restored once the connect is over.
+    fn try_nonblocking(&mut self) -> Option<Attempt> {
+        let fd = self.fd.as_raw_fd();
+        let res = if self.in_progress {
+            if !ready_now(fd, libc::POLLOUT) {
+                return Some(Attempt::WouldBlock(Interest::Writable));
+            }
+            match int_option(self.fd.as_fd(), libc::SOL_SOCKET, libc::SO_ERROR) {
+                Ok(e) => -e,
+                Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
+            }
+        } else {
+            match set_nonblocking(fd) {
+                Err(e) => return Some(Attempt::Done(-e)),
+                Ok(old) => self.restore_flags = old,
+            }
+            // SAFETY: the address is valid for `len` bytes.
+            let res =
+                cqe_res(unsafe { libc::connect(fd, self.addr.as_ptr(), self.addr.len) } as libc::c_long);
+            if res == -libc::EINPROGRESS || res == -libc::EINTR {
+                self.in_progress = true;
+                return Some(Attempt::WouldBlock(Interest::Writable));
+            }
+            res
+        };
+        if let Some(flags) = self.restore_flags.take() {
+            // SAFETY: a plain fcntl on an fd the op keeps open.
+            unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+        }
+        Some(Attempt::Done(res))
+    }
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
     }
     into_any!();
 }
@@ -638,6 +735,33 @@ unsafe impl Op for Accept {
         self.accepted = unsafe { adopt_fd(res) };
         res
     }
+    /// Accepts once on the listener made non-blocking (it stays so; the
+    /// connections it accepts do not inherit `O_NONBLOCK`).
+    fn try_nonblocking(&mut self) -> Option<Attempt> {
+        let fd = self.fd.as_raw_fd();
+        if let Err(e) = set_nonblocking(fd) {
+            return Some(Attempt::Done(-e));
+        }
+        let (addr, len) = match self.addr.as_deref_mut() {
+            Some(a) => {
+                a.len = STORAGE_LEN;
+                (a.as_mut_ptr(), &raw mut a.len)
+            }
+            None => (std::ptr::null_mut(), std::ptr::null_mut()),
+        };
+        let attempt = attempt_with(Interest::Readable, self.cancel.as_ref(), || {
+            // SAFETY: `addr`/`len` are null or point into the boxed address.
+            (unsafe { libc::accept4(fd, addr, len, libc::SOCK_CLOEXEC) }) as libc::c_long
+        });
+        if let Attempt::Done(res) = attempt {
+            // SAFETY: a non-negative `res` is the connection `accept4` just created.
+            self.accepted = unsafe { adopt_fd(res) };
+        }
+        Some(attempt)
+    }
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
+    }
     unsafe fn complete(&mut self, cqe: &Cqe) {
         // SAFETY: `cqe` is this accept's final completion (the trait's contract):
         // a non-negative `res` is the connection the kernel created for it.
@@ -703,6 +827,16 @@ unsafe impl<B: IoBuf> Op for Send<B> {
             (unsafe { libc::send(fd, ptr.cast(), len, flags | libc::MSG_DONTWAIT) }) as libc::c_long
         })
     }
+    fn try_nonblocking(&mut self) -> Option<Attempt> {
+        let (fd, ptr, len, flags) = (self.fd.as_raw_fd(), self.buf.stable_ptr(), self.len(), self.flags);
+        Some(attempt_with(Interest::Writable, self.cancel.as_ref(), || {
+            // SAFETY: `ptr` is readable for `len` initialized bytes.
+            (unsafe { libc::send(fd, ptr.cast(), len, flags | libc::MSG_DONTWAIT) }) as libc::c_long
+        }))
+    }
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
+    }
     into_any!();
 }
 
@@ -762,6 +896,22 @@ unsafe impl<B: IoBufMut> Op for Recv<B> {
         // SAFETY: `res` is what `recv` into the start of `buf` returned.
         unsafe { record_read(&mut self.buf, len, res) };
         res
+    }
+    fn try_nonblocking(&mut self) -> Option<Attempt> {
+        let (fd, len, flags) = (self.fd.as_raw_fd(), self.len(), self.flags);
+        let ptr = self.buf.stable_mut_ptr();
+        let attempt = attempt_with(Interest::Readable, self.cancel.as_ref(), || {
+            // SAFETY: `ptr` is writable for `len` bytes (`IoBufMut` contract).
+            (unsafe { libc::recv(fd, ptr.cast(), len, flags | libc::MSG_DONTWAIT) }) as libc::c_long
+        });
+        if let Attempt::Done(res) = attempt {
+            // SAFETY: `res` is what `recv` into the start of `buf` returned.
+            unsafe { record_read(&mut self.buf, len, res) };
+        }
+        Some(attempt)
+    }
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
     }
     unsafe fn complete(&mut self, cqe: &Cqe) {
         let len = self.len();
@@ -897,6 +1047,17 @@ unsafe impl<B: IoBuf> Op for SendMsg<B> {
             (unsafe { libc::sendmsg(fd, hdr, flags | libc::MSG_DONTWAIT) }) as libc::c_long
         })
     }
+    fn try_nonblocking(&mut self) -> Option<Attempt> {
+        let hdr = self.link();
+        let (fd, flags) = (self.fd.as_raw_fd(), self.flags);
+        Some(attempt_with(Interest::Writable, self.cancel.as_ref(), || {
+            // SAFETY: `hdr` and everything it points at are owned by the op.
+            (unsafe { libc::sendmsg(fd, hdr, flags | libc::MSG_DONTWAIT) }) as libc::c_long
+        }))
+    }
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
+    }
     into_any!();
 }
 
@@ -990,6 +1151,22 @@ unsafe impl<B: IoBufMut> Op for RecvMsg<B> {
         // SAFETY: `res` is what `recvmsg` into the start of `buf` returned.
         unsafe { record_read(&mut self.buf, len, res) };
         res
+    }
+    fn try_nonblocking(&mut self) -> Option<Attempt> {
+        let hdr = self.link();
+        let (fd, flags, len) = (self.fd.as_raw_fd(), self.flags, self.len());
+        let attempt = attempt_with(Interest::Readable, self.cancel.as_ref(), || {
+            // SAFETY: `hdr` and everything it points at are owned by the op.
+            (unsafe { libc::recvmsg(fd, hdr, flags | libc::MSG_DONTWAIT) }) as libc::c_long
+        });
+        if let Attempt::Done(res) = attempt {
+            // SAFETY: `res` is what `recvmsg` into the start of `buf` returned.
+            unsafe { record_read(&mut self.buf, len, res) };
+        }
+        Some(attempt)
+    }
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
     }
     unsafe fn complete(&mut self, cqe: &Cqe) {
         let len = self.len();
@@ -1275,6 +1452,25 @@ unsafe impl Op for RecvMulti {
         self.last = Some((res, None));
         res
     }
+    fn try_nonblocking(&mut self) -> Option<Attempt> {
+        let len = self.group.buf_len().max(4096) as usize;
+        if self.fallback.len() != len {
+            self.fallback = vec![0u8; len];
+        }
+        let (fd, ptr) = (self.fd.as_raw_fd(), self.fallback.as_mut_ptr());
+        let attempt = attempt_with(Interest::Readable, self.cancel.as_ref(), || {
+            // SAFETY: `ptr` is writable for `len` bytes (the op's own vector).
+            (unsafe { libc::recv(fd, ptr.cast(), len, libc::MSG_DONTWAIT) }) as libc::c_long
+        });
+        if let Attempt::Done(res) = attempt {
+            self.fallback.truncate(res.max(0) as usize);
+            self.last = Some((res, None));
+        }
+        Some(attempt)
+    }
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
+    }
     unsafe fn complete(&mut self, cqe: &Cqe) {
         // SAFETY: `cqe` is this op's final completion (the trait's contract), and
         // the op selects from `group`.
@@ -1290,6 +1486,7 @@ unsafe impl Op for RecvMulti {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{Attempt, Interest};
     use super::*;
     use std::net::TcpListener;
 
@@ -1375,6 +1572,65 @@ mod tests {
         assert_eq!(r.into_buf(), b"xyz");
         assert_eq!(Shutdown::new(client, libc::SHUT_WR).run_blocking(), 0);
         assert_eq!(Recv::new(server, Vec::with_capacity(8), 0).run_blocking(), 0);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn nonblocking_forms_report_would_block_then_run() {
+        use std::os::fd::AsRawFd;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = shared(OwnedFd::from(listener));
+        let mut accept = Accept::new(listener.clone());
+        assert_eq!(
+            accept.try_nonblocking(),
+            Some(Attempt::WouldBlock(Interest::Readable))
+        );
+        assert!(accept.into_fd().is_none());
+
+        let mut sock = Socket::new(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert_eq!(sock.try_nonblocking(), None, "not a readiness op");
+        assert!(sock.readiness_fd().is_none());
+        assert!(sock.run_blocking() >= 0);
+        let client = shared(sock.into_fd().unwrap());
+        let mut connect = Connect::new(client.clone(), SockAddr::from_inet(addr));
+        let res = loop {
+            match connect.try_nonblocking().unwrap() {
+                Attempt::Done(res) => break res,
+                Attempt::WouldBlock(i) => {
+                    assert_eq!(i, Interest::Writable);
+                    wait_ready(client.as_raw_fd(), libc::POLLOUT, None).unwrap();
+                }
+            }
+        };
+        assert_eq!(res, 0);
+        // SAFETY: F_GETFL on an open fd.
+        let flags = unsafe { libc::fcntl(client.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0, "connect restores blocking mode");
+
+        let mut accept = Accept::new(listener);
+        wait_ready(accept.readiness_fd().unwrap().as_raw_fd(), libc::POLLIN, None).unwrap();
+        let Some(Attempt::Done(fd)) = accept.try_nonblocking() else {
+            panic!("accept")
+        };
+        assert!(fd >= 0);
+        let server = shared(accept.into_fd().unwrap());
+
+        let mut recv = Recv::new(server.clone(), Vec::with_capacity(8), 0);
+        assert_eq!(
+            recv.try_nonblocking(),
+            Some(Attempt::WouldBlock(Interest::Readable))
+        );
+        let mut send = Send::new(client, b"abc".to_vec(), 0);
+        assert_eq!(send.try_nonblocking(), Some(Attempt::Done(3)));
+        wait_ready(server.as_raw_fd(), libc::POLLIN, None).unwrap();
+        assert_eq!(recv.try_nonblocking(), Some(Attempt::Done(3)));
+        assert_eq!(recv.into_buf(), b"abc");
+
+        let flag = CancelFlag::default();
+        let mut recv = Recv::new(server, Vec::with_capacity(8), 0).cancel_flag(flag.clone());
+        flag.store(true, Ordering::Relaxed);
+        assert_eq!(recv.try_nonblocking(), Some(Attempt::Done(-libc::ECANCELED)));
     }
 
     #[test]

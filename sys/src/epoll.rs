@@ -1,0 +1,273 @@
+//! `epoll(7)` and `eventfd(2)`: the readiness interface of the Queue backend,
+//! for kernels (or sandboxes: Docker's default seccomp profile, gVisor,
+//! `kernel.io_uring_disabled`) where io_uring is refused.
+//!
+//! [`Epoll`] owns its fd. Registration takes a [`BorrowedFd`] and a `u64`
+//! token the caller chooses; the kernel only stores the token and hands it
+//! back, so no token value can make the crate trust anything. [`EventFd`] is
+//! a counter other threads bump to wake a thread parked in [`Epoll::wait`].
+//!
+//! ```
+//! use std::os::fd::AsFd;
+//! use spargio_sys::epoll::{Epoll, EventFd, READABLE};
+//!
+//! let epoll = Epoll::new().unwrap();
+//! let bell = EventFd::new().unwrap();
+//! epoll.add(bell.as_fd(), 7, READABLE).unwrap();
+//! bell.notify();
+//! let mut events = Vec::new();
+//! epoll.wait(&mut events, 8, Some(std::time::Duration::ZERO)).unwrap();
+//! assert_eq!(events, [(7, READABLE)]);
+//! assert!(bell.drain());
+//! ```
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+/// Readable (`EPOLLIN`), also set with a peer's hang-up of the read side.
+pub const READABLE: u32 = libc::EPOLLIN as u32;
+/// Writable (`EPOLLOUT`).
+pub const WRITABLE: u32 = libc::EPOLLOUT as u32;
+/// An error is pending on the fd (`EPOLLERR`; always reported).
+pub const ERROR: u32 = libc::EPOLLERR as u32;
+/// Hang-up (`EPOLLHUP`; always reported).
+pub const HANGUP: u32 = libc::EPOLLHUP as u32;
+/// The peer shut its writing side (`EPOLLRDHUP`).
+pub const READ_HANGUP: u32 = libc::EPOLLRDHUP as u32;
+/// Report one event, then disarm until [`Epoll::modify`] re-arms (`EPOLLONESHOT`).
+pub const ONESHOT: u32 = libc::EPOLLONESHOT as u32;
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// An epoll instance (`epoll_create1(EPOLL_CLOEXEC)`).
+#[derive(Debug)]
+pub struct Epoll {
+    fd: OwnedFd,
+}
+
+impl Epoll {
+    /// A new, empty epoll set.
+    ///
+    /// # Errors
+    ///
+    /// The `epoll_create1` errno (`EMFILE`, `ENOMEM`, `ENOSYS` in a sandbox).
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: a plain system call with an integer flag.
+        let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: the kernel returned a new fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Epoll { fd })
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: BorrowedFd<'_>, token: u64, events: u32) -> io::Result<()> {
+        let mut event = libc::epoll_event { events, u64: token };
+        // SAFETY: `event` is a valid epoll_event for the call (the kernel copies
+        // it); both fds are open for its duration (owned, borrowed).
+        check(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd.as_raw_fd(), &mut event) }).map(drop)
+    }
+
+    /// Adds `fd` to the set with `events` (`READABLE | WRITABLE | ONESHOT`, …);
+    /// its events come back from [`Epoll::wait`] with `token`.
+    ///
+    /// Level-triggered registrations (no `EPOLLET`) are checked for readiness
+    /// right away: an fd already ready is reported by the next wait.
+    ///
+    /// # Errors
+    ///
+    /// `EEXIST` when `fd` is already in the set; `EPERM` for a file that epoll
+    /// cannot watch (a regular file); the other `epoll_ctl` errnos.
+    pub fn add(&self, fd: BorrowedFd<'_>, token: u64, events: u32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, events)
+    }
+
+    /// Changes `fd`'s events and token (and re-arms a `ONESHOT` registration).
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` when `fd` is not in the set (as this file: a closed fd leaves
+    /// the set by itself); the other `epoll_ctl` errnos.
+    pub fn modify(&self, fd: BorrowedFd<'_>, token: u64, events: u32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, events)
+    }
+
+    /// Arms `fd` for `events`: [`Epoll::modify`], or [`Epoll::add`] when the
+    /// set does not hold it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Epoll::add`].
+    pub fn arm(&self, fd: BorrowedFd<'_>, token: u64, events: u32) -> io::Result<()> {
+        match self.modify(fd, token, events) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.add(fd, token, events),
+            other => other,
+        }
+    }
+
+    /// Removes `fd` from the set.
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` when `fd` is not in the set; the other `epoll_ctl` errnos.
+    pub fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Waits up to `timeout` (`None`: without limit; rounded up to whole
+    /// milliseconds) for events, and appends up to `max` of them to `out` as
+    /// `(token, events)`. Returns how many it appended (0 on timeout or when
+    /// a signal interrupted the wait).
+    ///
+    /// # Errors
+    ///
+    /// The `epoll_pwait` errno other than `EINTR`.
+    pub fn wait(
+        &self,
+        out: &mut Vec<(u64, u32)>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
+        let max = max.clamp(1, 1024);
+        let ms = match timeout {
+            None => -1,
+            Some(t) => {
+                let ms = t.as_nanos().div_ceil(1_000_000);
+                libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+            }
+        };
+        let mut buf = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        let cap = max.min(buf.len());
+        // SAFETY: `buf` is writable for `cap` events; a null sigmask keeps the
+        // thread's signal mask.
+        let ret = unsafe {
+            libc::epoll_pwait(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr(),
+                cap as libc::c_int,
+                ms,
+                std::ptr::null(),
+            )
+        };
+        let n = match check(ret) {
+            Ok(n) => n as usize,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => 0,
+            Err(e) => return Err(e),
+        };
+        out.extend(buf[..n].iter().map(|e| {
+            let (token, events) = (e.u64, e.events);
+            (token, events)
+        }));
+        Ok(n)
+    }
+}
+
+impl AsFd for Epoll {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// A non-blocking `eventfd` counter: a doorbell another thread rings to end a
+/// [`Epoll::wait`] that watches it for [`READABLE`].
+#[derive(Debug)]
+pub struct EventFd {
+    fd: OwnedFd,
+}
+
+impl EventFd {
+    /// A new counter at 0 (`EFD_CLOEXEC | EFD_NONBLOCK`).
+    ///
+    /// # Errors
+    ///
+    /// The `eventfd` errno (`EMFILE`, …).
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: a plain system call with integer arguments.
+        let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        // SAFETY: the kernel returned a new fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(EventFd { fd })
+    }
+
+    /// Adds 1 to the counter, making the fd readable. Never blocks: at the
+    /// (unreachable in practice) counter limit the fd is already readable.
+    pub fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an fd this value owns.
+        let _ = unsafe { libc::write(self.fd.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
+
+    /// Resets the counter to 0; true if it was not 0 (someone rang).
+    pub fn drain(&self) -> bool {
+        let mut value: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from an fd this value owns
+        // (non-blocking: `EAGAIN` when the counter is 0).
+        let ret = unsafe { libc::read(self.fd.as_raw_fd(), (&raw mut value).cast(), 8) };
+        ret == 8 && value > 0
+    }
+}
+
+impl AsFd for EventFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn oneshot_reports_once_until_rearmed() {
+        let epoll = Epoll::new().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        epoll.arm(a.as_fd(), 42, READABLE | ONESHOT).unwrap();
+        let mut events = Vec::new();
+        assert_eq!(epoll.wait(&mut events, 8, Some(Duration::ZERO)).unwrap(), 0);
+        b.write_all(b"x").unwrap();
+        assert_eq!(
+            epoll.wait(&mut events, 8, Some(Duration::from_secs(5))).unwrap(),
+            1
+        );
+        assert_eq!(events[0].0, 42);
+        assert_ne!(events[0].1 & READABLE, 0);
+        // Disarmed: still readable, but not reported again.
+        events.clear();
+        assert_eq!(epoll.wait(&mut events, 8, Some(Duration::ZERO)).unwrap(), 0);
+        // Re-armed (modify, since the set still holds it): reported at once.
+        epoll.arm(a.as_fd(), 43, READABLE | ONESHOT).unwrap();
+        assert_eq!(epoll.wait(&mut events, 8, Some(Duration::ZERO)).unwrap(), 1);
+        assert_eq!(events[0].0, 43);
+        epoll.delete(a.as_fd()).unwrap();
+        assert!(epoll.delete(a.as_fd()).is_err());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn eventfd_wakes_a_waiter_on_another_thread() {
+        let epoll = Epoll::new().unwrap();
+        let bell = std::sync::Arc::new(EventFd::new().unwrap());
+        epoll.add(bell.as_fd(), u64::MAX, READABLE).unwrap();
+        assert!(!bell.drain());
+        let ringer = bell.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            ringer.notify();
+        });
+        let mut events = Vec::new();
+        assert_eq!(epoll.wait(&mut events, 8, None).unwrap(), 1);
+        assert_eq!(events, [(u64::MAX, READABLE)]);
+        assert!(bell.drain());
+        assert!(!bell.drain());
+        t.join().unwrap();
+    }
+}

@@ -1,0 +1,235 @@
+//! The Queue backend at scale: idle connections wait for readiness in the
+//! shards' epoll sets, not on blocking-pool threads (issue 14). The
+//! assertions are resource bounds (threads), never timings.
+#![forbid(unsafe_code)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use spargio::net::{TcpListener, TcpStream};
+use spargio::{Backend, RuntimeBuilder};
+
+/// Threads of this process (`/proc/self/task`).
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// Resident set size of this process in KiB (`VmRSS`).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// How many connections fit under the hard fd limit (two fds each, plus
+/// room for the runtime and the test harness), at most `want`; raises the
+/// soft limit to fit them.
+fn connections_allowed(want: usize) -> usize {
+    let (soft, hard) = spargio::sys::os::nofile_limit().unwrap();
+    let spare = 64;
+    let fit = usize::try_from(hard.saturating_sub(spare) / 2).unwrap_or(usize::MAX);
+    let n = want.min(fit);
+    let need = (2 * n + spare as usize) as u64;
+    if soft < need {
+        spargio::sys::os::set_nofile_limit(need.min(hard)).unwrap();
+    }
+    n
+}
+
+#[test]
+fn ten_thousand_idle_connections_hold_no_threads_and_echo_still_runs() {
+    let n = connections_allowed(10_000);
+    if n < 10_000 {
+        eprintln!("the hard RLIMIT_NOFILE allows {n} connections, not 10,000");
+    }
+    let rt = RuntimeBuilder::new()
+        .shards(2)
+        .backend(Backend::Queue)
+        .fallback_to_queue(false)
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+    let (threads_before, rss_before) = (threads(), rss_kib());
+    let started = Instant::now();
+    let report = rt
+        .block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0".parse::<SocketAddr>().unwrap()).unwrap();
+            let addr = listener.local_addr().unwrap();
+            // n idle connections, each server side with a receive pending on
+            // one of the two shards.
+            let mut clients = Vec::with_capacity(n);
+            let mut idle = Vec::with_capacity(n);
+            for i in 0..n {
+                clients.push(TcpStream::connect(addr).await.unwrap());
+                let (server, _) = listener.accept().await.unwrap();
+                idle.push(
+                    handle
+                        .spawn_pinned(i % 2, async move {
+                            let (res, buf) = server.recv(vec![0u8; 16]).await;
+                            (res.unwrap(), buf)
+                        })
+                        .unwrap(),
+                );
+            }
+            let connected = started.elapsed();
+            // Let every pending receive reach its shard's epoll set.
+            let waiting = || -> u64 {
+                handle
+                    .stats_snapshot()
+                    .shards
+                    .iter()
+                    .map(|s| s.ops_in_flight)
+                    .sum()
+            };
+            let deadline = Instant::now() + common::HANG;
+            while waiting() < n as u64 {
+                assert!(Instant::now() < deadline, "{} of {n} receives waiting", waiting());
+                spargio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            let idle_threads = threads();
+            let idle_rss = rss_kib();
+
+            // Active echo traffic on a few more connections completes meanwhile.
+            let mut echoes = Vec::new();
+            for k in 0..4u8 {
+                let client = TcpStream::connect(addr).await.unwrap();
+                let (server, _) = listener.accept().await.unwrap();
+                let echo = handle
+                    .spawn_pinned(usize::from(k) % 2, async move {
+                        loop {
+                            let (res, buf) = server.recv(vec![0u8; 256]).await;
+                            if res.unwrap() == 0 {
+                                return;
+                            }
+                            server.write_all(buf).await.0.unwrap();
+                        }
+                    })
+                    .unwrap();
+                echoes.push(
+                    handle
+                        .spawn_pinned(usize::from(k + 1) % 2, async move {
+                            for round in 0..200u32 {
+                                let msg = vec![k.wrapping_add(round as u8); 256];
+                                client.write_all(msg.clone()).await.0.unwrap();
+                                let (res, got) = client.read_exact(vec![0u8; 256]).await;
+                                res.unwrap();
+                                assert_eq!(got, msg, "echo {k}, round {round}");
+                            }
+                            client.shutdown(std::net::Shutdown::Write).await.unwrap();
+                            echo.await.unwrap();
+                        })
+                        .unwrap(),
+                );
+            }
+            for e in echoes {
+                e.await.unwrap();
+            }
+            let echo_threads = threads();
+
+            // Every idle receive was really pending: one byte each ends them all.
+            for (i, c) in clients.iter().enumerate() {
+                c.write_all(vec![(i % 251) as u8]).await.0.unwrap();
+            }
+            for (i, t) in idle.into_iter().enumerate() {
+                let (got, buf) = t.await.unwrap();
+                assert_eq!((got, buf[0]), (1, (i % 251) as u8), "connection {i}");
+            }
+            (connected, idle_threads, idle_rss, echo_threads)
+        })
+        .unwrap();
+    let (connected, idle_threads, idle_rss, echo_threads) = report;
+    println!(
+        "{n} idle connections (connected in {connected:?}): threads {threads_before} -> {idle_threads} idle, \
+         {echo_threads} with echo traffic; RSS {rss_before} KiB -> {idle_rss} KiB \
+         ({:.1} KiB per connection); total {:?}",
+        idle_rss.saturating_sub(rss_before) as f64 / n as f64,
+        started.elapsed()
+    );
+    assert!(
+        idle_threads < 100,
+        "{idle_threads} threads for {n} idle connections"
+    );
+    assert!(echo_threads < 100, "{echo_threads} threads with echo traffic");
+}
+
+/// Set in the child process that runs with io_uring denied.
+const DENIED_CHILD: &str = "SPARGIO_TEST_IO_URING_DENIED";
+
+#[test]
+fn a_process_denied_io_uring_falls_back_to_the_queue_backend_and_serves_tcp() {
+    const NAME: &str = "a_process_denied_io_uring_falls_back_to_the_queue_backend_and_serves_tcp";
+    if std::env::var_os(DENIED_CHILD).is_some() {
+        return denied_child();
+    }
+    // The filter cannot be lifted: it goes into a child running this test alone.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(DENIED_CHILD, "1")
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The harness prints the test's name on the same line as its output.
+    let report = |tag: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.find(tag).map(|at| l[at..].to_string()))
+    };
+    if let Some(line) = report("SKIPPED") {
+        eprintln!("{line}");
+        return;
+    }
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    let line = report("FALLBACK OK");
+    println!(
+        "{}",
+        line.unwrap_or_else(|| panic!("child did not report:\n{stdout}\n{stderr}"))
+    );
+}
+
+/// The child: io_uring_setup fails with EPERM, as under Docker's default
+/// seccomp profile; the default builder falls back and serves TCP.
+fn denied_child() {
+    if let Err(e) = spargio::sys::os::deny_io_uring_for_test(libc::EPERM) {
+        println!("SKIPPED: cannot install a seccomp filter here: {e}");
+        return;
+    }
+    let refused = spargio::sys::ring::Ring::new(2).expect_err("io_uring_setup is denied");
+    assert!(refused.io_uring_unavailable(), "{refused}");
+    let rt = RuntimeBuilder::new().shards(2).build().unwrap();
+    assert_eq!(rt.handle().backend(), Backend::Queue);
+    let reason = rt.fallback_reason().expect("a fallback reason").to_string();
+    let handle = rt.handle().clone();
+    rt.block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0".parse::<SocketAddr>().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = handle
+            .spawn_pinned(1, async move {
+                let (conn, _) = listener.accept().await.unwrap();
+                loop {
+                    let (res, buf) = conn.recv(vec![0u8; 256]).await;
+                    if res.unwrap() == 0 {
+                        return;
+                    }
+                    conn.write_all(buf).await.0.unwrap();
+                }
+            })
+            .unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        for round in 0..50u8 {
+            client.write_all(vec![round; 256]).await.0.unwrap();
+            let (res, got) = client.read_exact(vec![0u8; 256]).await;
+            res.unwrap();
+            assert_eq!(got, vec![round; 256]);
+        }
+        client.shutdown(std::net::Shutdown::Write).await.unwrap();
+        server.await.unwrap();
+    })
+    .unwrap();
+    println!("FALLBACK OK: threads {}; {reason}", threads());
+}
