@@ -239,12 +239,24 @@ fn item5_no_safe_call_adopts_or_closes_a_raw_fd() {
     // An open that was never submitted created nothing.
     let open = OpenAt::new(Dir::Cwd, c"/".to_owned(), libc::O_RDONLY, 0);
     assert!(open.into_fd().is_none());
-    // Run, it owns the fd it opened, and closes it if nobody takes it.
-    let before = spargio::sys::os::open_fd_count().unwrap();
-    let mut open = OpenAt::new(Dir::Cwd, c"/".to_owned(), libc::O_RDONLY, 0);
-    assert!(open.run_blocking() >= 0);
+    // Run, it owns the fd it opened, and closes it if nobody takes it (a file
+    // of this test's own, so other tests' fds do not count).
+    let path = std::env::temp_dir().join(format!("spargio-item5-{}", std::process::id()));
+    std::fs::write(&path, b"x").unwrap();
+    let opened_here = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .any(|target| target == path)
+    };
+    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut open = OpenAt::new(Dir::Cwd, cpath, libc::O_RDONLY, 0);
+    let fd = open.run_blocking();
+    assert!(fd >= 0);
+    assert!(opened_here(), "the op holds the file open");
     drop(open);
-    assert!(spargio::sys::os::open_fd_count().unwrap() <= before);
+    assert!(!opened_here(), "dropping the op closed the fd it created");
+    std::fs::remove_file(&path).unwrap();
 }
 
 /// Item 6: provided buffers come back to their group exactly once, whether
