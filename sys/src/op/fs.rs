@@ -107,9 +107,10 @@ impl<B: IoBufMut> Read<B> {
 
     /// Takes the buffer back. The bytes the read returned are marked
     /// initialized (on completion, by the op itself); before a completion,
-    /// or after a failed read, nothing new is.
+    /// or after a failed read, nothing new is (`tests/soundness.rs`, item 3,
+    /// runs this):
     ///
-    /// ```
+    /// ```no_run
     /// # use std::{os::fd::OwnedFd, sync::Arc};
     /// use spargio_sys::op::fs::Read;
     /// let fd = Arc::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
