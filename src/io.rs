@@ -6,7 +6,9 @@
 //! completes on that ring; the completion wakes the waiting task wherever it
 //! runs. Dropping an op's future before it completes asks that shard to
 //! submit `ASYNC_CANCEL`; the op's resources stay in the shard's table until
-//! the final CQE, and an fd the op produced after all is closed.
+//! the final CQE, and an fd the op produced after all is closed. A waiter
+//! that wants what the op still produces (a receive's data) leaves with
+//! `OpFuture::abandon_with` instead.
 //!
 //! On the Queue backend a socket op is tried on its shard and, if it would
 //! block, waits there for readiness (`reactor`); any other op runs as a
@@ -91,12 +93,30 @@ pub(crate) struct OpShared {
 /// A value an op keeps alive until its final completion and its waiter are gone.
 pub(crate) type OpHold = Box<dyn std::any::Any + Send + Sync>;
 
+/// Takes what an op still produces after its waiter left
+/// ([`OpFuture::abandon_with`]): a receive's data, kept for the next receive
+/// instead of being freed with the op.
+///
+/// Called on the thread that reaps the op (its shard, or a blocking-pool
+/// thread), with the op's waiter lock held for [`Salvage::more`]: it must not
+/// block, and must not touch the op's future.
+pub(crate) trait Salvage: Send {
+    /// An intermediate completion of a multishot op.
+    fn more(&mut self, event: OpEvent);
+    /// The final completion, with the op. Called at most once; an op that is
+    /// dropped unsubmitted (its waiter left before it reached a ring) never
+    /// calls it, and the salvage is dropped instead.
+    fn done(&mut self, cqe: Cqe, op: Box<dyn Op>);
+}
+
 #[derive(Default)]
 struct OpInner {
     done: Option<(Cqe, Box<dyn Op>)>,
     more: VecDeque<OpEvent>,
     waker: Option<Waker>,
     abandoned: bool,
+    /// Where an abandoned op's remaining completions go (none: they are dropped).
+    salvage: Option<Box<dyn Salvage>>,
     /// Where the op is in flight, once submitted: (shard, id).
     submitted: Option<(usize, OpId)>,
 }
@@ -126,15 +146,19 @@ impl OpShared {
         self.lock().abandoned
     }
 
-    /// The final completion: hand the op to the waiter, or release it (an
-    /// op dropped here closes the fd it created and frees its buffers, which
-    /// the kernel is done with).
+    /// The final completion: hand the op to the waiter, to its salvage, or
+    /// release it (an op dropped here closes the fd it created and frees its
+    /// buffers, which the kernel is done with).
     pub(crate) fn finish(&self, cqe: Cqe, op: Box<dyn Op>) {
         let waker = {
             let mut g = self.lock();
             if g.abandoned {
+                let salvage = g.salvage.take();
                 drop(g);
-                drop(op);
+                match salvage {
+                    Some(mut s) => s.done(cqe, op),
+                    None => drop(op),
+                }
                 return;
             }
             g.done = Some((cqe, op));
@@ -145,14 +169,20 @@ impl OpShared {
         }
     }
 
-    /// A multishot completion with more to come. Nobody waiting: what it
-    /// carries (an accepted fd, a provided buffer) is released at once.
+    /// A multishot completion with more to come. Nobody waiting: it goes to
+    /// the op's salvage, or what it carries (an accepted fd, a provided
+    /// buffer) is released at once.
     pub(crate) fn progress(&self, event: OpEvent) {
         let waker = {
             let mut g = self.lock();
             if g.abandoned {
-                drop(g);
-                drop(event);
+                match g.salvage.as_mut() {
+                    Some(s) => s.more(event),
+                    None => {
+                        drop(g);
+                        drop(event);
+                    }
+                }
                 return;
             }
             g.more.push_back(event);
@@ -235,26 +265,64 @@ impl<O: Op> OpFuture<O> {
     }
 }
 
-impl<O> Drop for OpFuture<O> {
-    fn drop(&mut self) {
+impl<O> OpFuture<O> {
+    /// True once the future returned its completion (or was abandoned).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Stops waiting, as dropping the future does (the op is cancelled), but
+    /// hands every completion nobody read, and every one still to come, to
+    /// `salvage` instead of dropping it. Completions already here are handed
+    /// over before this returns.
+    pub(crate) fn abandon_with(&mut self, salvage: Box<dyn Salvage>) {
+        self.abandon(Some(salvage));
+    }
+
+    fn abandon(&mut self, salvage: Option<Box<dyn Salvage>>) {
         if self.finished {
             return;
         }
-        let (late, unread, submitted) = {
-            let mut g = self.shared.lock();
-            g.abandoned = true;
-            (g.done.take(), std::mem::take(&mut g.more), g.submitted)
-        };
-        // Completions nobody will read: dropping them closes the fds and gives
-        // back the buffers they carry.
-        drop(unread);
-        if late.is_some() {
-            // Completed but never taken: dropping the op releases what it created.
+        self.finished = true;
+        let mut g = self.shared.lock();
+        g.abandoned = true;
+        let unread = std::mem::take(&mut g.more);
+        let late = g.done.take();
+        let submitted = g.submitted;
+        let Some(mut salvage) = salvage else {
+            drop(g);
+            // Completions nobody will read: dropping them closes the fds and
+            // gives back the buffers they carry; dropping a completed op
+            // releases what it created.
+            drop((unread, late));
+            if let Some((shard, id)) = submitted {
+                request_cancel(&self.runtime, shard, id);
+            }
             return;
+        };
+        // Under the lock, so that later completions (`progress`) follow these.
+        for event in unread {
+            salvage.more(event);
         }
-        if let Some((shard, id)) = submitted {
-            request_cancel(&self.runtime, shard, id);
+        match late {
+            Some((cqe, op)) => {
+                drop(g);
+                salvage.done(cqe, op);
+            }
+            None => {
+                g.salvage = Some(salvage);
+                drop(g);
+                if let Some((shard, id)) = submitted {
+                    request_cancel(&self.runtime, shard, id);
+                }
+            }
         }
+    }
+}
+
+impl<O> Drop for OpFuture<O> {
+    fn drop(&mut self) {
+        self.abandon(None);
     }
 }
 

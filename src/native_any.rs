@@ -186,6 +186,13 @@ impl UringNativeAny {
 
     /// Receives from a socket into `buf` (from its start, up to its capacity).
     ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: the lane keeps no state per socket, so data that a
+    /// dropped `UnboundOp` already received is dropped with its op. Use a
+    /// [`UringBoundFd`](crate::UringBoundFd) or a [`crate::net`] socket,
+    /// whose receives are cancel safe, where a receive may be dropped.
+    ///
     /// # Errors
     ///
     /// The `recv` error, or an error once the runtime shut down. The buffer
@@ -455,7 +462,7 @@ impl NativeAnySession {
         self.lane.fsync(&self.fd)
     }
 
-    /// As [`UringNativeAny::recv`] on the session's fd.
+    /// As [`UringNativeAny::recv`] on the session's fd (not cancel safe either).
     pub fn recv<B: IoBufMut>(&self, buf: B) -> UnboundOp<BufResult<usize, B>> {
         self.lane.recv(&self.fd, buf)
     }

@@ -51,6 +51,7 @@ use std::sync::atomic::Ordering;
 use spargio_sys::op::fs::{Fsync, Read, SharedFd, Statx, Write};
 
 use crate::io::{BufResult, IoBuf, IoBufMut, check_offset, cqe_result, read_done, submit};
+use crate::net::stash::RecvStash;
 use crate::runtime::{RuntimeHandle, Shared};
 use crate::shard;
 
@@ -64,6 +65,8 @@ pub struct UringBoundFd {
     fd: SharedFd,
     shard: usize,
     rt: Arc<Shared>,
+    /// What dropped receives on a socket left (shared by clones).
+    stash: Arc<RecvStash>,
 }
 
 impl std::fmt::Debug for UringBoundFd {
@@ -88,6 +91,7 @@ impl RuntimeHandle {
             fd: Arc::new(fd),
             shard,
             rt: self.shared.clone(),
+            stash: RecvStash::new(),
         }
     }
 
@@ -104,6 +108,7 @@ impl RuntimeHandle {
             fd: Arc::new(fd),
             shard,
             rt: self.shared.clone(),
+            stash: RecvStash::new(),
         })
     }
 }
@@ -120,14 +125,19 @@ impl UringBoundFd {
     }
 
     /// Takes the fd back, once no clone of this value and no op in flight
-    /// (including a cancelled one awaiting its final completion) holds it.
+    /// (including a cancelled one awaiting its final completion) holds it,
+    /// and no bytes that a dropped receive took wait to be received (see
+    /// [`recv_into`](Self::recv_into)).
     ///
     /// # Errors
     ///
     /// Gives `self` back while anything else still holds the fd.
     pub fn into_owned_fd(self) -> Result<OwnedFd, UringBoundFd> {
-        let UringBoundFd { fd, shard, rt } = self;
-        Arc::try_unwrap(fd).map_err(|fd| UringBoundFd { fd, shard, rt })
+        if self.stash.is_busy() {
+            return Err(self);
+        }
+        let UringBoundFd { fd, shard, rt, stash } = self;
+        Arc::try_unwrap(fd).map_err(|fd| UringBoundFd { fd, shard, rt, stash })
     }
 
     /// Reads up to `len` bytes at `pos` (one read: the result may be shorter

@@ -88,6 +88,7 @@ impl UringBoundFd {
         Socket {
             fd: self.fd.clone(),
             lane: Lane::bound(self.rt.clone(), self.shard),
+            stash: self.stash.clone(),
         }
     }
 
@@ -105,6 +106,10 @@ impl UringBoundFd {
     /// untrusted input (a length prefix) must not decide it. A larger `len`
     /// gives a short read, as a stream receive may anyway; loop to get more.
     ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`recv_into`](Self::recv_into).
+    ///
     /// # Errors
     ///
     /// The receive error (`ConnectionReset`, …); an error once the runtime
@@ -118,6 +123,16 @@ impl UringBoundFd {
     /// (`bytes_total()`), and gives it back with the byte count. `Ok(0)`
     /// means end of stream, or a buffer without capacity (nothing submitted).
     ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. If the future is dropped after the kernel already copied
+    /// data into `buf`, the fd (and every clone of this value) keeps that
+    /// data and the next receive on it returns it first, in order: on a
+    /// stream socket as bytes, on a datagram socket as the datagram it was.
+    /// That receive first waits for the dropped one's cancellation to
+    /// complete, so it never overtakes it. See
+    /// [`TcpStream::recv`](crate::net::TcpStream::recv).
+    ///
     /// # Errors
     ///
     /// As [`recv`](Self::recv).
@@ -130,6 +145,11 @@ impl UringBoundFd {
     /// back with the count sent, which may be short on a stream. An empty
     /// buffer sends nothing and returns `Ok(0)` at once.
     ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a send dropped before it completed may already have
+    /// sent some or all of `buf`.
+    ///
     /// # Errors
     ///
     /// The send error (`BrokenPipe`, `ConnectionReset`, …); an error once the
@@ -139,6 +159,10 @@ impl UringBoundFd {
     }
 
     /// Sends all of `buf`'s initialized bytes, continuing after short sends.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`send`](Self::send).
     ///
     /// # Errors
     ///
@@ -152,6 +176,11 @@ impl UringBoundFd {
     /// datagram per buffer). Each receive waits for data. Gives every buffer
     /// back with its result, in the order given; after end of stream (a `0`)
     /// or an error, the remaining buffers come back unused with `Ok(0)`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: buffers already filled are dropped with the future
+    /// (the receive still in flight is kept, as for [`recv_into`](Self::recv_into)).
     ///
     /// # Errors
     ///
@@ -178,7 +207,8 @@ impl UringBoundFd {
     /// the bound shard. `ENOBUFS` (every buffer full) and a multishot the
     /// kernel ended without `F_MORE` are absorbed by re-arming; dropping the
     /// stream cancels the op, and its buffers are freed with the op's final
-    /// completion (chunks received but not yet taken are lost). On the Queue
+    /// completion. Chunks received but not yet taken are not lost: the fd
+    /// keeps them for its next receive (see [`RecvStream`]). On the Queue
     /// backend each call is one plain receive.
     ///
     /// ```
@@ -255,6 +285,10 @@ impl UringBoundFd {
     /// # Errors
     ///
     /// Each entry carries its own send's error, as [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped, any of the sends may have happened.
     pub async fn send_batch<B: IoBuf>(&self, bufs: Vec<B>) -> Vec<BufResult<usize, B>> {
         let sock = self.socket();
         join_in_order(bufs.into_iter().map(|b| conn::send(&sock, b)).collect()).await
@@ -274,6 +308,10 @@ impl UringBoundFd {
     ///
     /// The first error (buffers after it may not have been sent); `WriteZero`
     /// when the kernel accepted nothing or sent a datagram short.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`send_batch`](Self::send_batch).
     pub async fn send_all_batch<B>(&self, bufs: Vec<B>, window: usize) -> BufResult<usize, Vec<B>>
     where
         B: IoBuf + AsRef<[u8]>,
@@ -397,6 +435,10 @@ impl RecvSegments {
     /// The receive error (`ConnectionReset`, …); an error once the runtime
     /// shut down. An error met after a batch already held segments is
     /// returned by the next call. `ENOBUFS` is absorbed by re-arming.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`RecvStream::next_into`].
     pub async fn next_into(&mut self, out: &mut Vec<u8>, lens: &mut Vec<usize>) -> io::Result<usize> {
         self.stream.next_batch_into(out, lens, self.max).await
     }

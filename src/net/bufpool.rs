@@ -7,7 +7,8 @@
 //! with no submission per receive. Each chunk is copied out and its buffer
 //! handed straight back. The group belongs to the stream and its ops alone, so
 //! dropping the stream mid-flight frees every buffer once the cancelled op's
-//! final completion arrives, whatever completions nobody read.
+//! final completion arrives. The data of completions nobody read is copied
+//! to the socket's stash first (`super::stash`), for its next receive.
 //!
 //! A stream whose socket is bound to another shard registers its group there
 //! (through a task pinned on that shard) and keeps its op on that ring, so it
@@ -119,6 +120,15 @@ enum Mode {
 /// handed straight back. Dropping the stream cancels the receive; its buffers
 /// are freed once the cancelled op's final completion arrives.
 ///
+/// # Dropping it
+///
+/// Nothing is lost: the chunks the stream received but did not hand out,
+/// and any the cancelled receive still takes before its cancellation
+/// completes, stay with the socket, and its next receive (`recv`,
+/// `read_exact`, a new `RecvStream`, on any handle of the socket) returns
+/// them first, in order, after waiting for that cancellation to complete.
+/// Likewise a new `RecvStream` first returns what dropped receives left.
+///
 /// A stream on a socket bound to a shard (e.g. from
 /// [`RuntimeHandle::bind_tcp_stream`](crate::RuntimeHandle::bind_tcp_stream))
 /// registers its group on that shard and works from any thread. Where
@@ -166,6 +176,19 @@ impl std::fmt::Debug for RecvStream {
     }
 }
 
+impl Drop for RecvStream {
+    fn drop(&mut self) {
+        // Chunks the armed receive took and nobody read yet go to the socket's
+        // stash, for its next receive (see `super::stash`).
+        if let Mode::Multishot { op: Some(fut), .. } = &mut self.mode
+            && !fut.is_finished()
+        {
+            let salvage = self.sock.stash.orphan::<RecvMulti>();
+            fut.abandon_with(salvage);
+        }
+    }
+}
+
 impl RecvStream {
     pub(crate) fn new(sock: Socket, buffers: u16, buf_len: u32) -> RecvStream {
         RecvStream {
@@ -187,6 +210,12 @@ impl RecvStream {
     /// Waits for the next chunk of data and appends it to `out`. Returns the
     /// number of bytes appended; `0` means the peer closed its sending side
     /// (and every later call returns `0` too).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: chunks stay queued in the stream (or, in plain mode, in
+    /// the socket, as for [`TcpStream::recv`](super::TcpStream::recv)) until a
+    /// call takes them; a dropped call takes none.
     ///
     /// # Errors
     ///
@@ -223,6 +252,20 @@ impl RecvStream {
         }
         if matches!(self.mode, Mode::Unstarted) {
             self.mode = self.start().await;
+        }
+        let idle = match &self.mode {
+            Mode::Multishot { op, .. } => op.is_none(),
+            _ => true,
+        };
+        if idle
+            && self.sock.stash.is_busy()
+            && let Some(res) = super::stash::take_chunks(&self.sock, out, lens, max).await
+        {
+            // What dropped receives (or a dropped stream) left comes first.
+            if let Ok(0) = res {
+                self.eof = true;
+            }
+            return res;
         }
         if let Mode::Plain { scratch } = &mut self.mode {
             let mut buf = std::mem::take(scratch);

@@ -5,14 +5,30 @@ use std::io;
 use spargio_sys::op::net::{Recv, Send};
 
 use super::lane::{Socket, run_op};
+use super::stash::{self, Taken, run_recv};
 use crate::io::{BufResult, IoBuf, IoBufMut, cqe_result};
 
-/// Receives into `buf` (from its start, up to `bytes_total()`).
+/// Receives into `buf` (from its start, up to `bytes_total()`): first what
+/// dropped receives left in the socket's stash, then from the kernel.
+/// Cancel safe (see [`super::stash`]).
 pub(crate) async fn recv<B: IoBufMut>(sock: &Socket, buf: B) -> BufResult<usize, B> {
     if buf.bytes_total() == 0 {
         return (Ok(0), buf);
     }
-    match run_op(&sock.lane, Recv::new(sock.fd.clone(), buf, 0)).await {
+    recv_message(sock, buf).await
+}
+
+/// As [`recv`], also for a buffer without capacity (which on a datagram
+/// socket takes one datagram and returns 0).
+pub(crate) async fn recv_message<B: IoBufMut>(sock: &Socket, buf: B) -> BufResult<usize, B> {
+    let mut buf = buf;
+    if sock.stash.is_busy() {
+        match stash::take_recv(sock, buf).await {
+            Taken::Done(res, b) => return (res, b),
+            Taken::Empty(b) => buf = b,
+        }
+    }
+    match run_recv(sock, Recv::new(sock.fd.clone(), buf, 0)).await {
         Err((e, op)) => (Err(e), op.into_buf()),
         Ok((cqe, op)) => {
             let res = cqe_result(&cqe);
@@ -87,6 +103,17 @@ macro_rules! stream_io_methods {
         /// `Ok(0)` means the peer closed its sending side (or `buf` has no
         /// capacity: then nothing is submitted).
         ///
+        /// # Cancel safety
+        ///
+        /// Cancel safe. If the future is dropped (a `timeout`, a `select!`
+        /// branch that lost, an aborted task) after the kernel already copied
+        /// bytes into `buf`, the stream keeps those bytes and its next receive
+        /// (`recv`, `read_exact`, a [`RecvStream`](crate::net::RecvStream), on
+        /// this handle or another handle of the same socket) returns them
+        /// first, in order. That receive first waits for the dropped one's
+        /// cancellation to complete, so it never overtakes it. The buffer
+        /// itself is dropped with the future.
+        ///
         /// # Errors
         ///
         /// The receive error (`ConnectionReset`, …); an error outside a
@@ -101,6 +128,11 @@ macro_rules! stream_io_methods {
         /// the count sent, which may be short. An empty buffer sends nothing
         /// and returns `Ok(0)`.
         ///
+        /// # Cancel safety
+        ///
+        /// Not cancel safe: a send dropped before it completed may already
+        /// have sent some or all of `buf`, and how much is not known.
+        ///
         /// # Errors
         ///
         /// The send error (`BrokenPipe`, `ConnectionReset`, …); as
@@ -112,6 +144,13 @@ macro_rules! stream_io_methods {
         /// Fills `buf` completely (all `bytes_total()` bytes from its start),
         /// looping over short receives.
         ///
+        /// # Cancel safety
+        ///
+        /// Not cancel safe: the bytes already placed in `buf` are dropped
+        /// with the future. (The bytes of its receive still in flight are
+        /// kept, as for [`recv`](Self::recv).) Loop over `recv` where a
+        /// read may be cancelled.
+        ///
         /// # Errors
         ///
         /// `UnexpectedEof` when the peer closes first (the buffer holds what
@@ -121,6 +160,10 @@ macro_rules! stream_io_methods {
         }
 
         /// Sends all of `buf`'s initialized bytes, looping over short sends.
+        ///
+        /// # Cancel safety
+        ///
+        /// Not cancel safe: when dropped, part of `buf` may have been sent.
         ///
         /// # Errors
         ///

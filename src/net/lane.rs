@@ -21,6 +21,7 @@ use spargio_sys::op::Op;
 use spargio_sys::op::fs::SharedFd;
 use spargio_sys::op::net::{self as ops, CancelFlag};
 
+use super::stash::RecvStash;
 use crate::io::{OpFuture, submit, submit_current};
 use crate::runtime::{Backend, RuntimeHandle, Shared};
 use crate::{RuntimeError, shard};
@@ -185,11 +186,13 @@ pub(crate) async fn run_plain<O: Op>(lane: &Lane, op: O) -> Result<(Cqe, O), (io
     Ok(lane.submit(op)?.await)
 }
 
-/// A socket fd with the lane its ops use.
+/// A socket fd with the lane its ops use and the stash of its dropped
+/// receives (shared by every handle on the socket).
 #[derive(Clone, Debug)]
 pub(crate) struct Socket {
     pub(crate) fd: SharedFd,
     pub(crate) lane: Lane,
+    pub(crate) stash: Arc<RecvStash>,
 }
 
 impl Socket {
@@ -197,7 +200,23 @@ impl Socket {
         Socket {
             fd: Arc::new(fd),
             lane,
+            stash: RecvStash::new(),
         }
+    }
+
+    /// The same socket, its ops going to `lane`.
+    pub(crate) fn with_lane(self, lane: Lane) -> Socket {
+        Socket { lane, ..self }
+    }
+
+    /// The fd alone, unless an op, another handle, or data that dropped
+    /// receives left in the stash still needs the socket.
+    pub(crate) fn try_into_fd(self) -> Result<OwnedFd, Socket> {
+        if self.stash.is_busy() {
+            return Err(self);
+        }
+        let Socket { fd, lane, stash } = self;
+        Arc::try_unwrap(fd).map_err(|fd| Socket { fd, lane, stash })
     }
 
     pub(crate) fn borrow(&self) -> BorrowedFd<'_> {

@@ -57,6 +57,7 @@
 pub(crate) mod bufpool;
 pub(crate) mod conn;
 pub(crate) mod lane;
+pub(crate) mod stash;
 mod tcp;
 mod udp;
 mod unix;

@@ -86,7 +86,7 @@ impl TcpListener {
     /// Gives `self` back while an op (an accept, an [`Incoming`] still armed)
     /// uses the fd.
     pub fn into_std(self) -> Result<std::net::TcpListener, TcpListener> {
-        match Arc::try_unwrap(self.sock.fd) {
+        match self.sock.try_into_fd() {
             Ok(fd) => {
                 let listener = std::net::TcpListener::from(fd);
                 // The Queue backend's non-blocking accepts leave `O_NONBLOCK`
@@ -94,12 +94,7 @@ impl TcpListener {
                 let _ = listener.set_nonblocking(false);
                 Ok(listener)
             }
-            Err(fd) => Err(TcpListener {
-                sock: Socket {
-                    fd,
-                    lane: self.sock.lane,
-                },
-            }),
+            Err(sock) => Err(TcpListener { sock }),
         }
     }
 
@@ -115,6 +110,13 @@ impl TcpListener {
     /// Accepts one connection (`IORING_OP_ACCEPT`, `SOCK_CLOEXEC`) on the
     /// calling shard's ring.
     ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a connection that a dropped accept already took is
+    /// closed (the peer sees its connection end). Use [`incoming`](Self::incoming),
+    /// whose [`Incoming::next`] is cancel safe, where accepts race with other
+    /// events.
+    ///
     /// # Errors
     ///
     /// The `accept4` error, e.g. `EMFILE` when the process is out of fds (the
@@ -128,6 +130,7 @@ impl TcpListener {
     /// Accepts one connection and binds it to the next shard in turn: its ops
     /// are steered to that shard's ring from wherever they are called. Returns
     /// the shard, so the caller can spawn the connection's handler there.
+    /// Not cancel safe, as [`accept`](Self::accept).
     ///
     /// ```no_run
     /// # async fn serve(listener: spargio::net::TcpListener) -> std::io::Result<()> {
@@ -186,7 +189,8 @@ pub(crate) async fn accept_one(sock: &Socket) -> io::Result<(OwnedFd, SockAddr)>
 ///
 /// When the multishot accept ends (an error such as `EMFILE`, or the kernel
 /// stopping it), [`next`](Self::next) reports the error, if any, and the next
-/// call arms a new one. Dropping it cancels the accept.
+/// call arms a new one. Dropping it cancels the accept and closes the
+/// connections it accepted that no call took.
 pub struct Incoming {
     sock: Socket,
     op: Option<OpFuture<Accept>>,
@@ -217,6 +221,11 @@ impl Incoming {
     }
 
     /// The next connection.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: connections stay queued in the `Incoming` until a call
+    /// takes them.
     ///
     /// # Errors
     ///
@@ -309,16 +318,13 @@ impl TcpStream {
     ///
     /// # Errors
     ///
-    /// Gives `self` back while an op or a split half still uses the fd.
+    /// Gives `self` back while an op or a split half still uses the fd, and
+    /// while bytes that a dropped receive took wait to be received (see
+    /// [`recv`](Self::recv)'s cancel safety): receive them first.
     pub fn into_std(self) -> Result<std::net::TcpStream, TcpStream> {
-        match Arc::try_unwrap(self.sock.fd) {
+        match self.sock.try_into_fd() {
             Ok(fd) => Ok(std::net::TcpStream::from(fd)),
-            Err(fd) => Err(TcpStream {
-                sock: Socket {
-                    fd,
-                    lane: self.sock.lane,
-                },
-            }),
+            Err(sock) => Err(TcpStream { sock }),
         }
     }
 
@@ -330,10 +336,7 @@ impl TcpStream {
     pub fn bind_to_shard(self, handle: &RuntimeHandle, shard: usize) -> Result<TcpStream, RuntimeError> {
         let lane = Lane::bind(handle, shard)?;
         Ok(TcpStream {
-            sock: Socket {
-                fd: self.sock.fd,
-                lane,
-            },
+            sock: self.sock.with_lane(lane),
         })
     }
 
@@ -455,6 +458,11 @@ impl OwnedReadHalf {
     /// Receives into `buf`, from its start up to its capacity; `Ok(0)` means
     /// the peer closed its sending side.
     ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`TcpStream::recv`]: bytes a dropped receive took are
+    /// returned first by the next receive on either half or the stream.
+    ///
     /// # Errors
     ///
     /// As [`TcpStream::recv`].
@@ -463,6 +471,10 @@ impl OwnedReadHalf {
     }
 
     /// Fills `buf` completely.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`TcpStream::read_exact`].
     ///
     /// # Errors
     ///
@@ -512,6 +524,10 @@ pub struct OwnedWriteHalf {
 impl OwnedWriteHalf {
     /// Sends `buf`'s initialized bytes; the count may be short.
     ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`TcpStream::send`].
+    ///
     /// # Errors
     ///
     /// As [`TcpStream::send`].
@@ -520,6 +536,10 @@ impl OwnedWriteHalf {
     }
 
     /// Sends all of `buf`'s initialized bytes.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`TcpStream::write_all`].
     ///
     /// # Errors
     ///

@@ -4,9 +4,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use spargio_sys::op::net::{self as ops, Recv, RecvMsg, Send, SendMsg, SockAddr};
+use spargio_sys::op::net::{self as ops, RecvMsg, Send, SendMsg, SockAddr};
 
 use super::lane::{Lane, Socket, inet, run_op};
+use super::stash::{self, Taken, run_recv};
 use crate::io::{BufResult, IoBuf, IoBufMut, cqe_result};
 
 /// A UDP socket whose datagrams travel through io_uring (`SENDMSG`/`RECVMSG`
@@ -69,6 +70,11 @@ impl UdpSocket {
     /// (`IORING_OP_SENDMSG`, `MSG_NOSIGNAL`). An empty buffer sends an empty
     /// datagram.
     ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a send dropped before it completed may still have
+    /// sent the datagram (whole; a datagram is never sent in part).
+    ///
     /// # Errors
     ///
     /// `EMSGSIZE` for a datagram too large; `ConnectionRefused` after an ICMP
@@ -85,12 +91,29 @@ impl UdpSocket {
     /// and reports its length and sender (`IORING_OP_RECVMSG`). A datagram
     /// longer than the buffer is truncated to it.
     ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a datagram that a dropped `recv_from` or [`recv`](Self::recv)
+    /// took from the socket is returned by the next `recv_from` or `recv`,
+    /// in order, before any datagram still in the socket. `recv` does not
+    /// learn a datagram's sender, so one it took is reported by `recv_from`
+    /// as coming from the connected peer ([`peer_addr`](Self::peer_addr));
+    /// on an unconnected socket, as coming from the unspecified address with
+    /// port 0 (`0.0.0.0:0` or `[::]:0`).
+    ///
     /// # Errors
     ///
     /// The receive error; an error outside a runtime.
     pub async fn recv_from<B: IoBufMut>(&self, buf: B) -> BufResult<(usize, SocketAddr), B> {
+        let mut buf = buf;
+        if self.sock.stash.is_busy() {
+            match stash::take_recv_from(&self.sock, buf).await {
+                Taken::Done(res, b) => return (res.and_then(|(n, from)| Ok((n, self.sender(from)?))), b),
+                Taken::Empty(b) => buf = b,
+            }
+        }
         let op = RecvMsg::new(self.sock.fd.clone(), buf, 0);
-        match run_op(&self.sock.lane, op).await {
+        match run_recv(&self.sock, op).await {
             Err((e, op)) => (Err(e), op.into_parts().buf),
             Ok((cqe, op)) => match cqe_result(&cqe) {
                 Err(e) => (Err(e), op.into_parts().buf),
@@ -102,7 +125,27 @@ impl UdpSocket {
         }
     }
 
+    /// The sender of a stashed datagram: its recorded address, else the
+    /// connected peer, else the unspecified address of the socket's family.
+    fn sender(&self, from: Option<SockAddr>) -> io::Result<SocketAddr> {
+        if let Some(addr) = from {
+            return inet(addr);
+        }
+        if let Ok(peer) = self.peer_addr() {
+            return Ok(peer);
+        }
+        let unspecified = match self.local_addr()? {
+            SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+            SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+        };
+        Ok(unspecified)
+    }
+
     /// Sends one datagram to the connected peer (`IORING_OP_SEND`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`send_to`](Self::send_to).
     ///
     /// # Errors
     ///
@@ -116,17 +159,15 @@ impl UdpSocket {
 
     /// Receives one datagram from the connected peer (`IORING_OP_RECV`).
     ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`recv_from`](Self::recv_from).
+    ///
     /// # Errors
     ///
     /// As [`recv_from`](Self::recv_from).
     pub async fn recv<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        match run_op(&self.sock.lane, Recv::new(self.sock.fd.clone(), buf, 0)).await {
-            Err((e, op)) => (Err(e), op.into_buf()),
-            Ok((cqe, op)) => {
-                let res = cqe_result(&cqe);
-                (res, op.into_buf())
-            }
-        }
+        super::conn::recv_message(&self.sock, buf).await
     }
 
     /// The address the socket is bound to.

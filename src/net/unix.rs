@@ -7,13 +7,13 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
-use spargio_sys::op::net::{self as ops, Recv, RecvMsg, Send, SendMsg, SockAddr, UnixAddrKind};
+use spargio_sys::op::net::{self as ops, RecvMsg, Send, SendMsg, SockAddr, UnixAddrKind};
 
 use super::bufpool::{DEFAULT_BUFFER_LEN, DEFAULT_BUFFERS, RecvStream};
 use super::conn::stream_io_methods;
 use super::lane::{Lane, Socket, run_op};
+use super::stash::{self, Taken, run_recv};
 use super::tcp::{Incoming, accept_one};
 use crate::io::{BufResult, IoBuf, IoBufMut, cqe_result};
 use crate::{RuntimeError, RuntimeHandle};
@@ -95,6 +95,10 @@ impl UnixListener {
 
     /// Accepts one connection (`IORING_OP_ACCEPT`, `SOCK_CLOEXEC`).
     ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`TcpListener::accept`](super::TcpListener::accept).
+    ///
     /// # Errors
     ///
     /// The `accept4` error (`EMFILE`, …); an error outside a spargio runtime.
@@ -136,6 +140,10 @@ pub struct UnixIncoming {
 
 impl UnixIncoming {
     /// The next connection.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Incoming::next`](super::Incoming::next).
     ///
     /// # Errors
     ///
@@ -236,10 +244,7 @@ impl UnixStream {
     pub fn bind_to_shard(self, handle: &RuntimeHandle, shard: usize) -> Result<UnixStream, RuntimeError> {
         let lane = Lane::bind(handle, shard)?;
         Ok(UnixStream {
-            sock: Socket {
-                fd: self.sock.fd,
-                lane,
-            },
+            sock: self.sock.with_lane(lane),
         })
     }
 
@@ -292,16 +297,12 @@ impl UnixStream {
     ///
     /// # Errors
     ///
-    /// Gives `self` back while an op or another half still uses the fd.
+    /// Gives `self` back while an op or another half still uses the fd, and
+    /// while bytes that a dropped receive took wait to be received.
     pub fn into_std(self) -> Result<std::os::unix::net::UnixStream, UnixStream> {
-        match Arc::try_unwrap(self.sock.fd) {
+        match self.sock.try_into_fd() {
             Ok(fd) => Ok(fd.into()),
-            Err(fd) => Err(UnixStream {
-                sock: Socket {
-                    fd,
-                    lane: self.sock.lane,
-                },
-            }),
+            Err(sock) => Err(UnixStream { sock }),
         }
     }
 }
@@ -383,6 +384,11 @@ impl UnixDatagram {
 
     /// Sends one datagram to the socket at `path` (`IORING_OP_SENDMSG`).
     ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a send dropped before it completed may still have
+    /// sent the datagram (whole; a datagram is never sent in part).
+    ///
     /// # Errors
     ///
     /// `NotFound`/`ConnectionRefused` when nothing is bound there; `InvalidInput`
@@ -416,11 +422,36 @@ impl UnixDatagram {
 
     /// Receives one datagram and its sender's address (`IORING_OP_RECVMSG`).
     ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a datagram that a dropped `recv_from` or [`recv`](Self::recv)
+    /// took from the socket is returned by the next `recv_from` or `recv`,
+    /// in order, before any datagram still in the socket. `recv` does not
+    /// learn a datagram's sender, so one it took is reported by `recv_from`
+    /// as coming from the connected peer; on an unconnected socket, as
+    /// unnamed.
+    ///
     /// # Errors
     ///
     /// The receive error; an error outside a runtime.
     pub async fn recv_from<B: IoBufMut>(&self, buf: B) -> BufResult<(usize, SocketAddr), B> {
-        match run_op(&self.sock.lane, RecvMsg::new(self.sock.fd.clone(), buf, 0)).await {
+        let mut buf = buf;
+        if self.sock.stash.is_busy() {
+            match stash::take_recv_from(&self.sock, buf).await {
+                Taken::Done(res, b) => {
+                    let res = res.and_then(|(n, from)| {
+                        let from = match from {
+                            Some(addr) => unix_addr(&addr)?,
+                            None => self.peer_addr().or_else(|_| SocketAddr::from_pathname(""))?,
+                        };
+                        Ok((n, from))
+                    });
+                    return (res, b);
+                }
+                Taken::Empty(b) => buf = b,
+            }
+        }
+        match run_recv(&self.sock, RecvMsg::new(self.sock.fd.clone(), buf, 0)).await {
             Err((e, op)) => (Err(e), op.into_parts().buf),
             Ok((cqe, op)) => match cqe_result(&cqe) {
                 Err(e) => (Err(e), op.into_parts().buf),
@@ -434,6 +465,10 @@ impl UnixDatagram {
 
     /// Sends one datagram to the connected peer (`IORING_OP_SEND`).
     ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`send_to`](Self::send_to).
+    ///
     /// # Errors
     ///
     /// `NotConnected` before [`connect`](Self::connect).
@@ -446,17 +481,15 @@ impl UnixDatagram {
 
     /// Receives one datagram (`IORING_OP_RECV`).
     ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`recv_from`](Self::recv_from).
+    ///
     /// # Errors
     ///
     /// The receive error.
     pub async fn recv<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        match run_op(&self.sock.lane, Recv::new(self.sock.fd.clone(), buf, 0)).await {
-            Err((e, op)) => (Err(e), op.into_buf()),
-            Ok((cqe, op)) => {
-                let res = cqe_result(&cqe);
-                (res, op.into_buf())
-            }
-        }
+        super::conn::recv_message(&self.sock, buf).await
     }
 
     /// The address the socket is bound to.

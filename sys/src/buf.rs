@@ -108,6 +108,27 @@ pub unsafe trait IoBufMut: IoBuf {
     unsafe fn set_init(&mut self, pos: usize);
 }
 
+/// Copies `src` to the start of `buf` (as much as its capacity,
+/// `bytes_total()`, holds) and records the copied bytes as a read would
+/// (`set_init`). Returns the number of bytes copied.
+///
+/// ```
+/// let mut buf = Vec::with_capacity(4);
+/// assert_eq!(spargio_sys::buf::put_bytes(&mut buf, b"hello"), 4);
+/// assert_eq!(buf, b"hell");
+/// ```
+pub fn put_bytes<B: IoBufMut>(buf: &mut B, src: &[u8]) -> usize {
+    let n = src.len().min(buf.bytes_total());
+    // SAFETY: `stable_mut_ptr()` is writable for `bytes_total() >= n` bytes
+    // (`IoBufMut` contract) and cannot overlap `src`, a shared borrow of other
+    // memory; after the copy the first `n` bytes are initialized.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), buf.stable_mut_ptr(), n);
+        buf.set_init(n);
+    }
+    n
+}
+
 // SAFETY: a Vec's heap buffer does not move when the Vec is moved; `len` bytes
 // are initialized and `capacity` are allocated.
 unsafe impl IoBuf for Vec<u8> {

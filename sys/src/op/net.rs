@@ -847,6 +847,8 @@ pub struct Recv<B> {
     buf: B,
     flags: i32,
     cancel: Option<CancelFlag>,
+    /// Bytes the completed receive wrote at the start of `buf`.
+    received: usize,
 }
 
 impl<B: IoBufMut> Recv<B> {
@@ -857,6 +859,7 @@ impl<B: IoBufMut> Recv<B> {
             buf,
             flags,
             cancel: None,
+            received: 0,
         }
     }
 
@@ -872,9 +875,35 @@ impl<B: IoBufMut> Recv<B> {
         self.buf
     }
 
+    /// The bytes the completed receive wrote (empty before completion and
+    /// after a failure), whether or not the buffer could count them as
+    /// initialized (see [`IoBuf::slice`]).
+    pub fn received(&self) -> &[u8] {
+        received(&self.buf, self.received)
+    }
+
     fn len(&self) -> usize {
         self.buf.bytes_total().min(MAX_IO_LEN)
     }
+}
+
+/// The first `n` bytes of `buf`, which a completed receive wrote.
+fn received<B: IoBuf>(buf: &B, n: usize) -> &[u8] {
+    let n = n.min(buf.bytes_total());
+    if n == 0 {
+        return &[];
+    }
+    // SAFETY: `n` is a count the op recorded from its own final completion (or
+    // its blocking call), clamped to the length it asked for, so the first `n`
+    // bytes at `stable_ptr()` were written by the kernel and lie inside the
+    // buffer (`IoBuf` contract), which the borrow of the op keeps alive and
+    // unwritten.
+    unsafe { std::slice::from_raw_parts(buf.stable_ptr(), n) }
+}
+
+/// The count a receive's result says was written, clamped to what it asked for.
+fn received_len(res: i32, len: usize) -> usize {
+    usize::try_from(res).map_or(0, |n| n.min(len))
 }
 
 // SAFETY: the SQE points at `buf`'s stable memory (`IoBufMut` contract) for at
@@ -895,6 +924,7 @@ unsafe impl<B: IoBufMut> Op for Recv<B> {
         });
         // SAFETY: `res` is what `recv` into the start of `buf` returned.
         unsafe { record_read(&mut self.buf, len, res) };
+        self.received = received_len(res, len);
         res
     }
     fn try_nonblocking(&mut self) -> Option<Attempt> {
@@ -907,6 +937,7 @@ unsafe impl<B: IoBufMut> Op for Recv<B> {
         if let Attempt::Done(res) = attempt {
             // SAFETY: `res` is what `recv` into the start of `buf` returned.
             unsafe { record_read(&mut self.buf, len, res) };
+            self.received = received_len(res, len);
         }
         Some(attempt)
     }
@@ -917,6 +948,7 @@ unsafe impl<B: IoBufMut> Op for Recv<B> {
         let len = self.len();
         // SAFETY: `cqe` is this receive's final completion (the trait's contract).
         unsafe { record_read(&mut self.buf, len, cqe.res) };
+        self.received = received_len(cqe.res, len);
     }
     into_any!();
 }
@@ -1068,6 +1100,8 @@ pub struct RecvMsg<B> {
     parts: Box<MsgParts>,
     flags: i32,
     cancel: Option<CancelFlag>,
+    /// Bytes the completed receive wrote at the start of `buf`.
+    received: usize,
 }
 
 impl<B> std::fmt::Debug for RecvMsg<B> {
@@ -1100,6 +1134,7 @@ impl<B: IoBufMut> RecvMsg<B> {
             parts: MsgParts::new(None),
             flags,
             cancel: None,
+            received: 0,
         }
     }
 
@@ -1112,13 +1147,24 @@ impl<B: IoBufMut> RecvMsg<B> {
     /// Takes the buffer (with the bytes received marked initialized), the
     /// sender's address and the message flags back after completion.
     pub fn into_parts(self) -> RecvMsgOut<B> {
-        let mut addr = self.parts.addr;
-        addr.len = self.parts.hdr.msg_namelen.min(STORAGE_LEN);
+        let addr = self.sender();
         RecvMsgOut {
             buf: self.buf,
             addr,
             msg_flags: self.parts.hdr.msg_flags,
         }
+    }
+
+    /// The bytes the completed receive wrote, as [`Recv::received`].
+    pub fn received(&self) -> &[u8] {
+        received(&self.buf, self.received)
+    }
+
+    /// The sender's address, once the receive completed (as in [`into_parts`](Self::into_parts)).
+    pub fn sender(&self) -> SockAddr {
+        let mut addr = self.parts.addr;
+        addr.len = self.parts.hdr.msg_namelen.min(STORAGE_LEN);
+        addr
     }
 
     fn len(&self) -> usize {
@@ -1150,6 +1196,7 @@ unsafe impl<B: IoBufMut> Op for RecvMsg<B> {
         });
         // SAFETY: `res` is what `recvmsg` into the start of `buf` returned.
         unsafe { record_read(&mut self.buf, len, res) };
+        self.received = received_len(res, len);
         res
     }
     fn try_nonblocking(&mut self) -> Option<Attempt> {
@@ -1162,6 +1209,7 @@ unsafe impl<B: IoBufMut> Op for RecvMsg<B> {
         if let Attempt::Done(res) = attempt {
             // SAFETY: `res` is what `recvmsg` into the start of `buf` returned.
             unsafe { record_read(&mut self.buf, len, res) };
+            self.received = received_len(res, len);
         }
         Some(attempt)
     }
@@ -1172,6 +1220,7 @@ unsafe impl<B: IoBufMut> Op for RecvMsg<B> {
         let len = self.len();
         // SAFETY: `cqe` is this receive's final completion (the trait's contract).
         unsafe { record_read(&mut self.buf, len, cqe.res) };
+        self.received = received_len(cqe.res, len);
     }
     into_any!();
 }
@@ -1631,6 +1680,28 @@ mod tests {
         let mut recv = Recv::new(server, Vec::with_capacity(8), 0).cancel_flag(flag.clone());
         flag.store(true, Ordering::Relaxed);
         assert_eq!(recv.try_nonblocking(), Some(Attempt::Done(-libc::ECANCELED)));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn receives_record_what_they_received_even_past_a_buffer_gap() {
+        let (a, b) = socket_pair(libc::AF_UNIX, libc::SOCK_DGRAM).unwrap();
+        let (a, b) = (shared(a), shared(b));
+        assert_eq!(Send::new(a.clone(), b"gap".to_vec(), 0).run_blocking(), 3);
+        // A slice starting past the initialized bytes: the buffer cannot count
+        // them, but the op still knows what it received.
+        let mut recv = Recv::new(b.clone(), Vec::with_capacity(16).slice(8..), 0);
+        assert!(recv.received().is_empty());
+        assert_eq!(recv.run_blocking(), 3);
+        assert_eq!(recv.received(), b"gap");
+        assert_eq!(recv.into_buf().into_inner().len(), 0);
+
+        assert_eq!(Send::new(a, b"msg".to_vec(), 0).run_blocking(), 3);
+        let mut recv = RecvMsg::new(b, Vec::with_capacity(2), 0);
+        assert_eq!(recv.run_blocking(), 2);
+        assert_eq!(recv.received(), b"ms", "truncated to the buffer");
+        // A socket-pair peer is unnamed: the kernel reports no address bytes.
+        assert!(recv.sender().unix().is_none_or(|a| a == UnixAddrKind::Unnamed));
     }
 
     #[test]
