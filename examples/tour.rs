@@ -33,6 +33,30 @@ fn step(name: &str) {
     println!("\n== {name}");
 }
 
+/// How each kind of work runs on the backend the runtime got.
+struct Paths {
+    messages: &'static str,
+    files: &'static str,
+    sockets: &'static str,
+}
+
+impl Paths {
+    fn of(backend: Backend) -> Paths {
+        match backend {
+            Backend::IoUring => Paths {
+                messages: "MSG_RING",
+                files: "io_uring",
+                sockets: "io_uring",
+            },
+            Backend::Queue => Paths {
+                messages: "in-memory queues, Queue backend",
+                files: "blocking pool, Queue backend",
+                sockets: "epoll readiness, Queue backend",
+            },
+        }
+    }
+}
+
 fn tour() -> Result<(), String> {
     step("kernel");
     match spargio::sys::probe::Features::detect() {
@@ -52,7 +76,11 @@ fn tour() -> Result<(), String> {
         (Backend::Queue, None) => println!("2 shards on the Queue backend"),
     }
 
-    step("MSG_RING ping-pong between shard 0 and shard 1");
+    let paths = Paths::of(handle.backend());
+    step(&format!(
+        "ping-pong between shard 0 and shard 1 ({})",
+        paths.messages
+    ));
     let rounds = 10_000u32;
     let h = handle.clone();
     let (elapsed, last) = rt
@@ -150,7 +178,7 @@ fn tour() -> Result<(), String> {
     }
     println!("sleep(20 ms) took {:.2} ms", slept.as_secs_f64() * 1e3);
 
-    step("file written, read back and verified");
+    step(&format!("file written, read back and verified ({})", paths.files));
     let path = std::env::temp_dir().join(format!("spargio-tour-{}", std::process::id()));
     let p = path.clone();
     let verified = rt
@@ -170,7 +198,7 @@ fn tour() -> Result<(), String> {
     }
     println!("1 MiB written, fsynced, read back: identical");
 
-    step("TCP echo on loopback");
+    step(&format!("TCP echo on loopback ({})", paths.sockets));
     let h = handle.clone();
     let (echoed, elapsed) = rt
         .block_on(async move {
