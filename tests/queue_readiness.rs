@@ -161,51 +161,66 @@ fn ten_thousand_idle_connections_hold_no_threads_and_echo_still_runs() {
 const DENIED_CHILD: &str = "SPARGIO_TEST_IO_URING_DENIED";
 
 #[test]
-fn a_process_denied_io_uring_falls_back_to_the_queue_backend_and_serves_tcp() {
-    const NAME: &str = "a_process_denied_io_uring_falls_back_to_the_queue_backend_and_serves_tcp";
-    if std::env::var_os(DENIED_CHILD).is_some() {
-        return denied_child();
+fn a_process_denied_io_uring_falls_back_to_the_queue_backend_and_serves_every_io_type() {
+    const NAME: &str = "a_process_denied_io_uring_falls_back_to_the_queue_backend_and_serves_every_io_type";
+    if let Some(errno) = std::env::var_os(DENIED_CHILD) {
+        let errno = errno.to_str().and_then(|e| e.parse().ok()).expect("an errno");
+        return denied_child(errno);
     }
-    // The filter cannot be lifted: it goes into a child running this test alone.
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(DENIED_CHILD, "1")
-        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // The harness prints the test's name on the same line as its output.
-    let report = |tag: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.find(tag).map(|at| l[at..].to_string()))
-    };
-    if let Some(line) = report("SKIPPED") {
-        eprintln!("{line}");
-        return;
+    // The filter cannot be lifted: it goes into a child running this test
+    // alone, once as Docker's default profile answers (EPERM) and once as a
+    // kernel without io_uring does (ENOSYS).
+    for errno in [libc::EPERM, libc::ENOSYS] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .env(DENIED_CHILD, errno.to_string())
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // The harness prints the test's name on the same line as its output.
+        let report = |tag: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.find(tag).map(|at| l[at..].to_string()))
+        };
+        if let Some(line) = report("SKIPPED") {
+            eprintln!("{line}");
+            return;
+        }
+        assert!(
+            out.status.success(),
+            "child (errno {errno}) failed:\n{stdout}\n{stderr}"
+        );
+        let line = report("FALLBACK OK");
+        println!(
+            "{}",
+            line.unwrap_or_else(|| panic!("child (errno {errno}) did not report:\n{stdout}\n{stderr}"))
+        );
     }
-    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
-    let line = report("FALLBACK OK");
-    println!(
-        "{}",
-        line.unwrap_or_else(|| panic!("child did not report:\n{stdout}\n{stderr}"))
-    );
 }
 
-/// The child: io_uring_setup fails with EPERM, as under Docker's default
-/// seccomp profile; the default builder falls back and serves TCP.
-fn denied_child() {
-    if let Err(e) = spargio::sys::os::deny_io_uring_for_test(libc::EPERM) {
+/// The child: io_uring_setup fails with `errno`; the default builder falls
+/// back, and every public I/O type works on the Queue backend: TCP, UDP,
+/// Unix streams and datagrams, files and directories, timers, channels
+/// across shards, and a shutdown with a receive still pending.
+fn denied_child(errno: i32) {
+    if let Err(e) = spargio::sys::os::deny_io_uring_for_test(errno) {
         println!("SKIPPED: cannot install a seccomp filter here: {e}");
         return;
     }
     let refused = spargio::sys::ring::Ring::new(2).expect_err("io_uring_setup is denied");
+    assert_eq!(refused.raw_os_error(), Some(errno));
     assert!(refused.io_uring_unavailable(), "{refused}");
     let rt = RuntimeBuilder::new().shards(2).build().unwrap();
     assert_eq!(rt.handle().backend(), Backend::Queue);
     let reason = rt.fallback_reason().expect("a fallback reason").to_string();
     let handle = rt.handle().clone();
+    let dir = std::env::temp_dir().join(format!("spargio-denied-{}-{errno}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = dir.clone();
     rt.block_on(async move {
+        // TCP.
         let listener = TcpListener::bind("127.0.0.1:0".parse::<SocketAddr>().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let server = handle
@@ -229,7 +244,61 @@ fn denied_child() {
         }
         client.shutdown(std::net::Shutdown::Write).await.unwrap();
         server.await.unwrap();
+
+        // UDP.
+        let a = spargio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let b = spargio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        a.send_to(b"udp".to_vec(), b.local_addr().unwrap())
+            .await
+            .0
+            .unwrap();
+        let (res, got) = b.recv_from(Vec::with_capacity(16)).await;
+        assert_eq!(res.unwrap().1, a.local_addr().unwrap());
+        assert_eq!(got, b"udp");
+
+        // Unix streams and datagrams.
+        let (x, y) = spargio::net::UnixStream::pair().unwrap();
+        x.write_all(b"unix".to_vec()).await.0.unwrap();
+        let (res, got) = y.read_exact(vec![0u8; 4]).await;
+        res.unwrap();
+        assert_eq!(got, b"unix");
+        let (p, q) = spargio::net::UnixDatagram::pair().unwrap();
+        p.send(b"dgram".to_vec()).await.0.unwrap();
+        let (res, got) = q.recv(Vec::with_capacity(16)).await;
+        assert_eq!(res.unwrap(), 5);
+        assert_eq!(got, b"dgram");
+
+        // Files and a directory opened beneath.
+        let path = base.join("f");
+        spargio::fs::write(&path, b"file contents".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(spargio::fs::read(&path).await.unwrap(), b"file contents");
+        let d = spargio::fs::Dir::open(&base).await.unwrap();
+        let f = d.open_file("f").await.unwrap();
+        assert_eq!(f.read_to_end_at(5).await.unwrap(), b"contents");
+
+        // Timers, and a channel across shards.
+        spargio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let never = spargio::time::timeout(std::time::Duration::from_millis(2), std::future::pending::<()>());
+        assert!(never.await.is_err());
+        let (tx, mut rx) = spargio::sync::mpsc::channel(4);
+        handle
+            .spawn_pinned(1, async move { tx.send(42u32).await.unwrap() })
+            .unwrap();
+        assert_eq!(rx.recv().await, Some(42));
+
+        // A receive left pending when the runtime shuts down (below).
+        let (idle, _keep) = spargio::net::UnixStream::pair().unwrap();
+        handle
+            .spawn_pinned(1, async move {
+                let _ = idle.recv(vec![0u8; 8]).await;
+                let _ = &_keep;
+            })
+            .unwrap();
     })
     .unwrap();
-    println!("FALLBACK OK: threads {}; {reason}", threads());
+    drop(rt);
+    std::fs::remove_dir_all(&dir).unwrap();
+    println!("FALLBACK OK (errno {errno}): threads {}; {reason}", threads());
 }
