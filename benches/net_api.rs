@@ -18,9 +18,11 @@
 //!
 //! The echo and the plain throughput groups run the same spargio workload in
 //! each ring mode ([`RingMode`]): `spargio` (default, `COOP_TASKRUN` only),
-//! `spargio_defer_taskrun` (`io_uring_throughput_mode(false)`) and
-//! `spargio_sqpoll` (`io_uring_throughput_mode(true)`). A mode whose runtime
-//! cannot be built here is skipped with a `SKIPPED: <function>: <error>` line.
+//! `spargio_defer_taskrun` (`io_uring_throughput_mode(false)`),
+//! `spargio_sqpoll` (`io_uring_throughput_mode(true)`) and `spargio_queue`
+//! (the Queue backend with its epoll readiness driver: what runs where a
+//! seccomp profile denies io_uring). A mode whose runtime cannot be built
+//! here is skipped with a `SKIPPED: <function>: <error>` line.
 //!
 //! The two multi-stream groups run spargio twice: `spargio` pins each
 //! stream's task to the stream's shard; `spargio_stealable` queues it there

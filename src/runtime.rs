@@ -368,6 +368,8 @@ impl RuntimeBuilder {
             threads: Mutex::new(Vec::new()),
             exited: Mutex::new(0),
             exited_cv: Condvar::new(),
+            first_shard_started: Mutex::new(false),
+            first_shard_started_cv: Condvar::new(),
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), RuntimeError>>();
         let mut threads = Vec::with_capacity(n);
@@ -573,6 +575,10 @@ pub(crate) struct Shared {
     threads: Mutex<Vec<ThreadHandle<()>>>,
     exited: Mutex<usize>,
     exited_cv: Condvar,
+    /// Set once shard 0 has tried to set up its ring (it may have failed):
+    /// the other shards' SQPOLL rings attach to its kernel thread.
+    first_shard_started: Mutex<bool>,
+    first_shard_started_cv: Condvar,
 }
 
 impl Shared {
@@ -752,7 +758,31 @@ impl Shared {
             t.cancel();
         }
         self.unpark_all();
+        // A shard waiting for shard 0's ring (SQPOLL attach) gives up now.
+        let _held = self.first_shard_started.lock().unwrap_or_else(|p| p.into_inner());
+        self.first_shard_started_cv.notify_all();
         true
+    }
+
+    /// Called by shard 0 once its ring is set up, or its setup failed.
+    pub(crate) fn first_shard_started(&self) {
+        let mut started = self.first_shard_started.lock().unwrap_or_else(|p| p.into_inner());
+        *started = true;
+        self.first_shard_started_cv.notify_all();
+    }
+
+    /// Waits until [`first_shard_started`](Self::first_shard_started) was
+    /// called, or shutdown began (a failed build is torn down).
+    pub(crate) fn wait_first_shard_started(&self) {
+        let mut started = self.first_shard_started.lock().unwrap_or_else(|p| p.into_inner());
+        // Both notifiers hold the lock while they notify (`begin_shutdown`
+        // too), so neither can slip in between the check and the wait.
+        while !*started && !self.is_closing() {
+            started = self
+                .first_shard_started_cv
+                .wait(started)
+                .unwrap_or_else(|p| p.into_inner());
+        }
     }
 
     /// Called by a shard thread as it leaves.

@@ -1017,13 +1017,12 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(10);
 /// parallel); `None` if shard 0 has no ring (it failed: the build is being
 /// torn down).
 fn first_shard_ring_fd(shared: &Shared) -> Result<Option<RingFd>, RuntimeError> {
-    loop {
-        match shared.shards[0].unparker.get() {
-            Some(Unparker::Ring(fd)) => return Ok(Some(fd.clone())),
-            Some(Unparker::EventFd(_)) => return Ok(None),
-            None if shared.is_closing() => return Err(RuntimeError::Closed),
-            None => std::thread::sleep(Duration::from_micros(20)),
-        }
+    shared.wait_first_shard_started();
+    match shared.shards[0].unparker.get() {
+        Some(Unparker::Ring(fd)) => Ok(Some(fd.clone())),
+        Some(Unparker::EventFd(_)) => Ok(None),
+        None if shared.is_closing() => Err(RuntimeError::Closed),
+        None => Ok(None),
     }
 }
 
@@ -1035,6 +1034,9 @@ pub(crate) fn run(
     ready: Sender<Result<(), RuntimeError>>,
 ) {
     let started = start(&shared, shard, sim.as_ref());
+    if shard == 0 {
+        shared.first_shard_started();
+    }
     let (ring, reactor) = match started {
         Ok(parts) => parts,
         Err(e) => {

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use spargio::{RuntimeBuilder, RuntimeError};
+use spargio::{Backend, RuntimeBuilder, RuntimeError};
 
 use super::harness::{Driver, driver};
 use super::histogram::Histogram;
@@ -63,7 +63,8 @@ pub fn echo_server() -> SocketAddr {
 
 // === spargio =====================================================================================
 
-/// How the spargio variants of a benchmark set up their shard rings.
+/// How the spargio variants of a benchmark set up their shards: the io_uring
+/// modes, and the Queue backend that runs where io_uring is denied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RingMode {
     /// The default: `COOP_TASKRUN` only.
@@ -72,11 +73,19 @@ pub enum RingMode {
     DeferTaskrun,
     /// `io_uring_throughput_mode(true)`: a kernel submission thread per shard (`SQPOLL`).
     Sqpoll,
+    /// No io_uring: the Queue backend (sockets on the epoll readiness driver),
+    /// what a container whose seccomp profile denies io_uring gets.
+    QueueFallback,
 }
 
 impl RingMode {
     /// Every mode, the default first.
-    pub const ALL: [RingMode; 3] = [RingMode::Default, RingMode::DeferTaskrun, RingMode::Sqpoll];
+    pub const ALL: [RingMode; 4] = [
+        RingMode::Default,
+        RingMode::DeferTaskrun,
+        RingMode::Sqpoll,
+        RingMode::QueueFallback,
+    ];
 
     /// The benchmark function name of this variant (what `scripts/bench-report.sh` pairs
     /// with the `tokio*` functions).
@@ -85,6 +94,7 @@ impl RingMode {
             RingMode::Default => "spargio",
             RingMode::DeferTaskrun => "spargio_defer_taskrun",
             RingMode::Sqpoll => "spargio_sqpoll",
+            RingMode::QueueFallback => "spargio_queue",
         }
     }
 
@@ -95,6 +105,7 @@ impl RingMode {
             RingMode::Default => b,
             RingMode::DeferTaskrun => b.io_uring_throughput_mode(false),
             RingMode::Sqpoll => b.io_uring_throughput_mode(true),
+            RingMode::QueueFallback => b.backend(Backend::Queue),
         }
     }
 
