@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release --example idle_cpu            # 2 s per runtime
 //! IDLE_SECS=10 cargo run --release --example idle_cpu
+//! IDLE_BACKEND=queue cargo run --release --example idle_cpu   # the fallback backend
 //! ```
 #![forbid(unsafe_code)]
 
@@ -34,10 +35,11 @@ fn main() {
     let window = Duration::from_secs_f64(secs);
 
     let spargio_pct = {
-        let rt = spargio::RuntimeBuilder::new()
-            .shards(2)
-            .build()
-            .expect("build the spargio runtime");
+        let mut builder = spargio::RuntimeBuilder::new().shards(2);
+        if std::env::var("IDLE_BACKEND").is_ok_and(|b| b.eq_ignore_ascii_case("queue")) {
+            builder = builder.backend(spargio::Backend::Queue);
+        }
+        let rt = builder.build().expect("build the spargio runtime");
         rt.block_on(async {}).expect("the runtime runs a task");
         std::thread::sleep(SETTLE);
         let before = rt.handle().stats_snapshot();
