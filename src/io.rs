@@ -434,14 +434,7 @@ pub(crate) fn run_on_pool(rt: &Arc<Shared>, target: usize, op: Box<dyn Op>, shar
             .counters
             .ops_in_flight
             .fetch_sub(1, Ordering::Relaxed);
-        shared.finish(
-            Cqe {
-                user_data: 0,
-                res,
-                flags: 0,
-            },
-            op,
-        );
+        shared.finish(blocking_cqe(res), op);
     };
     rt.blocking.run_or_inline(op, job);
 }
@@ -505,4 +498,14 @@ pub(crate) fn cqe_result(cqe: &Cqe) -> io::Result<usize> {
 /// An SQE to cancel an op, for the shard's use.
 pub(crate) fn cancel_sqe_for(table: &mut spargio_sys::op::InFlight<Arc<OpShared>>, id: OpId) -> Option<Sqe> {
     table.cancel_sqe(id)
+}
+
+/// The completion of an op that ran as a system call (no ring): its result
+/// as a CQE's `res`.
+pub(crate) fn blocking_cqe(res: i32) -> Cqe {
+    Cqe {
+        user_data: 0,
+        res,
+        flags: 0,
+    }
 }

@@ -38,7 +38,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use spargio_sys::Cqe;
 use spargio_sys::epoll::{self, Epoll, EventFd};
 use spargio_sys::msg::{OpId, next_generation};
 use spargio_sys::op::{Attempt, Interest, Op};
@@ -402,16 +401,7 @@ fn uncount(rt: &Shared, shard: usize) {
 fn complete(rt: &Arc<Shared>, shard: usize, outcome: Outcome, guard: bool) {
     match outcome {
         Outcome::Finish(op, shared, res) => {
-            let finish = move || {
-                shared.finish(
-                    Cqe {
-                        user_data: 0,
-                        res,
-                        flags: 0,
-                    },
-                    op,
-                )
-            };
+            let finish = move || shared.finish(crate::io::blocking_cqe(res), op);
             if guard {
                 crate::shard::guarded("dispatching a completion", finish);
             } else {

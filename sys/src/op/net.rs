@@ -906,6 +906,19 @@ fn received_len(res: i32, len: usize) -> usize {
     usize::try_from(res).map_or(0, |n| n.min(len))
 }
 
+/// Marks the bytes a receive returned initialized ([`record_read`]) and
+/// returns their count.
+///
+/// # Safety
+///
+/// As for [`record_read`]: `res` is what the kernel (or the system call)
+/// returned for a receive into `buf` from its start.
+unsafe fn record_receive<B: IoBufMut>(buf: &mut B, len: usize, res: i32) -> usize {
+    // SAFETY: the caller's contract is `record_read`'s.
+    unsafe { record_read(buf, len, res) };
+    received_len(res, len)
+}
+
 // SAFETY: the SQE points at `buf`'s stable memory (`IoBufMut` contract) for at
 // most `bytes_total()` bytes; `buf` is owned by the op.
 unsafe impl<B: IoBufMut> Op for Recv<B> {
@@ -923,8 +936,7 @@ unsafe impl<B: IoBufMut> Op for Recv<B> {
             (unsafe { libc::recv(fd, ptr.cast(), len, flags | libc::MSG_DONTWAIT) }) as libc::c_long
         });
         // SAFETY: `res` is what `recv` into the start of `buf` returned.
-        unsafe { record_read(&mut self.buf, len, res) };
-        self.received = received_len(res, len);
+        self.received = unsafe { record_receive(&mut self.buf, len, res) };
         res
     }
     fn try_nonblocking(&mut self) -> Option<Attempt> {
@@ -936,8 +948,7 @@ unsafe impl<B: IoBufMut> Op for Recv<B> {
         });
         if let Attempt::Done(res) = attempt {
             // SAFETY: `res` is what `recv` into the start of `buf` returned.
-            unsafe { record_read(&mut self.buf, len, res) };
-            self.received = received_len(res, len);
+            self.received = unsafe { record_receive(&mut self.buf, len, res) };
         }
         Some(attempt)
     }
@@ -947,8 +958,7 @@ unsafe impl<B: IoBufMut> Op for Recv<B> {
     unsafe fn complete(&mut self, cqe: &Cqe) {
         let len = self.len();
         // SAFETY: `cqe` is this receive's final completion (the trait's contract).
-        unsafe { record_read(&mut self.buf, len, cqe.res) };
-        self.received = received_len(cqe.res, len);
+        self.received = unsafe { record_receive(&mut self.buf, len, cqe.res) };
     }
     into_any!();
 }
@@ -1195,8 +1205,7 @@ unsafe impl<B: IoBufMut> Op for RecvMsg<B> {
             (unsafe { libc::recvmsg(fd, hdr, flags | libc::MSG_DONTWAIT) }) as libc::c_long
         });
         // SAFETY: `res` is what `recvmsg` into the start of `buf` returned.
-        unsafe { record_read(&mut self.buf, len, res) };
-        self.received = received_len(res, len);
+        self.received = unsafe { record_receive(&mut self.buf, len, res) };
         res
     }
     fn try_nonblocking(&mut self) -> Option<Attempt> {
@@ -1208,8 +1217,7 @@ unsafe impl<B: IoBufMut> Op for RecvMsg<B> {
         });
         if let Attempt::Done(res) = attempt {
             // SAFETY: `res` is what `recvmsg` into the start of `buf` returned.
-            unsafe { record_read(&mut self.buf, len, res) };
-            self.received = received_len(res, len);
+            self.received = unsafe { record_receive(&mut self.buf, len, res) };
         }
         Some(attempt)
     }
@@ -1219,8 +1227,7 @@ unsafe impl<B: IoBufMut> Op for RecvMsg<B> {
     unsafe fn complete(&mut self, cqe: &Cqe) {
         let len = self.len();
         // SAFETY: `cqe` is this receive's final completion (the trait's contract).
-        unsafe { record_read(&mut self.buf, len, cqe.res) };
-        self.received = received_len(cqe.res, len);
+        self.received = unsafe { record_receive(&mut self.buf, len, cqe.res) };
     }
     into_any!();
 }
