@@ -101,10 +101,10 @@ fn detected_features_match_the_kernel_version() {
 
 /// Queues an entry that names raw fds (what these kernel tests are about).
 fn push_raw(ring: &mut Ring, sqe: &Sqe) {
-    // SAFETY: the test entries point at no memory of their own (buffer-select
-    // receives take provided buffers the test keeps registered until their
-    // completions are reaped); the fds they name belong to the test; no op
-    // table tracks these rings.
+    // Buffer-select receives take provided buffers the test keeps registered
+    // until their completions are reaped; no op table tracks these rings.
+    // SAFETY: the entries point at no memory of their own and name only fds
+    // the test owns.
     unsafe { ring.push_unchecked(sqe) }.unwrap();
 }
 

@@ -168,7 +168,10 @@ pub struct OpEvent {
 }
 
 impl OpEvent {
-    /// An event that carries only its completion.
+    /// An event that carries only its completion: no fd and no buffer, so
+    /// nothing in it is trusted (what [`Op::progress`] implementations return
+    /// for completions that create nothing). Only this crate's ops attach an
+    /// fd or a provided buffer, from completions the op table handed them.
     pub const fn new(cqe: Cqe) -> OpEvent {
         OpEvent {
             cqe,
@@ -192,7 +195,8 @@ impl OpEvent {
         &self.cqe
     }
 
-    /// Takes the fd this completion created (a multishot accept's connection).
+    /// Takes the fd this completion created (a multishot accept's connection),
+    /// which the event owns: never a number a caller supplied.
     pub fn take_fd(&mut self) -> Option<OwnedFd> {
         self.fd.take()
     }
@@ -390,11 +394,11 @@ impl<T: Clone> InFlight<T> {
         }
         if cqe.has_more() {
             let entry = slot.entry.as_mut().expect("checked above");
-            // SAFETY: `cqe` was reaped from this table's ring (checked above) and
-            // carries the tag of this slot's op, which only this table pushes
-            // (`Ring::push` refuses op tags), so the kernel posted it for this op
-            // (a ring's own `-EACCES` refusal is final, never F_MORE);
-            // `cqe` was moved out of its token, so it is handed over once.
+            // `cqe` was reaped from this table's ring (checked above) and carries
+            // the tag of this slot's op, which only this table pushes (`Ring::push`
+            // refuses op tags); a ring's own `-EACCES` refusal is final, never F_MORE.
+            // SAFETY: so the kernel posted `cqe` for this op; moved out of its
+            // token, it is handed over once.
             let event = unsafe { entry.op.progress(&cqe) };
             return Completion::More {
                 payload: entry.payload.clone(),

@@ -893,11 +893,10 @@ fn received<B: IoBuf>(buf: &B, n: usize) -> &[u8] {
     if n == 0 {
         return &[];
     }
-    // SAFETY: `n` is a count the op recorded from its own final completion (or
-    // its blocking call), clamped to the length it asked for, so the first `n`
-    // bytes at `stable_ptr()` were written by the kernel and lie inside the
-    // buffer (`IoBuf` contract), which the borrow of the op keeps alive and
-    // unwritten.
+    // `n` is a count the op recorded from its own final completion (or its
+    // blocking call), clamped to the length it asked for.
+    // SAFETY: so the first `n` bytes at `stable_ptr()` were written and lie in
+    // the buffer (`IoBuf` contract), which the borrow keeps alive and unwritten.
     unsafe { std::slice::from_raw_parts(buf.stable_ptr(), n) }
 }
 
