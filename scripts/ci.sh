@@ -110,6 +110,7 @@ finish() {
         failed+=("${skipped[@]/%/ (skipped; CI_REQUIRE_ALL=1)}")
     fi
     if [ "${#failed[@]}" -gt 0 ]; then
+        case " ${failed[*]} " in *" test "*) test_failure_digest ;; esac
         echo "CI FAILED in ${total}: failed step(s): ${failed[*]}"
         exit 1
     fi
@@ -153,7 +154,23 @@ step_test() {
             echo "!!! could not install curl: the curl checks of tests/examples.rs print SKIPPED"
     fi
     # --no-fail-fast: run every test binary even after one fails, so every count line appears.
-    cargo test --workspace --no-fail-fast
+    # The output is also kept, so the summary can repeat what failed (CI shows only the tail).
+    cargo test --workspace --no-fail-fast 2>&1 | tee "$state_dir/test.log"
+}
+
+# What failed in the test step, short enough to survive at the end of a long log: the failing
+# test names, their panic lines and the binaries that failed.
+test_failure_digest() {
+    [ -f "$state_dir/test.log" ] || return 0
+    echo
+    echo "==> what failed in step test"
+    awk '
+        /^ *(Running|Doc-tests) / { binary = $0; shown = 0; next }
+        /^---- .* stdout ----$|panicked at|^test .* FAILED$|^error: test failed|running for over|timed out/ {
+            if (!shown) { print binary; shown = 1 }
+            print
+        }
+    ' "$state_dir/test.log" | tail -n 80
 }
 
 step_tour() {
