@@ -84,6 +84,10 @@ pub(crate) struct Config {
     pub(crate) thread_affinity: Option<Vec<usize>>,
     pub(crate) sqpoll: Option<bool>,
     pub(crate) spin_before_park: Duration,
+    /// More shards than CPUs they may run on: an idle shard's spin yields
+    /// the CPU at each turn (the runnable thread it lets in is most likely
+    /// another shard with work).
+    pub(crate) oversubscribed: bool,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) event_interval: u32,
 }
@@ -302,9 +306,19 @@ impl RuntimeBuilder {
             thread_affinity: self.thread_affinity.clone(),
             sqpoll: self.sqpoll,
             spin_before_park: self.spin_before_park,
+            oversubscribed: shards > self.cpus_for_shards(),
             shutdown_timeout: self.shutdown_timeout,
             event_interval: 61,
         })
+    }
+
+    /// How many CPUs the shards can run on: the distinct CPUs they are pinned
+    /// to, or else the CPUs this process may use (affinity mask, cgroup quota).
+    fn cpus_for_shards(&self) -> usize {
+        match &self.thread_affinity {
+            Some(cpus) => cpus.iter().collect::<std::collections::BTreeSet<_>>().len(),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
     }
 
     /// Decides the backend: io_uring if a ring can be set up here.

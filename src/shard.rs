@@ -931,13 +931,21 @@ impl Local {
             }
             let started = *idle_since.get_or_insert_with(Instant::now);
             if !closing && started.elapsed() < self.spin.window() {
-                // Poll again, but give the CPU to any other runnable thread
-                // first: with more shards than CPUs (or a busy machine) a
-                // pure spin starves the very shard that would send us work.
-                // Measured: fanout_fanin 6.7 -> 2.5 ms (balanced) and
-                // 15 -> 3.6 ms (skewed) per iteration; the ping-pong p99
-                // under load 225 -> 8.5 µs.
-                std::thread::yield_now();
+                if shared.config.oversubscribed {
+                    // More shards than CPUs: give the CPU to any other
+                    // runnable thread first, or a pure spin starves the very
+                    // shard that would send us work. Measured: fanout_fanin
+                    // (4 shards, 2 CPUs) 6.7 -> 2.5 ms (balanced) and 15 ->
+                    // 3.6 ms (skewed) per iteration.
+                    std::thread::yield_now();
+                } else {
+                    // Otherwise do not yield: beside low-priority busy
+                    // threads, `sched_yield` hands the CPU to them for a
+                    // whole scheduler slice (milliseconds), and the shard
+                    // notices its work that late. The window is short and
+                    // bounded; the scheduler still preempts it at will.
+                    std::hint::spin_loop();
+                }
                 continue;
             }
             self.park(closing);
