@@ -1,5 +1,5 @@
-//! Network benchmarks: spargio (2 shards) against Tokio (2 workers) in the
-//! same run, over loopback TCP (see docs/BENCHMARKS.md).
+//! Network benchmarks: spargio (2 shards) against Tokio (2 workers) and
+//! compio in the same run, over loopback TCP (see docs/BENCHMARKS.md).
 //!
 //! The peer is a plain echo server: std threads, one per connection, blocking
 //! read/write, `TCP_NODELAY` on both sides (`common::echo`). One iteration:
@@ -28,6 +28,16 @@
 //! stream's task to the stream's shard; `spargio_stealable` queues it there
 //! as stealable work (an idle shard may take it; its ops are still steered to
 //! the stream's ring).
+//!
+//! `compio` (every group): compio 0.19 on its io_uring driver, the plain
+//! path (`write_all` / `read_exact` per frame with owned buffers handed
+//! back), driven by commands like the others. compio is thread-per-core: a
+//! runtime's tasks never leave its thread, and an idle runtime cannot steal
+//! from a busy one. The echo and the plain stream run one runtime on one
+//! thread. The two multi-stream groups run a runtime on each of 2 threads
+//! (as many as spargio's shards and Tokio's workers), stream `i` on thread
+//! `i % 2` as spargio's pinned streams, one task per stream; an iteration
+//! ends when both threads are done.
 #![forbid(unsafe_code)]
 
 mod common;

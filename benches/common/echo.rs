@@ -3,12 +3,14 @@
 //!
 //! - [`echo_server`]: plain std threads, one per connection, blocking
 //!   read/write, `TCP_NODELAY`: the same peer for every runtime under test.
-//! - [`spargio_harness`] / [`tokio_harness`]: a runtime under test (spargio 2
-//!   shards, Tokio 2 workers) whose driver task sets up its connections, then
-//!   serves commands from the bench thread ([`super::harness::Driver`]).
+//! - [`spargio_harness`] / [`tokio_harness`] / [`compio_harness`]: a runtime
+//!   under test (spargio 2 shards, Tokio 2 workers, compio one runtime per
+//!   thread on as many threads as asked) whose driver task sets up its
+//!   connections, then serves commands from the bench thread
+//!   ([`super::harness::Driver`]).
 //! - [`RingMode`]: the spargio ring configurations measured side by side.
 //! - The echo round trip (write [`RTT_MSG`] bytes, read exactly as many back)
-//!   for spargio, Tokio and a blocking std socket, in batches of
+//!   for spargio, Tokio, compio and a blocking std socket, in batches of
 //!   [`RTT_ROUNDS`] for criterion (`benches/net_api.rs`) and timed into a
 //!   [`Histogram`] for the latency harness (`benches/latency.rs`).
 
@@ -433,12 +435,19 @@ where
     Ok(harness)
 }
 
-/// True when a compio runtime builds here (a throwaway one is built to find
-/// out); otherwise prints one `SKIPPED: compio: <error>` line, and the
-/// `compio` functions are left out.
+/// True when a compio runtime on its io_uring driver builds here (a throwaway
+/// one is built to find out); otherwise prints one `SKIPPED: compio: <why>`
+/// line, and the `compio` functions are left out.
 pub fn compio_available() -> bool {
     match compio::runtime::Runtime::new() {
-        Ok(_) => true,
+        Ok(rt) if rt.driver_type().is_iouring() => true,
+        Ok(rt) => {
+            println!(
+                "SKIPPED: compio: its driver is {:?}, not io_uring",
+                rt.driver_type()
+            );
+            false
+        }
         Err(e) => {
             println!("SKIPPED: compio: {e}");
             false
