@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench-report.sh: run a short profile of the benchmark suites and write one Markdown table of
-# spargio against Tokio into docs/BENCHMARKS.md, between
+# spargio against Tokio (and compio) into docs/BENCHMARKS.md, between
 #   <!-- bench-table:begin -->  and  <!-- bench-table:end -->
 #
 # Usage: scripts/bench-report.sh [--no-run]
@@ -17,13 +17,14 @@
 #   3. the idle-CPU example (cargo run --release --example idle_cpu)
 #
 # The table is generic over criterion's output: for every group directory
-# target/criterion/<group>/ holding a `tokio*` and a `spargio*` function with
-# new/estimates.json, it emits one row per (tokio*, spargio*) pair. Time is criterion's median per
-# iteration; ratio = spargio time / Tokio time (below 1: spargio faster). CPU per iteration comes
+# target/criterion/<group>/ holding a baseline (`tokio*` or `compio*`) and a `spargio*` function
+# with new/estimates.json, it emits one row per (baseline, spargio*) pair. Time is criterion's
+# median per iteration; ratio = spargio time / baseline time (below 1: spargio faster). CPU per iteration comes
 # from <group>/<function>/cpu.json (written by the benches' iter_custom wrapper, see
 # benches/common/harness.rs), p50 / p99 per round trip from <group>/<function>/latency.json
-# (latency harness; any group it writes). A latency.json of a function that is neither `tokio*` nor
-# `spargio*` (the `std_blocking` floor of net_echo_rtt_256b) is listed under the table as a floor.
+# (latency harness; any group it writes). A latency.json of a function that is none of `tokio*`,
+# `compio*`, `spargio*` (the `std_blocking` floor of net_echo_rtt_256b) is listed under the table
+# as a floor.
 # A group left over from an earlier run of a suite not run now still appears (with its date).
 #
 # Environment: WARM_UP=1 MEASURE=3 SAMPLES=30 LATENCY_SECS=0.7 BENCH_SUITES="ping_pong ..."
@@ -107,7 +108,7 @@ for group in groups:
     for fn in sorted(os.listdir(os.path.join(crit, group))):
         est_path = os.path.join(crit, group, fn, "new", "estimates.json")
         est = load(est_path)
-        if not fn.startswith(("tokio", "spargio")):
+        if not fn.startswith(("tokio", "compio", "spargio")):
             lat_path = os.path.join(crit, group, fn, "latency.json")
             lat = load(lat_path)
             if lat:
@@ -121,9 +122,9 @@ for group in groups:
             "cpu": load(os.path.join(crit, group, fn, "cpu.json")),
             "lat": load(os.path.join(crit, group, fn, "latency.json")),
         }
-    tokios = [f for f in functions if f.startswith("tokio")]
+    baselines = [f for f in functions if f.startswith(("tokio", "compio"))]
     spargios = [f for f in functions if f.startswith("spargio")]
-    for t in tokios:
+    for t in baselines:
         for s in spargios:
             label = group
             if t != "tokio":
@@ -175,14 +176,15 @@ table = [
     f"{sh('nproc')} CPUs ({cpu_model}), Linux {platform.release()}, "
     f"commit `{sh('git rev-parse --short HEAD') or '?'}`{' (dirty tree)' if sh('git status --porcelain --untracked-files=no') else ''}.",
     "",
-    "| benchmark | Tokio | spargio | spargio ÷ Tokio time | Tokio CPU/iter | spargio CPU/iter | CPU ratio "
-    "| Tokio p50 / p99 RTT | spargio p50 / p99 RTT | measured |",
+    "| benchmark | baseline | spargio | spargio ÷ baseline time | baseline CPU/iter | spargio CPU/iter | CPU ratio "
+    "| baseline p50 / p99 RTT | spargio p50 / p99 RTT | measured |",
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     *rows,
     "",
     "Times are criterion medians per iteration (one iteration = one batch, see the method above). "
-    "Ratios below 1 mean spargio is faster; `(vs tokio_two_thread)` rows compare with Tokio forced "
-    "across two threads. p50 / p99 are per round trip, from the latency harness.",
+    "Ratios below 1 mean spargio is faster. The baseline is Tokio (2 workers) unless the label says "
+    "`(vs …)`: `(vs tokio_two_thread)` is Tokio forced across two threads, `(vs compio)` compio "
+    "(one runtime per thread). p50 / p99 are per round trip, from the latency harness.",
     *(["", "Floors from the latency harness (no runtime): " + "; ".join(floors) + "."] if floors else []),
     "",
     END,
