@@ -1,11 +1,19 @@
-//! File I/O benchmarks against Tokio in the same run (see docs/BENCHMARKS.md).
+//! File I/O benchmarks against Tokio and compio in the same run (see
+//! docs/BENCHMARKS.md).
 //!
 //! A 16 MiB file of 4096 × 4 KiB blocks is written and fsynced first (page
 //! cache warm). `fs_read_rtt_4k`: 256 sequential 4 KiB reads at block
 //! `i % 4096`, reusing one buffer (`spargio_fixed`: a registered buffer
 //! from `io::checkout_fixed_buf`, read with `READ_FIXED`). `fs_read_throughput_4k_qd32`: 4096 reads in
-//! batches of 32 in flight. Tokio runs `spawn_blocking(pread)` (its fastest
-//! way) and `tokio::fs`.
+//! batches of 32 in flight. spargio runs 2 shards, each iteration one
+//! `block_on` from the bench thread. Tokio (2 workers) runs
+//! `spawn_blocking(pread)` (its fastest way) and `tokio::fs`. `compio`:
+//! compio 0.19 on its io_uring driver, one runtime on the bench thread (it is
+//! thread-per-core and cannot spread the reads over a second core), each
+//! iteration one `block_on`; its `read_at` takes an owned buffer and hands it
+//! back, so 32 buffers are reused for all iterations, and a qd32 batch is
+//! the 32 `read_at` futures joined. Each function also records its process
+//! CPU per iteration (`cpu.json`, `common::harness::bench_batches`).
 //!
 //! `fs_read_rtt_4k_direct`: the `fs_read_rtt_4k` loop on a second copy of the
 //! file opened with `O_DIRECT` (so every read goes to the device), reading
@@ -15,6 +23,9 @@
 //! `O_DIRECT`; where `O_DIRECT` is refused the group is skipped with a reason.
 #![forbid(unsafe_code)]
 
+mod common;
+
+use std::cell::RefCell;
 use std::future::Future;
 use std::ops::DerefMut;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -23,6 +34,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use common::echo::compio_available;
+use common::harness::bench_batches;
+use compio::io::AsyncReadAt;
 use criterion::{Criterion, criterion_group, criterion_main};
 use spargio::io::{AlignedBuf, IoBufMut};
 
@@ -131,34 +145,109 @@ where
     }
 }
 
-fn bench_rtt(c: &mut Criterion, path: &PathBuf) {
-    let mut g = c.benchmark_group("fs_read_rtt_4k");
+/// A compio runtime built on the bench thread, which runs it in `block_on`
+/// (compio is thread-per-core: one runtime, one thread), the data file opened
+/// on it, and the owned buffers its reads reuse from iteration to iteration.
+/// Field order is drop order: the file before its runtime.
+struct CompioFile {
+    file: compio::fs::File,
+    bufs: RefCell<Vec<Vec<u8>>>,
+    rt: compio::runtime::Runtime,
+}
+
+impl CompioFile {
+    /// Builds the runtime and opens `path` for reading on it.
+    ///
+    /// # Panics
+    ///
+    /// If the runtime cannot be built (the `compio` functions are only
+    /// measured once [`compio_available`] has built one here) or the file
+    /// cannot be opened.
+    fn open(path: &Path) -> CompioFile {
+        let rt = compio::runtime::Runtime::new().expect("build the compio runtime");
+        let p = path.to_path_buf();
+        let file = rt
+            .block_on(compio::fs::File::open(p))
+            .expect("open the data file on compio");
+        let bufs = RefCell::new((0..QD).map(|_| Vec::with_capacity(BLOCK)).collect());
+        CompioFile { file, bufs, rt }
+    }
+
+    /// Reads block `at` into one of the owned buffers, which compio's
+    /// `read_at` takes and hands back (it reads into the buffer's capacity
+    /// from its start).
+    async fn read_block(&self, at: u64) {
+        let buf = self
+            .bufs
+            .borrow_mut()
+            .pop()
+            .expect("one buffer per read in flight");
+        let compio::BufResult(n, back) = self.file.read_at(buf, offset(at)).await;
+        assert_eq!(n.unwrap(), BLOCK);
+        self.bufs.borrow_mut().push(back);
+    }
+
+    /// One `fs_read_rtt_4k` iteration: `RTT_READS` sequential reads.
+    fn rtt(&self) {
+        self.rt.block_on(async {
+            for i in 0..RTT_READS {
+                self.read_block(i).await;
+            }
+        })
+    }
+
+    /// One `fs_read_throughput_4k_qd32` iteration: batches of [`QD`] reads,
+    /// each batch joined.
+    fn qd32(&self) {
+        self.rt.block_on(async {
+            for batch in 0..BLOCKS / QD {
+                join_all((0..QD).map(|k| self.read_block(batch * QD + k))).await;
+            }
+        })
+    }
+}
+
+fn bench_rtt(c: &mut Criterion, path: &PathBuf, compio: bool) {
+    const GROUP: &str = "fs_read_rtt_4k";
+    let mut g = c.benchmark_group(GROUP);
     g.throughput(criterion::Throughput::Elements(RTT_READS));
 
     let rt = spargio::RuntimeBuilder::new().shards(2).build().unwrap();
     let file = open_on(&rt, path, 0);
-    g.bench_function("spargio", |b| {
-        b.iter(|| {
-            let f = file.clone();
-            rt.block_on(spargio_rtt(f, Vec::with_capacity(BLOCK))).unwrap();
-        })
-    });
-
-    g.bench_function("spargio_fixed", |b| {
-        b.iter(|| {
-            let f = file.clone();
-            rt.block_on(async move {
-                let mut buf = spargio::io::checkout_fixed_buf(BLOCK).expect("a free fixed buffer");
-                for i in 0..RTT_READS {
-                    buf.clear();
-                    let (n, back) = f.read_fixed_at(buf, offset(i)).await;
-                    assert_eq!(n.unwrap(), BLOCK);
-                    buf = back;
-                }
+    bench_batches(
+        &mut g,
+        GROUP,
+        "spargio",
+        || (),
+        |_, iters| {
+            (0..iters).for_each(|_| {
+                let f = file.clone();
+                rt.block_on(spargio_rtt(f, Vec::with_capacity(BLOCK))).unwrap();
             })
-            .unwrap();
-        })
-    });
+        },
+    );
+
+    bench_batches(
+        &mut g,
+        GROUP,
+        "spargio_fixed",
+        || (),
+        |_, iters| {
+            (0..iters).for_each(|_| {
+                let f = file.clone();
+                rt.block_on(async move {
+                    let mut buf = spargio::io::checkout_fixed_buf(BLOCK).expect("a free fixed buffer");
+                    for i in 0..RTT_READS {
+                        buf.clear();
+                        let (n, back) = f.read_fixed_at(buf, offset(i)).await;
+                        assert_eq!(n.unwrap(), BLOCK);
+                        buf = back;
+                    }
+                })
+                .unwrap();
+            })
+        },
+    );
 
     // The session lives on shard 0, where `block_on` runs the driver task.
     let bound = rt
@@ -172,30 +261,42 @@ fn bench_rtt(c: &mut Criterion, path: &PathBuf) {
                 .unwrap(),
         )
     };
-    g.bench_function("spargio_session", |b| {
-        b.iter(|| {
-            let s = session.clone();
-            rt.block_on(async move {
-                let mut buf = Vec::with_capacity(BLOCK);
-                for i in 0..RTT_READS {
-                    buf.clear();
-                    let (n, back) = s.read_at_into(buf, offset(i)).await;
-                    assert_eq!(n.unwrap(), BLOCK);
-                    buf = back;
-                }
+    bench_batches(
+        &mut g,
+        GROUP,
+        "spargio_session",
+        || (),
+        |_, iters| {
+            (0..iters).for_each(|_| {
+                let s = session.clone();
+                rt.block_on(async move {
+                    let mut buf = Vec::with_capacity(BLOCK);
+                    for i in 0..RTT_READS {
+                        buf.clear();
+                        let (n, back) = s.read_at_into(buf, offset(i)).await;
+                        assert_eq!(n.unwrap(), BLOCK);
+                        buf = back;
+                    }
+                })
+                .unwrap();
             })
-            .unwrap();
-        })
-    });
+        },
+    );
 
     let tokio_rt = tokio_runtime();
     let std_file = Arc::new(std::fs::File::open(path).unwrap());
-    g.bench_function("tokio_spawn_blocking", |b| {
-        b.iter(|| {
-            let f = std_file.clone();
-            tokio_rt.block_on(tokio_rtt(f, vec![0u8; BLOCK]))
-        })
-    });
+    bench_batches(
+        &mut g,
+        GROUP,
+        "tokio_spawn_blocking",
+        || (),
+        |_, iters| {
+            (0..iters).for_each(|_| {
+                let f = std_file.clone();
+                tokio_rt.block_on(tokio_rtt(f, vec![0u8; BLOCK]))
+            })
+        },
+    );
 
     let tokio_file = {
         let p = path.clone();
@@ -203,75 +304,112 @@ fn bench_rtt(c: &mut Criterion, path: &PathBuf) {
             tokio_rt.block_on(async move { tokio::fs::File::open(p).await.unwrap() }),
         ))
     };
-    g.bench_function("tokio_fs", |b| {
-        b.iter(|| {
-            let f = tokio_file.clone();
-            tokio_rt.block_on(async move {
-                use tokio::io::{AsyncReadExt, AsyncSeekExt};
-                let mut f = f.lock().await;
-                let mut buf = vec![0u8; BLOCK];
-                for i in 0..RTT_READS {
-                    f.seek(std::io::SeekFrom::Start(offset(i))).await.unwrap();
-                    f.read_exact(&mut buf).await.unwrap();
-                }
+    bench_batches(
+        &mut g,
+        GROUP,
+        "tokio_fs",
+        || (),
+        |_, iters| {
+            (0..iters).for_each(|_| {
+                let f = tokio_file.clone();
+                tokio_rt.block_on(async move {
+                    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                    let mut f = f.lock().await;
+                    let mut buf = vec![0u8; BLOCK];
+                    for i in 0..RTT_READS {
+                        f.seek(std::io::SeekFrom::Start(offset(i))).await.unwrap();
+                        f.read_exact(&mut buf).await.unwrap();
+                    }
+                })
             })
-        })
-    });
+        },
+    );
+    if compio {
+        bench_batches(
+            &mut g,
+            GROUP,
+            "compio",
+            || CompioFile::open(path),
+            |h, iters| (0..iters).for_each(|_| h.rtt()),
+        );
+    }
     g.finish();
     drop(session);
     drop(rt);
 }
 
-fn bench_qd32(c: &mut Criterion, path: &PathBuf) {
-    let mut g = c.benchmark_group("fs_read_throughput_4k_qd32");
+fn bench_qd32(c: &mut Criterion, path: &PathBuf, compio: bool) {
+    const GROUP: &str = "fs_read_throughput_4k_qd32";
+    let mut g = c.benchmark_group(GROUP);
     g.throughput(criterion::Throughput::Elements(BLOCKS));
 
     let rt = spargio::RuntimeBuilder::new().shards(2).build().unwrap();
     let file = open_on(&rt, path, 0);
-    g.bench_function("spargio", |b| {
-        b.iter(|| {
-            let f = file.clone();
-            rt.block_on(async move {
-                for batch in 0..BLOCKS / QD {
-                    join_all((0..QD).map(|k| {
-                        let f = &f;
-                        async move {
-                            let (n, _) = f
-                                .read_at_into(Vec::with_capacity(BLOCK), offset(batch * QD + k))
-                                .await;
-                            assert_eq!(n.unwrap(), BLOCK);
-                        }
-                    }))
-                    .await;
-                }
+    bench_batches(
+        &mut g,
+        GROUP,
+        "spargio",
+        || (),
+        |_, iters| {
+            (0..iters).for_each(|_| {
+                let f = file.clone();
+                rt.block_on(async move {
+                    for batch in 0..BLOCKS / QD {
+                        join_all((0..QD).map(|k| {
+                            let f = &f;
+                            async move {
+                                let (n, _) = f
+                                    .read_at_into(Vec::with_capacity(BLOCK), offset(batch * QD + k))
+                                    .await;
+                                assert_eq!(n.unwrap(), BLOCK);
+                            }
+                        }))
+                        .await;
+                    }
+                })
+                .unwrap();
             })
-            .unwrap();
-        })
-    });
+        },
+    );
 
     let tokio_rt = tokio_runtime();
     let std_file = Arc::new(std::fs::File::open(path).unwrap());
-    g.bench_function("tokio_spawn_blocking", |b| {
-        b.iter(|| {
-            let f = std_file.clone();
-            tokio_rt.block_on(async move {
-                for batch in 0..BLOCKS / QD {
-                    let handles: Vec<_> = (0..QD)
-                        .map(|k| {
-                            let f = f.clone();
-                            tokio::task::spawn_blocking(move || {
-                                let mut buf = vec![0u8; BLOCK];
-                                f.read_at(&mut buf, offset(batch * QD + k)).unwrap()
+    bench_batches(
+        &mut g,
+        GROUP,
+        "tokio_spawn_blocking",
+        || (),
+        |_, iters| {
+            (0..iters).for_each(|_| {
+                let f = std_file.clone();
+                tokio_rt.block_on(async move {
+                    for batch in 0..BLOCKS / QD {
+                        let handles: Vec<_> = (0..QD)
+                            .map(|k| {
+                                let f = f.clone();
+                                tokio::task::spawn_blocking(move || {
+                                    let mut buf = vec![0u8; BLOCK];
+                                    f.read_at(&mut buf, offset(batch * QD + k)).unwrap()
+                                })
                             })
-                        })
-                        .collect();
-                    for h in handles {
-                        assert_eq!(h.await.unwrap(), BLOCK);
+                            .collect();
+                        for h in handles {
+                            assert_eq!(h.await.unwrap(), BLOCK);
+                        }
                     }
-                }
+                })
             })
-        })
-    });
+        },
+    );
+    if compio {
+        bench_batches(
+            &mut g,
+            GROUP,
+            "compio",
+            || CompioFile::open(path),
+            |h, iters| (0..iters).for_each(|_| h.qd32()),
+        );
+    }
     g.finish();
 }
 
@@ -298,26 +436,39 @@ fn bench_rtt_direct(c: &mut Criterion) {
             return;
         }
     };
-    let mut g = c.benchmark_group("fs_read_rtt_4k_direct");
+    const GROUP: &str = "fs_read_rtt_4k_direct";
+    let mut g = c.benchmark_group(GROUP);
     g.throughput(criterion::Throughput::Elements(RTT_READS));
 
     let rt = spargio::RuntimeBuilder::new().shards(2).build().unwrap();
     let file = open_on(&rt, &path, libc::O_DIRECT);
-    g.bench_function("spargio", |b| {
-        b.iter(|| {
-            let f = file.clone();
-            rt.block_on(spargio_rtt(f, AlignedBuf::with_capacity(BLOCK, BLOCK)))
-                .unwrap();
-        })
-    });
+    bench_batches(
+        &mut g,
+        GROUP,
+        "spargio",
+        || (),
+        |_, iters| {
+            (0..iters).for_each(|_| {
+                let f = file.clone();
+                rt.block_on(spargio_rtt(f, AlignedBuf::with_capacity(BLOCK, BLOCK)))
+                    .unwrap();
+            })
+        },
+    );
 
     let tokio_rt = tokio_runtime();
-    g.bench_function("tokio_spawn_blocking", |b| {
-        b.iter(|| {
-            let f = std_file.clone();
-            tokio_rt.block_on(tokio_rtt(f, AlignedBuf::zeroed(BLOCK, BLOCK)))
-        })
-    });
+    bench_batches(
+        &mut g,
+        GROUP,
+        "tokio_spawn_blocking",
+        || (),
+        |_, iters| {
+            (0..iters).for_each(|_| {
+                let f = std_file.clone();
+                tokio_rt.block_on(tokio_rtt(f, AlignedBuf::zeroed(BLOCK, BLOCK)))
+            })
+        },
+    );
     g.finish();
     drop(rt);
     let _ = std::fs::remove_file(&path);
@@ -325,8 +476,9 @@ fn bench_rtt_direct(c: &mut Criterion) {
 
 fn benches(c: &mut Criterion) {
     let path = data_file(&std::env::temp_dir());
-    bench_rtt(c, &path);
-    bench_qd32(c, &path);
+    let compio = compio_available();
+    bench_rtt(c, &path, compio);
+    bench_qd32(c, &path, compio);
     let _ = std::fs::remove_file(&path);
     bench_rtt_direct(c);
 }

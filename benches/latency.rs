@@ -14,12 +14,15 @@
 //!   (2 shards, `MSG_RING`s).
 //! - `net_echo_rtt_256b`: the echo round trip of `benches/net_api.rs`
 //!   (`common::echo`): write 256 B to a loopback echo server of blocking std
-//!   threads, read exactly 256 B back. Under `tokio` (2 workers), `spargio`
-//!   (2 shards, `spargio::net::TcpStream`) in each ring mode (`spargio`,
-//!   `spargio_defer_taskrun`, `spargio_sqpoll`; a mode whose runtime cannot
-//!   be built is skipped with a `SKIPPED: <harness>: <error>` line), and
-//!   `std_blocking`: the same loop on a std socket from the bench thread, the
-//!   floor without a runtime. Its process CPU includes the echo server's thread.
+//!   threads, read exactly 256 B back. Under `tokio` (2 workers), `compio`
+//!   (compio 0.19 on its io_uring driver: one runtime on one thread of its
+//!   own, `write_all`/`read_exact` with owned buffers), `spargio` (2 shards,
+//!   `spargio::net::TcpStream`) in each ring mode (`spargio`,
+//!   `spargio_defer_taskrun`, `spargio_sqpoll`, `spargio_queue`; a harness
+//!   whose runtime cannot be built is skipped with a `SKIPPED: <harness>:
+//!   <error>` line), and `std_blocking`: the same loop on a std socket from
+//!   the bench thread, the floor without a runtime. Its process CPU includes
+//!   the echo server's thread.
 //!
 //! Run: `cargo bench --bench latency` (about 7 s). Longer: pass the seconds
 //! per harness as an argument (`cargo bench --bench latency -- 5`) or set
@@ -38,8 +41,8 @@ mod common;
 use std::time::Duration;
 
 use common::echo::{
-    RingMode, StdEcho, TokioEcho, echo_server, spargio_connect, spargio_harness, spargio_timed_rtt,
-    tokio_harness,
+    CompioEcho, RingMode, StdEcho, TokioEcho, compio_available, compio_harness, echo_server, spargio_connect,
+    spargio_harness, spargio_timed_rtt, tokio_harness,
 };
 use common::harness::{fmt_ns, write_side_file};
 use common::histogram::{self, Histogram};
@@ -227,7 +230,7 @@ fn ping_pong(secs: f64) {
 /// The 256 B echo round trip under each harness, against one echo server.
 fn echo(secs: f64) {
     let spargio_names = RingMode::ALL.map(RingMode::function_name);
-    let any = ["tokio", "std_blocking"]
+    let any = ["tokio", "compio", "std_blocking"]
         .iter()
         .chain(&spargio_names)
         .any(|n| selected(ECHO, n));
@@ -245,6 +248,24 @@ fn echo(secs: f64) {
             (client, hist)
         });
         run(ECHO, "tokio", |d| h.call(d), secs, true);
+    }
+    if selected(ECHO, "compio") && compio_available() {
+        let h = compio_harness(
+            1,
+            move |_| CompioEcho::connect(addr),
+            |mut client, duration| async move {
+                let hist = client.timed_rtt(duration).await;
+                (client, hist)
+            },
+        )
+        .expect("build the compio harness");
+        run(
+            ECHO,
+            "compio",
+            |d| h.call(d).pop().expect("one thread, one answer"),
+            secs,
+            true,
+        );
     }
     for mode in RingMode::ALL {
         let name = mode.function_name();

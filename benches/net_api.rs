@@ -1,5 +1,5 @@
-//! Network benchmarks: spargio (2 shards) against Tokio (2 workers) in the
-//! same run, over loopback TCP (see docs/BENCHMARKS.md).
+//! Network benchmarks: spargio (2 shards) against Tokio (2 workers) and
+//! compio in the same run, over loopback TCP (see docs/BENCHMARKS.md).
 //!
 //! The peer is a plain echo server: std threads, one per connection, blocking
 //! read/write, `TCP_NODELAY` on both sides (`common::echo`). One iteration:
@@ -28,6 +28,16 @@
 //! stream's task to the stream's shard; `spargio_stealable` queues it there
 //! as stealable work (an idle shard may take it; its ops are still steered to
 //! the stream's ring).
+//!
+//! `compio` (every group): compio 0.19 on its io_uring driver, the plain
+//! path (`write_all` / `read_exact` per frame with owned buffers handed
+//! back), driven by commands like the others. compio is thread-per-core: a
+//! runtime's tasks never leave its thread, and an idle runtime cannot steal
+//! from a busy one. The echo and the plain stream run one runtime on one
+//! thread. The two multi-stream groups run a runtime on each of 2 threads
+//! (as many as spargio's shards and Tokio's workers), stream `i` on thread
+//! `i % 2` as spargio's pinned streams, one task per stream; an iteration
+//! ends when both threads are done.
 #![forbid(unsafe_code)]
 
 mod common;
@@ -38,8 +48,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::echo::{
-    RTT_ROUNDS, RingMode, SpargioHarness, TokioEcho, TokioHarness, echo_server, spargio_connect,
-    spargio_harness, spargio_rtt, tokio_connect, tokio_harness,
+    CompioEcho, CompioHarness, RTT_ROUNDS, RingMode, SpargioHarness, TokioEcho, TokioHarness,
+    compio_available, compio_connect, compio_harness, echo_server, spargio_connect, spargio_harness,
+    spargio_rtt, tokio_connect, tokio_harness,
 };
 use common::harness::bench_batches;
 use criterion::measurement::WallTime;
@@ -257,9 +268,66 @@ async fn tokio_windows(s: &mut tokio::net::TcpStream, shape: Shape) {
     }
 }
 
+// === compio ===
+
+/// A compio harness on `threads` threads ([`compio_harness`]) whose command
+/// `iters` runs `batch` `iters` times on every thread, each taking the
+/// thread's state and handing it back.
+///
+/// # Panics
+///
+/// If a compio runtime cannot be built (the `compio` functions are only
+/// measured once [`compio_available`] has built one here).
+fn compio_batches<S, SFut, T, F, Fut>(threads: usize, setup: S, batch: F) -> CompioHarness<u64, ()>
+where
+    S: Fn(usize) -> SFut + Clone + Send + 'static,
+    SFut: Future<Output = T>,
+    F: Fn(T) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = T>,
+{
+    compio_harness(threads, setup, move |mut state, iters: u64| {
+        let batch = batch.clone();
+        async move {
+            for _ in 0..iters {
+                state = batch(state).await;
+            }
+            (state, ())
+        }
+    })
+    .expect("build the compio harness")
+}
+
+/// [`tokio_windows`] on compio: one `write_all` per frame, one `read_exact`
+/// per frame, each taking its owned buffer and handing it back.
+async fn compio_windows(s: &mut compio::net::TcpStream, shape: Shape) {
+    use compio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut frame = vec![1u8; FRAME];
+    // `read_exact` fills the buffer's capacity: exactly `FRAME` here.
+    let mut back = vec![0u8; FRAME];
+    let mut done = 0;
+    while done < shape.frames() {
+        for _ in 0..WINDOW {
+            let compio::BufResult(res, f) = s.write_all(frame).await;
+            res.unwrap();
+            frame = f;
+        }
+        for _ in 0..WINDOW {
+            let compio::BufResult(res, b) = s.read_exact(back).await;
+            res.unwrap();
+            back = b;
+        }
+        if let Shape::Pipeline { stream } = shape {
+            for k in 0..WINDOW {
+                cpu_stage((done + k) as u64, stage_steps(stream, done + k));
+            }
+        }
+        done += WINDOW;
+    }
+}
+
 // === groups ===
 
-fn net_echo_rtt_256b(c: &mut Criterion, addr: SocketAddr, modes: &[RingMode]) {
+fn net_echo_rtt_256b(c: &mut Criterion, addr: SocketAddr, modes: &[RingMode], compio: bool) {
     const GROUP: &str = "net_echo_rtt_256b";
     let mut g = c.benchmark_group(GROUP);
     g.throughput(Throughput::Elements(RTT_ROUNDS as u64));
@@ -282,10 +350,30 @@ fn net_echo_rtt_256b(c: &mut Criterion, addr: SocketAddr, modes: &[RingMode]) {
             |s| async move { spargio_rtt(&s).await },
         )
     });
+    if compio {
+        bench_batches(
+            &mut g,
+            GROUP,
+            "compio",
+            || {
+                compio_batches(
+                    1,
+                    move |_| CompioEcho::connect(addr),
+                    |mut client| async move {
+                        client.rtt().await;
+                        client
+                    },
+                )
+            },
+            |h, iters| {
+                h.call(iters);
+            },
+        );
+    }
     g.finish();
 }
 
-fn net_stream_throughput_4k_window32(c: &mut Criterion, addr: SocketAddr, modes: &[RingMode]) {
+fn net_stream_throughput_4k_window32(c: &mut Criterion, addr: SocketAddr, modes: &[RingMode], compio: bool) {
     const GROUP: &str = "net_stream_throughput_4k_window32";
     let mut g = c.benchmark_group(GROUP);
     g.throughput(Throughput::Bytes((STREAM_FRAMES * FRAME) as u64));
@@ -324,6 +412,26 @@ fn net_stream_throughput_4k_window32(c: &mut Criterion, addr: SocketAddr, modes:
         },
         |h, iters| h.call(iters),
     );
+    if compio {
+        bench_batches(
+            &mut g,
+            GROUP,
+            "compio",
+            || {
+                compio_batches(
+                    1,
+                    move |_| compio_connect(addr),
+                    move |mut s| async move {
+                        compio_windows(&mut s, shape).await;
+                        s
+                    },
+                )
+            },
+            |h, iters| {
+                h.call(iters);
+            },
+        );
+    }
     g.finish();
 }
 
@@ -360,6 +468,7 @@ fn multi_stream(
     group: &'static str,
     shape: fn(usize) -> Shape,
     bytes: u64,
+    compio: bool,
 ) {
     let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Bytes(bytes));
@@ -480,14 +589,57 @@ fn multi_stream(
         },
         |h, iters| h.call(iters),
     );
+    // `compio`: a compio runtime on each of 2 threads (as many as spargio's
+    // shards and Tokio's workers), stream `i` on thread `i % 2` as spargio's
+    // pinned streams, one task per stream. A thread cannot take another's
+    // work: an iteration ends when the slower thread is done.
+    if compio {
+        bench_batches(
+            &mut g,
+            group,
+            "compio",
+            || {
+                compio_batches(
+                    2,
+                    move |thread| async move {
+                        let mut v = Vec::new();
+                        for i in (thread..STREAMS).step_by(2) {
+                            v.push((i, compio_connect(addr).await));
+                        }
+                        v
+                    },
+                    move |streams| async move {
+                        let tasks: Vec<_> = streams
+                            .into_iter()
+                            .map(|(i, mut s)| {
+                                compio::runtime::spawn(async move {
+                                    compio_windows(&mut s, shape(i)).await;
+                                    (i, s)
+                                })
+                            })
+                            .collect();
+                        let mut back = Vec::new();
+                        for t in tasks {
+                            back.push(t.await.expect("a compio stream task panicked"));
+                        }
+                        back
+                    },
+                )
+            },
+            |h, iters| {
+                h.call(iters);
+            },
+        );
+    }
     g.finish();
 }
 
 fn benches(c: &mut Criterion) {
     let addr = echo_server();
     let modes = RingMode::available();
-    net_echo_rtt_256b(c, addr, &modes);
-    net_stream_throughput_4k_window32(c, addr, &modes);
+    let compio = compio_available();
+    net_echo_rtt_256b(c, addr, &modes, compio);
+    net_stream_throughput_4k_window32(c, addr, &modes, compio);
     let imbalanced_bytes = ((HOT_FRAMES + (STREAMS - 1) * LIGHT_FRAMES) * FRAME) as u64;
     multi_stream(
         c,
@@ -497,6 +649,7 @@ fn benches(c: &mut Criterion) {
             frames: if i == 0 { HOT_FRAMES } else { LIGHT_FRAMES },
         },
         imbalanced_bytes,
+        compio,
     );
     multi_stream(
         c,
@@ -504,6 +657,7 @@ fn benches(c: &mut Criterion) {
         "net_pipeline_hotspot_rotation_4k_window32",
         |stream| Shape::Pipeline { stream },
         (STREAMS * PIPELINE_FRAMES * FRAME) as u64,
+        compio,
     );
 }
 

@@ -3,12 +3,14 @@
 //!
 //! - [`echo_server`]: plain std threads, one per connection, blocking
 //!   read/write, `TCP_NODELAY`: the same peer for every runtime under test.
-//! - [`spargio_harness`] / [`tokio_harness`]: a runtime under test (spargio 2
-//!   shards, Tokio 2 workers) whose driver task sets up its connections, then
-//!   serves commands from the bench thread ([`super::harness::Driver`]).
+//! - [`spargio_harness`] / [`tokio_harness`] / [`compio_harness`]: a runtime
+//!   under test (spargio 2 shards, Tokio 2 workers, compio one runtime per
+//!   thread on as many threads as asked) whose driver task sets up its
+//!   connections, then serves commands from the bench thread
+//!   ([`super::harness::Driver`]).
 //! - [`RingMode`]: the spargio ring configurations measured side by side.
 //! - The echo round trip (write [`RTT_MSG`] bytes, read exactly as many back)
-//!   for spargio, Tokio and a blocking std socket, in batches of
+//!   for spargio, Tokio, compio and a blocking std socket, in batches of
 //!   [`RTT_ROUNDS`] for criterion (`benches/net_api.rs`) and timed into a
 //!   [`Histogram`] for the latency harness (`benches/latency.rs`).
 
@@ -316,6 +318,188 @@ impl TokioEcho {
             .read_exact(&mut self.back)
             .await
             .expect("read the echo");
+    }
+
+    /// One `net_echo_rtt_256b` iteration: [`RTT_ROUNDS`] sequential round trips.
+    pub async fn rtt(&mut self) {
+        for _ in 0..RTT_ROUNDS {
+            self.round_trip().await;
+        }
+    }
+
+    /// Sequential round trips for `duration`, each one's latency recorded.
+    pub async fn timed_rtt(&mut self, duration: Duration) -> Histogram {
+        let mut timer = RoundTimer::new(duration);
+        while timer.running() {
+            self.round_trip().await;
+            timer.lap();
+        }
+        timer.into_histogram()
+    }
+}
+
+// === compio =====================================================================================
+
+/// compio runtimes under test, one per std thread (compio is thread-per-core:
+/// a runtime and its tasks stay on the thread that built it, and an idle one
+/// cannot take work from a busy one). Each thread runs a driver task like
+/// [`tokio_harness`]'s; a command goes to every thread and [`call`](Self::call)
+/// returns when all have answered.
+pub struct CompioHarness<C, R> {
+    drivers: Vec<Driver<C, R>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl<C: Clone, R> CompioHarness<C, R> {
+    /// Sends `cmd` to every thread's driver task, then blocks until all have
+    /// answered; the answers are in thread order.
+    pub fn call(&self, cmd: C) -> Vec<R> {
+        for d in &self.drivers {
+            d.send(cmd.clone());
+        }
+        self.drivers.iter().map(Driver::recv).collect()
+    }
+}
+
+impl<C, R> Drop for CompioHarness<C, R> {
+    fn drop(&mut self) {
+        // Hang up first: each driver task then ends, and its thread with it.
+        self.drivers.clear();
+        for t in self.threads.drain(..) {
+            // A thread that panicked has said so on stderr already.
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts `threads` std threads, each building its own compio runtime
+/// (io_uring driver) and running a driver task on it: the task awaits
+/// `setup(thread)` (connecting, say), then answers each command with
+/// `serve(state, command)`, which hands the state back with its answer (as
+/// [`tokio_harness`]; compio's streams need `&mut` for `read`/`write`).
+///
+/// # Errors
+///
+/// When a thread cannot be started or its compio runtime cannot be built
+/// (io_uring denied, say); the threads already started are stopped.
+pub fn compio_harness<C, R, S, SFut, T, F, Fut>(
+    threads: usize,
+    setup: S,
+    serve: F,
+) -> std::io::Result<CompioHarness<C, R>>
+where
+    C: Send + 'static,
+    R: Send + 'static,
+    S: Fn(usize) -> SFut + Clone + Send + 'static,
+    SFut: Future<Output = T>,
+    F: Fn(T, C) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = (T, R)>,
+{
+    let mut harness = CompioHarness {
+        drivers: Vec::new(),
+        threads: Vec::new(),
+    };
+    for thread in 0..threads {
+        let (bench_end, mut task_end) = driver();
+        let (built_tx, built_rx) = std::sync::mpsc::sync_channel(1);
+        let (setup, serve) = (setup.clone(), serve.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("compio-{thread}"))
+            .spawn(move || {
+                let runtime = match compio::runtime::Runtime::new() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = built_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = built_tx.send(Ok(()));
+                runtime.block_on(async move {
+                    let mut state = Some(setup(thread).await);
+                    while let Some(cmd) = task_end.next().await {
+                        let (back, reply) = serve(state.take().expect("the state is handed back"), cmd).await;
+                        state = Some(back);
+                        task_end.reply(reply);
+                    }
+                });
+            })?;
+        harness.threads.push(handle);
+        // The thread sends before it returns, so a closed channel cannot happen
+        // unless it panicked; report that as an error too.
+        match built_rx.recv() {
+            Ok(Ok(())) => harness.drivers.push(bench_end),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(std::io::Error::other("the compio thread panicked")),
+        }
+    }
+    Ok(harness)
+}
+
+/// True when a compio runtime on its io_uring driver builds here (a throwaway
+/// one is built to find out); otherwise prints one `SKIPPED: compio: <why>`
+/// line, and the `compio` functions are left out.
+pub fn compio_available() -> bool {
+    match compio::runtime::Runtime::new() {
+        Ok(rt) if rt.driver_type().is_iouring() => true,
+        Ok(rt) => {
+            println!(
+                "SKIPPED: compio: its driver is {:?}, not io_uring",
+                rt.driver_type()
+            );
+            false
+        }
+        Err(e) => {
+            println!("SKIPPED: compio: {e}");
+            false
+        }
+    }
+}
+
+/// A connected compio stream with `TCP_NODELAY`.
+///
+/// # Panics
+///
+/// If the connection fails.
+pub async fn compio_connect(addr: SocketAddr) -> compio::net::TcpStream {
+    let s = compio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the echo server");
+    s.set_nodelay(true).expect("TCP_NODELAY");
+    s
+}
+
+/// A compio echo client: its stream and the owned buffers it reuses (compio's
+/// `write_all`/`read_exact` take a buffer and hand it back).
+pub struct CompioEcho {
+    stream: compio::net::TcpStream,
+    msg: Vec<u8>,
+    back: Vec<u8>,
+}
+
+impl CompioEcho {
+    /// Connects to the echo server.
+    pub async fn connect(addr: SocketAddr) -> Self {
+        CompioEcho {
+            stream: compio_connect(addr).await,
+            msg: vec![7u8; RTT_MSG],
+            // `read_exact` fills the buffer's capacity: exactly `RTT_MSG` here.
+            back: vec![0u8; RTT_MSG],
+        }
+    }
+
+    /// One echo round trip: write the message, read exactly as many bytes back.
+    ///
+    /// # Panics
+    ///
+    /// On an I/O error.
+    pub async fn round_trip(&mut self) {
+        use compio::io::{AsyncReadExt, AsyncWriteExt};
+        let compio::BufResult(res, msg) = self.stream.write_all(std::mem::take(&mut self.msg)).await;
+        res.expect("write to the echo server");
+        self.msg = msg;
+        let compio::BufResult(res, back) = self.stream.read_exact(std::mem::take(&mut self.back)).await;
+        res.expect("read the echo");
+        self.back = back;
     }
 
     /// One `net_echo_rtt_256b` iteration: [`RTT_ROUNDS`] sequential round trips.

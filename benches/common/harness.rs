@@ -57,7 +57,26 @@ impl<C, R> Driver<C, R> {
     ///
     /// If the driver task has gone (it panicked or its runtime shut down).
     pub fn call(&self, cmd: C) -> R {
+        self.send(cmd);
+        self.recv()
+    }
+
+    /// Sends `cmd` without waiting (for several drivers working at once);
+    /// [`recv`](Self::recv) takes its answer.
+    ///
+    /// # Panics
+    ///
+    /// If the driver task has gone.
+    pub fn send(&self, cmd: C) {
         assert!(self.commands.send(cmd).is_ok(), "the driver task is gone");
+    }
+
+    /// Blocks until the driver answers the command [`send`](Self::send) sent.
+    ///
+    /// # Panics
+    ///
+    /// If the driver task ended without replying.
+    pub fn recv(&self) -> R {
         self.replies
             .recv()
             .expect("the driver task ended without replying")
