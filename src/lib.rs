@@ -35,6 +35,10 @@ mod blocking;
 pub mod boundary;
 mod error;
 pub mod fs;
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+#[path = "macro_support.rs"]
+pub mod __private;
 pub mod io;
 mod mail;
 mod msg;
@@ -44,6 +48,7 @@ pub mod net;
 mod reactor;
 mod runtime;
 mod shard;
+mod spawn;
 mod stats;
 pub mod sync;
 mod task;
@@ -56,8 +61,124 @@ pub use msg::{Event, NextEvent, RemoteShard, RingMsg, SendTicket, ShardCtx};
 pub use native::{UringBoundFd, UringFileSession};
 pub use native_any::{NativeAnySession, UnboundOp, UringNativeAny};
 pub use runtime::{Backend, Runtime, RuntimeBuilder, RuntimeHandle, TaskPlacement, run};
+pub use spawn::{spawn, spawn_blocking, try_spawn, try_spawn_blocking};
 pub use stats::{RuntimeStats, ShardStats};
 pub use task::JoinHandle;
+
+/// Runs `async fn main` on a spargio runtime.
+///
+/// The attribute builds a runtime with [`RuntimeBuilder`], runs the
+/// function's body as a task on shard 0 (so it need not be `Send`), blocks
+/// the `main` thread until it returns, shuts the runtime down and returns
+/// the body's value. `main` may return `()` or anything `main` may return,
+/// such as `Result<(), E>`; the value must be `Send`, so a boxed error is
+/// `Box<dyn Error + Send + Sync>`.
+///
+/// ```no_run
+/// #[spargio::main(shards = 2)]
+/// async fn main() -> std::io::Result<()> {
+///     let text = spargio::fs::read_to_string("/etc/hostname").await?;
+///     println!("{}", text.trim());
+///     Ok(())
+/// }
+/// ```
+///
+/// Arguments, all optional, separated by commas:
+///
+/// | argument | meaning | default |
+/// |---|---|---|
+/// | `shards = N` | [`RuntimeBuilder::shards`] (N ≥ 1) | one per CPU |
+/// | `backend = "io_uring"` or `"queue"` | [`RuntimeBuilder::backend`] | `"io_uring"` |
+/// | `fallback = true` or `false` | [`RuntimeBuilder::fallback_to_queue`] | `true` |
+/// | `crate = "path"` | where the spargio crate is, when renamed in Cargo.toml | `"::spargio"` |
+///
+/// # Panics
+///
+/// With a message saying why, when the runtime cannot start (for example
+/// `backend = "io_uring", fallback = false` where io_uring is unavailable),
+/// or when it is used from inside a spargio shard. A panic in the body
+/// propagates.
+///
+/// # Misuse is a compile error
+///
+/// It goes on an `async fn`:
+///
+/// ```compile_fail
+/// #[spargio::main]
+/// fn main() {}
+/// ```
+///
+/// `main` takes no arguments:
+///
+/// ```compile_fail
+/// #[spargio::main]
+/// async fn main(args: Vec<String>) {}
+/// ```
+///
+/// Unknown arguments and bad values are rejected:
+///
+/// ```compile_fail
+/// #[spargio::main(workers = 2)]
+/// async fn main() {}
+/// ```
+///
+/// ```compile_fail
+/// #[spargio::main(shards = 0)]
+/// async fn main() {}
+/// ```
+///
+/// ```compile_fail
+/// #[spargio::main(backend = "epoll")]
+/// async fn main() {}
+/// ```
+///
+/// ```compile_fail
+/// #[spargio::main(fallback = "no")]
+/// async fn main() {}
+/// ```
+///
+/// ```compile_fail
+/// #[spargio::main(shards = 2, shards = 3)]
+/// async fn main() {}
+/// ```
+#[cfg(feature = "macros")]
+#[doc(inline)]
+pub use spargio_macros::main;
+
+/// Runs an `async fn` test on a runtime of its own.
+///
+/// Adds `#[test]`, and otherwise works as [`macro@main`] with the same
+/// arguments, except that a test's runtime has **one shard** unless
+/// `shards = N` says otherwise (the test harness runs tests in parallel).
+/// Other attributes (`#[should_panic]`, `#[ignore]`) go below it.
+///
+/// ```no_run
+/// #[spargio::test(shards = 2, backend = "queue")]
+/// async fn spawns_on_the_queue_backend() {
+///     let task = spargio::spawn(async { 1 + 1 });
+///     assert_eq!(task.await.unwrap(), 2);
+/// }
+/// ```
+///
+/// A test takes no arguments and is an `async fn`:
+///
+/// ```compile_fail
+/// #[spargio::test]
+/// async fn with_argument(n: u32) {}
+/// ```
+///
+/// ```compile_fail
+/// #[spargio::test]
+/// fn not_async() {}
+/// ```
+///
+/// ```compile_fail
+/// #[spargio::test]
+/// async fn generic<T>() {}
+/// ```
+#[cfg(feature = "macros")]
+#[doc(inline)]
+pub use spargio_macros::test;
 
 /// The kernel interface crate, re-exported.
 pub use spargio_sys as sys;
