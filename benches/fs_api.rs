@@ -236,9 +236,7 @@ fn bench_qd32(c: &mut Criterion, path: &PathBuf) {
                     join_all((0..QD).map(|k| {
                         let f = &f;
                         async move {
-                            let (n, _) = f
-                                .read_at(Vec::with_capacity(BLOCK), offset(batch * QD + k))
-                                .await;
+                            let (n, _) = f.read_at(Vec::with_capacity(BLOCK), offset(batch * QD + k)).await;
                             assert_eq!(n.unwrap(), BLOCK);
                         }
                     }))

@@ -1056,7 +1056,12 @@ pub async fn copy(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<u6
     let mode = src_meta.mode() & 0o7777;
     // Opened without O_TRUNC, so copying a file onto itself is caught before
     // anything is lost.
-    let dst = OpenOptions::new().write(true).create(true).mode(mode).open(to).await?;
+    let dst = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(mode)
+        .open(to)
+        .await?;
     let dst_meta = dst.metadata().await?;
     if (dst_meta.dev(), dst_meta.ino()) == (src_meta.dev(), src_meta.ino()) {
         return Err(io::Error::new(

@@ -31,14 +31,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod blocking;
-pub mod boundary;
-mod error;
-pub mod fs;
 #[cfg(feature = "macros")]
 #[doc(hidden)]
 #[path = "macro_support.rs"]
 pub mod __private;
+mod blocking;
+pub mod boundary;
+mod error;
+pub mod fs;
 pub mod io;
 mod mail;
 mod msg;

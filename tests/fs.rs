@@ -220,8 +220,8 @@ fn dropped_pipe_read_is_cancelled_safely() {
     rt.block_on(async move {
         let reader = File::from_owned_fd(reader.into());
         for _ in 0..100 {
-            let r = spargio::time::timeout(Duration::from_micros(200), reader.read_at(vec![0u8; 64], 0))
-                .await;
+            let r =
+                spargio::time::timeout(Duration::from_micros(200), reader.read_at(vec![0u8; 64], 0)).await;
             assert!(r.is_err(), "nothing was written yet");
         }
         use std::io::Write as _;

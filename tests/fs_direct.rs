@@ -161,9 +161,7 @@ fn unaligned_buffers_give_einval_and_the_runtime_keeps_serving() {
         assert_einval(res, &format!("{backend:?}: write at offset 1"));
 
         // The runtime still serves, and the failed writes changed nothing.
-        let (n, back) = file
-            .read_at(AlignedBuf::with_capacity(BLOCK, BLOCK), 0)
-            .await;
+        let (n, back) = file.read_at(AlignedBuf::with_capacity(BLOCK, BLOCK), 0).await;
         assert_eq!(n.unwrap(), BLOCK);
         assert!(back.iter().all(|&b| b == 0xa5));
         assert_eq!(file.metadata().await.unwrap().len(), BLOCK as u64);

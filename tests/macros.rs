@@ -121,9 +121,7 @@ fn a_runtime_that_cannot_start_panics_with_the_reason() {
         spargio::__private::block_on_attribute(builder, "#[spargio::main]", || async {})
     })
     .unwrap_err();
-    let msg = panic
-        .downcast_ref::<String>()
-        .expect("a formatted panic message");
+    let msg = panic.downcast_ref::<String>().expect("a formatted panic message");
     assert!(
         msg.starts_with("#[spargio::main]: the spargio runtime could not start:") && msg.contains("shards"),
         "{msg}"

@@ -131,10 +131,7 @@ fn item2_no_public_message_completes_a_pending_read() {
     let file = spargio::fs::File::from_owned_fd(OwnedFd::from(reader));
     let read = rt
         .handle()
-        .spawn_pinned(
-            1,
-            async move { file.read_at(Vec::with_capacity(16), 0).await },
-        )
+        .spawn_pinned(1, async move { file.read_at(Vec::with_capacity(16), 0).await })
         .unwrap();
     let tags: Vec<u16> = (0..=u16::MAX).step_by(97).chain([u16::MAX]).collect();
     let values = [0, 1, u32::MAX, 0x8000_0000];

@@ -66,10 +66,16 @@ fn spawn_outside_a_runtime_is_a_clear_error() {
 
     let panic = std::panic::catch_unwind(|| drop(spargio::spawn(async {}))).unwrap_err();
     let msg = panic.downcast_ref::<String>().unwrap();
-    assert!(msg.starts_with("spargio::spawn: not inside a spargio runtime"), "{msg}");
+    assert!(
+        msg.starts_with("spargio::spawn: not inside a spargio runtime"),
+        "{msg}"
+    );
     let panic = std::panic::catch_unwind(|| drop(spargio::spawn_blocking(|| ()))).unwrap_err();
     let msg = panic.downcast_ref::<String>().unwrap();
-    assert!(msg.starts_with("spargio::spawn_blocking: not inside a spargio runtime"), "{msg}");
+    assert!(
+        msg.starts_with("spargio::spawn_blocking: not inside a spargio runtime"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -130,7 +136,11 @@ fn join_and_runtime_errors_convert_to_io_errors() {
     assert_eq!(panicked.to_string(), "task panicked: bad input");
 
     let inner = io::Error::from(RuntimeError::Io(io::Error::from_raw_os_error(libc::ENOMEM)));
-    assert_eq!(inner.raw_os_error(), Some(libc::ENOMEM), "Io gives back its error");
+    assert_eq!(
+        inner.raw_os_error(),
+        Some(libc::ENOMEM),
+        "Io gives back its error"
+    );
     let invalid = io::Error::from(RuntimeError::InvalidConfig("shards must be at least 1".into()));
     assert_eq!(invalid.kind(), ErrorKind::InvalidInput);
     assert!(invalid.to_string().contains("shards must be at least 1"));
@@ -199,7 +209,10 @@ fn read_dir_lists_every_entry_once_with_types_and_metadata() {
                 "sub" => assert!(ty.is_dir()),
                 "link" => {
                     assert!(ty.is_symlink());
-                    assert!(entry.metadata().await?.is_symlink(), "metadata does not follow links");
+                    assert!(
+                        entry.metadata().await?.is_symlink(),
+                        "metadata does not follow links"
+                    );
                 }
                 file => {
                     assert!(ty.is_file(), "{file}");
@@ -339,7 +352,10 @@ fn copy_refuses_bad_input_without_harm() {
         // The same file through a hard link is the same file.
         let link = temp_path("copy-hardlink");
         std::fs::hard_link(&src, &link)?;
-        assert_eq!(fs::copy(&src, &link).await.unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            fs::copy(&src, &link).await.unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
         assert_eq!(std::fs::read(&src)?, b"keep me");
 
         let dir = temp_path("copy-dir");
@@ -425,8 +441,16 @@ fn tcp_socket_buffer_sizes_and_options() {
         socket.set_recv_buffer_size(96 * 1024)?;
         // The kernel doubles what it is given (and caps it by *mem_max, which
         // is far above these sizes by default, at least 208 KiB).
-        assert!(socket.send_buffer_size()? >= 64 * 1024, "{}", socket.send_buffer_size()?);
-        assert!(socket.recv_buffer_size()? >= 96 * 1024, "{}", socket.recv_buffer_size()?);
+        assert!(
+            socket.send_buffer_size()? >= 64 * 1024,
+            "{}",
+            socket.send_buffer_size()?
+        );
+        assert!(
+            socket.recv_buffer_size()? >= 96 * 1024,
+            "{}",
+            socket.recv_buffer_size()?
+        );
         socket.set_nodelay(true)?;
         let too_big = socket.set_send_buffer_size(u32::MAX).unwrap_err();
         assert_eq!(too_big.kind(), ErrorKind::InvalidInput);

@@ -72,7 +72,10 @@ struct Error {
 
 impl Error {
     fn new(span: Span, msg: impl Into<String>) -> Self {
-        Error { span, msg: msg.into() }
+        Error {
+            span,
+            msg: msg.into(),
+        }
     }
 
     /// `::core::compile_error!("msg");` with every token at the misuse's span,
@@ -133,7 +136,10 @@ fn parse_options(kind: Kind, args: TokenStream) -> Result<Options, Error> {
             other => {
                 return Err(Error::new(
                     other.map_or(key.span(), |t| t.span()),
-                    format!("{}: expected `=` and a value after `{key_name}`", kind.attribute()),
+                    format!(
+                        "{}: expected `=` and a value after `{key_name}`",
+                        kind.attribute()
+                    ),
                 ));
             }
         }
@@ -166,10 +172,7 @@ fn parse_options(kind: Kind, args: TokenStream) -> Result<Options, Error> {
                     _ => {
                         return Err(Error::new(
                             value.span(),
-                            format!(
-                                "{}: `backend` is \"io_uring\" or \"queue\"",
-                                kind.attribute()
-                            ),
+                            format!("{}: `backend` is \"io_uring\" or \"queue\"", kind.attribute()),
                         ));
                     }
                 });
@@ -321,7 +324,10 @@ fn parse_item(kind: Kind, item: TokenStream) -> Result<Item, (Error, Option<Iden
     };
     i += 1;
     let Some(TokenTree::Ident(name)) = tokens.get(i).cloned() else {
-        return Err((Error::new(fn_span, format!("{what}: expected the function's name")), None));
+        return Err((
+            Error::new(fn_span, format!("{what}: expected the function's name")),
+            None,
+        ));
     };
     i += 1;
     let fail = |span: Span, msg: String| Err((Error::new(span, msg), Some(name.clone())));
@@ -366,7 +372,10 @@ fn parse_item(kind: Kind, item: TokenStream) -> Result<Item, (Error, Option<Iden
         .iter()
         .find(|t| matches!(t, TokenTree::Ident(id) if id.to_string() == "where"))
     {
-        return fail(w.span(), format!("{what}: the function cannot have a `where` clause"));
+        return fail(
+            w.span(),
+            format!("{what}: the function cannot have a `where` clause"),
+        );
     }
     Ok(Item {
         attrs,
@@ -418,7 +427,10 @@ fn generate(kind: Kind, options: &Options, item: Item) -> TokenStream {
     let mut inner = TokenStream::new();
     inner.extend(parse("async fn"));
     inner.extend([TokenTree::Ident(body_name.clone())]);
-    inner.extend([TokenTree::Group(Group::new(Delimiter::Parenthesis, TokenStream::new()))]);
+    inner.extend([TokenTree::Group(Group::new(
+        Delimiter::Parenthesis,
+        TokenStream::new(),
+    ))]);
     inner.extend(item.ret.iter().cloned());
     inner.extend([TokenTree::Group(item.body.clone())]);
     // KRATE::__private::block_on_attribute(BUILDER, "what", __spargio_body)
@@ -438,7 +450,10 @@ fn generate(kind: Kind, options: &Options, item: Item) -> TokenStream {
     out.extend(item.vis);
     out.extend(parse("fn"));
     out.extend([TokenTree::Ident(item.name)]);
-    out.extend([TokenTree::Group(Group::new(Delimiter::Parenthesis, TokenStream::new()))]);
+    out.extend([TokenTree::Group(Group::new(
+        Delimiter::Parenthesis,
+        TokenStream::new(),
+    ))]);
     out.extend(item.ret);
     let mut body = Group::new(Delimiter::Brace, inner);
     body.set_span(item.body.span());

@@ -217,7 +217,11 @@ impl TcpSocket {
         if addr.is_ipv6() == self.v6 {
             return Ok(());
         }
-        let (socket, address) = if self.v6 { ("IPv6", "IPv4") } else { ("IPv4", "IPv6") };
+        let (socket, address) = if self.v6 {
+            ("IPv6", "IPv4")
+        } else {
+            ("IPv4", "IPv6")
+        };
         Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("TcpSocket::{what}: an {address} address ({addr}) on an {socket} socket"),
