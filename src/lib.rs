@@ -1,5 +1,68 @@
 //! spargio: a work-stealing, sharded async runtime built directly on Linux io_uring.
 //!
+//! # Getting started
+//!
+//! Add `spargio` to `Cargo.toml` (see the README: a git or path dependency
+//! for now), put `#[spargio::main]` on an `async fn main`, and spawn tasks
+//! with [`spawn`]. A TCP echo server and a client, in one program:
+//!
+//! ```
+//! use spargio::net::{TcpListener, TcpStream};
+//!
+//! #[spargio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap())?;
+//!     let addr = listener.local_addr()?;
+//!
+//!     // The server: one task per connection, echoing what it receives.
+//!     let server = spargio::spawn(async move {
+//!         loop {
+//!             let Ok((stream, _peer)) = listener.accept().await else { return };
+//!             spargio::spawn(async move {
+//!                 let mut buf = Vec::with_capacity(4096);
+//!                 loop {
+//!                     // Buffers are owned: each op takes one and gives it back.
+//!                     let (res, b) = stream.recv(buf).await;
+//!                     if !matches!(res, Ok(n) if n > 0) {
+//!                         return; // closed by the peer, or an error
+//!                     }
+//!                     let (res, mut b) = stream.write_all(b).await;
+//!                     if res.is_err() {
+//!                         return;
+//!                     }
+//!                     b.clear();
+//!                     buf = b;
+//!                 }
+//!             });
+//!         }
+//!     });
+//!
+//!     // A client.
+//!     let client = TcpStream::connect(addr).await?;
+//!     client.write_all(b"hello".to_vec()).await.0?;
+//!     let (res, reply) = client.read_exact(vec![0u8; 5]).await;
+//!     res?;
+//!     assert_eq!(reply, b"hello");
+//!
+//!     // CPU-heavy or blocking work goes to the blocking pool.
+//!     let sum = spargio::spawn_blocking(|| (1..=100u64).sum::<u64>()).await?;
+//!     assert_eq!(sum, 5050);
+//!     server.abort();
+//!     Ok(())
+//! }
+//! ```
+//!
+//! [`spawn`] and [`spawn_blocking`] use the runtime the caller runs on;
+//! with a [`RuntimeHandle`] (from [`Runtime::handle`] or
+//! [`RuntimeHandle::current`]) you choose the placement and can spawn from
+//! any thread. Tests use [`macro@test`]; without the attributes, build a
+//! runtime with [`RuntimeBuilder`] and call [`Runtime::block_on`]. The
+//! modules: [`fs`] and [`net`] (I/O on io_uring ops), [`time`], [`sync`],
+//! [`boundary`] (calls between spargio and Tokio or plain threads), and
+//! [`native`] (per-shard I/O lanes).
+//!
+//! # Shards and MSG_RING
+//!
 //! Each **shard** is a thread with its own io_uring. Shards wake and message
 //! each other with `IORING_OP_MSG_RING`: a message is a completion in the
 //! target's ring, so it wakes the target from the same wait that reaps its
@@ -28,6 +91,12 @@
 //!     .unwrap();
 //! assert_eq!(echoed, 42);
 //! ```
+//!
+//! # Cargo features
+//!
+//! | feature | default | enables |
+//! |---|---|---|
+//! | `macros` | yes | [`macro@main`] and [`macro@test`] (the `spargio-macros` crate, which has no dependencies) |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
