@@ -2,6 +2,7 @@
 //! count, backend), return types, `?`, panics, non-`Send` bodies, and the
 //! panic when the runtime cannot start. The compile errors for misuse are
 //! pinned by the `compile_fail` doctests on the re-exports in src/lib.rs.
+#![cfg(feature = "macros")]
 #![forbid(unsafe_code)]
 
 mod common;
