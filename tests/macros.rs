@@ -135,3 +135,11 @@ async fn nesting_the_attribute_inside_a_shard_panics() {
     let msg = nested.panic_message().unwrap_or_default().to_string();
     assert!(msg.contains("called from inside a spargio shard"), "{msg}");
 }
+
+// `crate = "..."` names the spargio crate when it is renamed.
+extern crate spargio as renamed_spargio;
+
+#[renamed_spargio::test(crate = "::renamed_spargio", shards = 2)]
+async fn crate_argument_finds_a_renamed_crate() {
+    assert_eq!(current().shard_count(), 2);
+}
