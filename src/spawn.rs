@@ -2,18 +2,22 @@
 //! `try_` forms, for code that runs inside a runtime and has no
 //! [`RuntimeHandle`] at hand.
 //!
-//! "The current runtime" is the runtime whose shard thread runs the caller:
-//! any spargio task, or code those tasks call. Other threads (the `main`
-//! thread outside [`Runtime::block_on`](crate::Runtime::block_on), a
-//! blocking-pool job, a thread of another runtime) have none; there the
-//! `try_` forms return [`RuntimeError::NoCurrentRuntime`] and the plain
-//! forms panic. With a [`RuntimeHandle`] you can spawn from any thread.
+//! "The current runtime" is the runtime whose shard thread runs the caller
+//! (any spargio task, or code those tasks call), or, inside a closure given
+//! to [`spawn_blocking`] or [`RuntimeHandle::spawn_blocking`], the runtime
+//! whose pool runs it. Other threads (the `main` thread outside
+//! [`Runtime::block_on`](crate::Runtime::block_on), threads you start
+//! yourself) have none; there the `try_` forms return
+//! [`RuntimeError::NoCurrentRuntime`] and the plain forms panic. With a
+//! [`RuntimeHandle`] you can spawn from any thread.
 
+use std::cell::RefCell;
 use std::future::Future;
+use std::sync::{Arc, Weak};
 
 use crate::blocking::BlockingHandle;
 use crate::error::RuntimeError;
-use crate::runtime::{RuntimeHandle, TaskPlacement};
+use crate::runtime::{RuntimeHandle, Shared, TaskPlacement};
 use crate::task::JoinHandle;
 
 /// Spawns `fut` on the current runtime, on the calling shard's stealable
@@ -54,8 +58,8 @@ where
 /// # Errors
 ///
 /// [`RuntimeError::NoCurrentRuntime`] when the caller is not on a shard
-/// thread; [`RuntimeError::Closed`] after shutdown began;
-/// [`RuntimeError::Overloaded`] when the shard's stealable queue is full.
+/// thread or in a blocking closure of a runtime; [`RuntimeError::Closed`]
+/// after shutdown began; [`RuntimeError::Overloaded`] when the shard's stealable queue is full.
 pub fn try_spawn<F>(fut: F) -> Result<JoinHandle<F::Output>, RuntimeError>
 where
     F: Future + Send + 'static,
@@ -94,7 +98,8 @@ where
 /// # Errors
 ///
 /// [`RuntimeError::NoCurrentRuntime`] when the caller is not on a shard
-/// thread; [`RuntimeError::Closed`] after shutdown began; the error of
+/// thread or in a blocking closure of a runtime; [`RuntimeError::Closed`]
+/// after shutdown began; the error of
 /// starting a pool thread.
 pub fn try_spawn_blocking<F, T>(f: F) -> Result<BlockingHandle<T>, RuntimeError>
 where
@@ -104,6 +109,45 @@ where
     current()?.spawn_blocking(f)
 }
 
+thread_local! {
+    /// On a blocking-pool thread, while it runs a closure of
+    /// [`RuntimeHandle::spawn_blocking`]: that closure's runtime. Weak, so a
+    /// queued job does not keep its runtime's shared state alive.
+    static BLOCKING_RUNTIME: RefCell<Option<Weak<Shared>>> = const { RefCell::new(None) };
+}
+
+/// Wraps a blocking closure so that [`spawn`] and [`spawn_blocking`] inside
+/// it use `shared`'s runtime.
+pub(crate) fn with_blocking_context<F, T>(shared: &Arc<Shared>, f: F) -> impl FnOnce() -> T + Send + 'static
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let runtime = Arc::downgrade(shared);
+    move || {
+        /// Restores the thread's previous context, also when `f` panics.
+        struct Restore(Option<Weak<Shared>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let previous = self.0.take();
+                BLOCKING_RUNTIME.with(|c| *c.borrow_mut() = previous);
+            }
+        }
+        let _restore = Restore(BLOCKING_RUNTIME.with(|c| c.borrow_mut().replace(runtime)));
+        f()
+    }
+}
+
 fn current() -> Result<RuntimeHandle, RuntimeError> {
-    RuntimeHandle::current().ok_or(RuntimeError::NoCurrentRuntime)
+    if let Some(handle) = RuntimeHandle::current() {
+        return Ok(handle);
+    }
+    match BLOCKING_RUNTIME.with(|c| c.borrow().clone()) {
+        // The job outlived its runtime.
+        Some(weak) => weak
+            .upgrade()
+            .map(|shared| RuntimeHandle { shared })
+            .ok_or(RuntimeError::Closed),
+        None => Err(RuntimeError::NoCurrentRuntime),
+    }
 }

@@ -87,9 +87,13 @@ fn spawn_and_spawn_blocking_use_the_current_runtime() {
         let outer = spargio::spawn(async {
             let inner = spargio::spawn(async { 20 });
             let blocking = spargio::spawn_blocking(|| {
-                // A pool thread is not a shard: no current runtime here.
+                // A pool thread is not a shard...
                 assert!(spargio::RuntimeHandle::current().is_none());
-                22
+                // ...but spawn inside a blocking closure uses its runtime.
+                let task = spargio::spawn(async { spargio::RuntimeHandle::current().is_some() });
+                assert!(common::wait("a task spawned from the pool", task).unwrap());
+                let nested = spargio::spawn_blocking(|| 11);
+                common::wait("a blocking job spawned from the pool", nested).unwrap() * 2
             });
             inner.await.unwrap() + blocking.await.unwrap()
         });
