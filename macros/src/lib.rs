@@ -37,13 +37,13 @@
 
 use proc_macro::{Delimiter, Group, Ident, Literal, Punct, Spacing, Span, TokenStream, TokenTree};
 
-/// Runs an `async fn main` on a spargio runtime. See the `spargio` crate's docs.
+/// (The attribute `spargio::main`, defined in the `spargio-macros` crate.)
 #[proc_macro_attribute]
 pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
     expand(Kind::Main, args, item)
 }
 
-/// Runs an `async fn` test on its own spargio runtime. See the `spargio` crate's docs.
+/// (The attribute `spargio::test`, defined in the `spargio-macros` crate.)
 #[proc_macro_attribute]
 pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
     expand(Kind::Test, args, item)
