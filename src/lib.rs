@@ -210,6 +210,23 @@ pub use task::JoinHandle;
 /// #[spargio::main(shards = 2, shards = 3)]
 /// async fn main() {}
 /// ```
+///
+/// The returned value travels from shard 0 to the `main` thread, so it must
+/// be `Send` (the error points at the return type):
+///
+/// ```compile_fail
+/// #[spargio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     Ok(())
+/// }
+/// ```
+///
+/// ```
+/// #[spargio::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+///     Ok(())
+/// }
+/// ```
 #[cfg(feature = "macros")]
 #[doc(inline)]
 pub use spargio_macros::main;

@@ -434,13 +434,21 @@ fn generate(kind: Kind, options: &Options, item: Item) -> TokenStream {
     inner.extend(item.ret.iter().cloned());
     inner.extend([TokenTree::Group(item.body.clone())]);
     // KRATE::__private::block_on_attribute(BUILDER, "what", __spargio_body)
-    inner.extend(parse(&format!("{krate}::__private::block_on_attribute")));
+    // The call carries the return type's span, so "must be `Send`" errors
+    // about the returned value point at the return type.
+    let output_span = item.ret.get(2).map_or(Span::call_site(), TokenTree::span);
+    inner.extend(respan(
+        parse(&format!("{krate}::__private::block_on_attribute")),
+        output_span,
+    ));
     let mut call_args = parse(&builder);
     call_args.extend(parse(","));
     call_args.extend([TokenTree::Literal(Literal::string(kind.attribute()))]);
     call_args.extend(parse(","));
     call_args.extend([TokenTree::Ident(body_name)]);
-    inner.extend([TokenTree::Group(Group::new(Delimiter::Parenthesis, call_args))]);
+    let mut call_args = Group::new(Delimiter::Parenthesis, call_args);
+    call_args.set_span(output_span);
+    inner.extend([TokenTree::Group(call_args)]);
 
     let mut out = TokenStream::new();
     if kind == Kind::Test {
@@ -459,6 +467,23 @@ fn generate(kind: Kind, options: &Options, item: Item) -> TokenStream {
     body.set_span(item.body.span());
     out.extend([TokenTree::Group(body)]);
     out
+}
+
+/// `tokens` with every span set to `span` (groups included).
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(g) = &token {
+                let mut group = Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                token = TokenTree::Group(group);
+            } else {
+                token.set_span(span);
+            }
+            token
+        })
+        .collect()
 }
 
 fn parse(src: &str) -> TokenStream {
