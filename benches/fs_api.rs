@@ -118,10 +118,10 @@ fn open_on(rt: &spargio::Runtime, path: &Path, flags: i32) -> spargio::fs::File 
 }
 
 /// The RTT loop: `RTT_READS` sequential one-block reads into one reused
-/// buffer (`read_at_into` fills it from its start each time).
+/// buffer (`read_at` fills it from its start each time).
 async fn spargio_rtt<B: IoBufMut>(f: spargio::fs::File, mut buf: B) {
     for i in 0..RTT_READS {
-        let (n, back) = f.read_at_into(buf, offset(i)).await;
+        let (n, back) = f.read_at(buf, offset(i)).await;
         assert_eq!(n.unwrap(), BLOCK);
         buf = back;
     }
@@ -273,7 +273,7 @@ fn bench_rtt(c: &mut Criterion, path: &PathBuf, compio: bool) {
                     let mut buf = Vec::with_capacity(BLOCK);
                     for i in 0..RTT_READS {
                         buf.clear();
-                        let (n, back) = s.read_at_into(buf, offset(i)).await;
+                        let (n, back) = s.read_at(buf, offset(i)).await;
                         assert_eq!(n.unwrap(), BLOCK);
                         buf = back;
                     }
@@ -359,7 +359,7 @@ fn bench_qd32(c: &mut Criterion, path: &PathBuf, compio: bool) {
                             let f = &f;
                             async move {
                                 let (n, _) = f
-                                    .read_at_into(Vec::with_capacity(BLOCK), offset(batch * QD + k))
+                                    .read_at(Vec::with_capacity(BLOCK), offset(batch * QD + k))
                                     .await;
                                 assert_eq!(n.unwrap(), BLOCK);
                             }

@@ -137,7 +137,7 @@ async fn answer(conn: &Conn, root: &Dir, req: &Request) -> io::Result<()> {
     let mut buf = Vec::with_capacity(CHUNK);
     while pos < len {
         buf.clear();
-        let (res, b) = file.read_at_into(buf, pos).await;
+        let (res, b) = file.read_at(buf, pos).await;
         let n = res?;
         if n == 0 {
             // The file shrank: the promised length cannot be sent.

@@ -21,6 +21,10 @@ pub enum RuntimeError {
     NoSuchShard(usize),
     /// Setting up a shard failed (ring setup, thread spawn).
     Io(std::io::Error),
+    /// A function that uses the current runtime ([`spawn`](crate::spawn),
+    /// [`spawn_blocking`](crate::spawn_blocking)) was called on a thread that
+    /// is not one of a runtime's shards.
+    NoCurrentRuntime,
 }
 
 impl fmt::Display for RuntimeError {
@@ -34,6 +38,9 @@ impl fmt::Display for RuntimeError {
             ),
             RuntimeError::NoSuchShard(s) => write!(f, "no shard {s} in this runtime"),
             RuntimeError::Io(e) => write!(f, "runtime I/O error: {e}"),
+            RuntimeError::NoCurrentRuntime => f.write_str(
+                "not inside a spargio runtime (call this from a spargio task, or use a RuntimeHandle)",
+            ),
         }
     }
 }
@@ -50,6 +57,32 @@ impl std::error::Error for RuntimeError {
 impl From<std::io::Error> for RuntimeError {
     fn from(e: std::io::Error) -> Self {
         RuntimeError::Io(e)
+    }
+}
+
+/// [`RuntimeError::Io`] gives back its `io::Error`; every other variant
+/// becomes an `io::Error` that carries it (reach it with
+/// [`io::Error::get_ref`](std::io::Error::get_ref) and `downcast_ref`), of
+/// kind `InvalidInput` for [`RuntimeError::InvalidConfig`] and
+/// [`RuntimeError::NoSuchShard`], `Other` for the rest.
+///
+/// ```
+/// let e = std::io::Error::from(spargio::RuntimeError::Closed);
+/// assert!(e.to_string().contains("shut down"));
+/// assert!(matches!(
+///     e.get_ref().and_then(|inner| inner.downcast_ref::<spargio::RuntimeError>()),
+///     Some(spargio::RuntimeError::Closed)
+/// ));
+/// ```
+impl From<RuntimeError> for std::io::Error {
+    fn from(e: RuntimeError) -> Self {
+        use std::io::ErrorKind;
+        let kind = match e {
+            RuntimeError::Io(e) => return e,
+            RuntimeError::InvalidConfig(_) | RuntimeError::NoSuchShard(_) => ErrorKind::InvalidInput,
+            _ => ErrorKind::Other,
+        };
+        std::io::Error::new(kind, e)
     }
 }
 
@@ -123,6 +156,24 @@ impl fmt::Display for JoinError {
 }
 
 impl std::error::Error for JoinError {}
+
+/// An `io::Error` of kind `Other` whose message is the [`JoinError`]'s
+/// (`task was cancelled`, or `task panicked: <message>`), so `?` works on a
+/// joined task inside a function returning `io::Result`. A panic's payload is
+/// not `Sync`, so it is not kept: only its message is.
+///
+/// ```
+/// spargio::RuntimeBuilder::new().shards(1).build().unwrap().block_on(async {
+///     let task = spargio::spawn(async { panic!("boom") });
+///     let e = std::io::Error::from(task.await.unwrap_err());
+///     assert_eq!(e.to_string(), "task panicked: boom");
+/// }).unwrap();
+/// ```
+impl From<JoinError> for std::io::Error {
+    fn from(e: JoinError) -> Self {
+        std::io::Error::other(e.to_string())
+    }
+}
 
 /// Why a cross-shard message was not sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

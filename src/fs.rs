@@ -3,9 +3,10 @@
 //! Every function here submits a native io_uring op (`READ`, `WRITE`,
 //! `OPENAT`, `OPENAT2` (for [`Dir`]), `STATX`, `FSYNC`, `FALLOCATE`, `FTRUNCATE`, `UNLINKAT`,
 //! `RENAMEAT`, `MKDIRAT`, `SYMLINKAT`, `LINKAT`, `CLOSE`) on the calling
-//! shard's ring, except [`canonicalize`] and [`create_dir_all`]'s parent walk,
-//! which have no io_uring op and run on the blocking pool. On the Queue
-//! backend the same ops run as the equivalent blocking system calls.
+//! shard's ring, except [`canonicalize`] (`realpath`), [`read_dir`]
+//! (`getdents64`) and the last step of [`copy`] (`fchmod`), which have no
+//! io_uring op and run on the blocking pool. On the Queue backend the same
+//! ops run as the equivalent blocking system calls.
 //!
 //! Buffers are owned: an op takes the buffer and gives it back with the
 //! result ([`BufResult`]), so dropping a future mid-read can never free memory
@@ -16,7 +17,7 @@
 //!     let path = std::env::temp_dir().join(format!("spargio-doc-{}", std::process::id()));
 //!     spargio::fs::write(&path, b"hello".to_vec()).await?;
 //!     let file = spargio::fs::File::open(&path).await?;
-//!     let (n, buf) = file.read_at_into(Vec::with_capacity(16), 0).await;
+//!     let (n, buf) = file.read_at(Vec::with_capacity(16), 0).await;
 //!     assert_eq!(&buf[..n?], b"hello");
 //!     spargio::fs::remove_file(&path).await
 //! })
@@ -44,6 +45,9 @@ use spargio_sys::op::openat2::OpenAt2;
 use crate::io::{BufResult, FixedBuf, IoBuf, IoBufMut, check_offset, cqe_result, read_done, submit_current};
 
 pub use spargio_sys::op::fs::MAX_RW_LEN;
+
+mod read_dir;
+pub use read_dir::{DirEntry, ReadDir, read_dir};
 
 /// Reads asking for at most this many bytes allocate their buffer at once;
 /// longer ones first ask the file's size (see [`File::read_at`]).
@@ -86,6 +90,11 @@ fn cpath(path: &Path) -> io::Result<CString> {
 ///
 /// Clones share the fd; it is closed when the last clone (and every op still
 /// using it) is gone, or explicitly with [`File::close`].
+///
+/// Positional methods take their arguments in the order of
+/// [`std::os::unix::fs::FileExt`]: the buffer (or, for
+/// [`read_vec_at`](File::read_vec_at), the length) first, then the offset:
+/// `read_at(buf, pos)`, `write_at(buf, pos)`, `read_exact_at(buf, pos)`.
 #[derive(Clone, Debug)]
 pub struct File {
     fd: SharedFd,
@@ -154,14 +163,14 @@ impl File {
     ///
     /// The read's or the `statx`'s error; `InvalidInput` for `pos` beyond
     /// `i64::MAX`. A huge `len` is never an error: it gives a short read.
-    pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+    pub async fn read_vec_at(&self, len: usize, pos: u64) -> io::Result<Vec<u8>> {
         check_offset(pos)?;
         let capacity = if len <= SMALL_READ {
             len
         } else {
             read_capacity(len, pos, self.metadata().await?.size_hint())
         };
-        let (res, mut buf) = self.read_at_into(Vec::with_capacity(capacity), pos).await;
+        let (res, mut buf) = self.read_at(Vec::with_capacity(capacity), pos).await;
         let n = res?;
         buf.truncate(n);
         Ok(buf)
@@ -169,7 +178,7 @@ impl File {
 
     /// Reads at `pos` into `buf` (from its start, up to its capacity); returns
     /// the byte count with the buffer. `0` means end of file (or a zero-length buffer).
-    pub async fn read_at_into<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+    pub async fn read_at<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
         if let Err(e) = check_offset(pos) {
             return (Err(e), buf);
         }
@@ -194,7 +203,7 @@ impl File {
         let mut done = 0usize;
         while done < want {
             let chunk = Vec::with_capacity(want - done);
-            let (res, chunk) = self.read_at_into(chunk, pos + done as u64).await;
+            let (res, chunk) = self.read_at(chunk, pos + done as u64).await;
             match res {
                 Ok(0) => {
                     return (
@@ -226,7 +235,7 @@ impl File {
         let mut chunk = Vec::with_capacity(64 * 1024);
         loop {
             chunk.clear();
-            let (res, back) = self.read_at_into(chunk, pos + out.len() as u64).await;
+            let (res, back) = self.read_at(chunk, pos + out.len() as u64).await;
             chunk = back;
             match res {
                 Ok(0) => return Ok(out),
@@ -257,7 +266,7 @@ impl File {
     /// A registered buffer is read with `READ_FIXED`, always on the ring of
     /// the shard that registered it (from another shard or thread the op is
     /// steered there), since a buffer index means something only on that
-    /// ring. An unregistered one is read like [`File::read_at_into`].
+    /// ring. An unregistered one is read like [`File::read_at`].
     ///
     /// # Errors
     ///
@@ -282,14 +291,14 @@ impl File {
             return (Err(e), buf);
         }
         let Some(owner) = fixed_owner(&buf) else {
-            return self.read_at_into(buf, pos).await;
+            return self.read_at(buf, pos).await;
         };
         let Some((rt, shard)) = owner else {
             return (Err(crate::io::closed()), buf);
         };
         let op = match ReadFixed::new(self.fd.clone(), buf, pos) {
             Ok(op) => op,
-            Err(buf) => return self.read_at_into(buf, pos).await,
+            Err(buf) => return self.read_at(buf, pos).await,
         };
         rt.shards[shard]
             .counters
@@ -697,7 +706,7 @@ async fn open_at2(op: OpenAt2) -> io::Result<OwnedFd> {
 ///     spargio::fs::write(root.join("hello.txt"), b"hello".to_vec()).await?;
 ///     let dir = spargio::fs::Dir::open(&root).await?;
 ///     let file = dir.open_file("hello.txt").await?;
-///     assert_eq!(file.read_at(0, 16).await?, b"hello");
+///     assert_eq!(file.read_vec_at(16, 0).await?, b"hello");
 ///     assert!(dir.open_file("../../etc/passwd").await.is_err());
 ///     assert!(dir.open_file("/etc/passwd").await.is_err());
 ///     spargio::fs::remove_file(root.join("hello.txt")).await?;
@@ -1001,6 +1010,90 @@ pub async fn create_dir_all(path: impl AsRef<Path>) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The chunk size of [`copy`]: each chunk is one `READ` and one `WRITE`.
+pub const COPY_CHUNK: usize = 256 * 1024;
+
+/// Copies the contents of the regular file `from` to `to`, creating or
+/// truncating `to`, and gives `to` the permission bits of `from` (as
+/// `std::fs::copy`). Returns the number of bytes copied.
+///
+/// The bytes go through the ring: `READ` and `WRITE` ops of [`COPY_CHUNK`]
+/// bytes into one owned buffer, so no pool thread is held for a long copy
+/// and dropping the future stops it between chunks (the destination then
+/// holds a prefix of the source). Only the final `fchmod`, which has no
+/// io_uring op, runs on the blocking pool.
+///
+/// ```
+/// # spargio::RuntimeBuilder::new().shards(1).build().unwrap().block_on(async {
+/// let dir = std::env::temp_dir();
+/// let (a, b) = (dir.join(format!("copy-a-{}", std::process::id())), dir.join(format!("copy-b-{}", std::process::id())));
+/// spargio::fs::write(&a, b"contents".to_vec()).await?;
+/// assert_eq!(spargio::fs::copy(&a, &b).await?, 8);
+/// assert_eq!(spargio::fs::read(&b).await?, b"contents");
+/// # spargio::fs::remove_file(&a).await?;
+/// # spargio::fs::remove_file(&b).await?;
+/// # Ok::<(), std::io::Error>(())
+/// # }).unwrap().unwrap();
+/// ```
+///
+/// # Errors
+///
+/// `InvalidInput` when `from` is not a regular file (or a symlink to one)
+/// or when `from` and `to` are the same file (which is left as it was); the
+/// open, read, write or `fchmod` error.
+pub async fn copy(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<u64> {
+    let (from, to) = (from.as_ref(), to.as_ref());
+    let src = File::open(from).await?;
+    let src_meta = src.metadata().await?;
+    if !src_meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("copy: {} is not a regular file", from.display()),
+        ));
+    }
+    let mode = src_meta.mode() & 0o7777;
+    // Opened without O_TRUNC, so copying a file onto itself is caught before
+    // anything is lost.
+    let dst = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(mode)
+        .open(to)
+        .await?;
+    let dst_meta = dst.metadata().await?;
+    if (dst_meta.dev(), dst_meta.ino()) == (src_meta.dev(), src_meta.ino()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("copy: {} and {} are the same file", from.display(), to.display()),
+        ));
+    }
+    dst.set_len(0).await?;
+    let mut buf = Vec::with_capacity(COPY_CHUNK);
+    let mut pos = 0u64;
+    loop {
+        buf.clear();
+        let (res, back) = src.read_at(buf, pos).await;
+        buf = back;
+        match res {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        let (res, back) = dst.write_all_at(buf, pos).await;
+        buf = back;
+        res?;
+        pos += buf.len() as u64;
+    }
+    src.close().await?;
+    let dst = dst
+        .into_std()
+        .map_err(|_| io::Error::other("copy: the destination is still in use"))?;
+    let permissions = std::os::unix::fs::PermissionsExt::from_mode(mode);
+    blocking(move || dst.set_permissions(permissions)).await?;
+    Ok(pos)
 }
 
 /// Removes a file (`IORING_OP_UNLINKAT`).

@@ -1138,7 +1138,9 @@ impl RuntimeHandle {
         Ok(JoinHandle::new(state, task))
     }
 
-    /// Runs the blocking closure `f` on the blocking pool.
+    /// Runs the blocking closure `f` on the blocking pool. Inside `f`,
+    /// [`spawn`](crate::spawn) and [`spawn_blocking`](crate::spawn_blocking)
+    /// use this runtime.
     ///
     /// # Errors
     ///
@@ -1151,7 +1153,9 @@ impl RuntimeHandle {
         if self.shared.is_closing() {
             return Err(self.shared.closed_error());
         }
-        self.shared.blocking.spawn(f)
+        self.shared
+            .blocking
+            .spawn(crate::spawn::with_blocking_context(&self.shared, f))
     }
 
     /// A sender of messages to `shard`.

@@ -44,7 +44,7 @@ fn write_read_round_trip_on_both_backends() {
             let file = File::open(&path).await.unwrap();
             assert_eq!(file.metadata().await.unwrap().len(), 100_000);
             assert_eq!(file.read_to_end_at(0).await.unwrap(), data);
-            assert_eq!(file.read_at(99_990, 100).await.unwrap(), data[99_990..]);
+            assert_eq!(file.read_vec_at(100, 99_990).await.unwrap(), data[99_990..]);
             let (res, buf) = file.read_exact_at(Vec::with_capacity(4096), 4096).await;
             res.unwrap();
             assert_eq!(buf, data[4096..8192]);
@@ -87,13 +87,13 @@ fn bad_input_gives_clear_errors_and_the_runtime_keeps_serving() {
             let path = dir.join("f");
             fs::write(&path, b"abc".to_vec()).await.unwrap();
             let f = File::open(&path).await.unwrap();
-            let (n, _) = f.read_at_into(Vec::with_capacity(8), 1 << 40).await;
+            let (n, _) = f.read_at(Vec::with_capacity(8), 1 << 40).await;
             assert_eq!(n.unwrap(), 0);
-            let (e, buf) = f.read_at_into(vec![9u8; 4], u64::MAX).await;
+            let (e, buf) = f.read_at(vec![9u8; 4], u64::MAX).await;
             assert_eq!(e.unwrap_err().kind(), ErrorKind::InvalidInput);
             assert_eq!(buf, vec![9u8; 4], "the buffer comes back untouched");
             // Zero-length buffer.
-            let (n, _) = f.read_at_into(Vec::new(), 0).await;
+            let (n, _) = f.read_at(Vec::new(), 0).await;
             assert_eq!(n.unwrap(), 0);
             // Short read at EOF: read_exact_at reports UnexpectedEof with what it got.
             let (e, got) = f.read_exact_at(Vec::with_capacity(10), 0).await;
@@ -220,15 +220,15 @@ fn dropped_pipe_read_is_cancelled_safely() {
     rt.block_on(async move {
         let reader = File::from_owned_fd(reader.into());
         for _ in 0..100 {
-            let r = spargio::time::timeout(Duration::from_micros(200), reader.read_at_into(vec![0u8; 64], 0))
-                .await;
+            let r =
+                spargio::time::timeout(Duration::from_micros(200), reader.read_at(vec![0u8; 64], 0)).await;
             assert!(r.is_err(), "nothing was written yet");
         }
         use std::io::Write as _;
         let mut w = std::fs::File::from(std::os::fd::OwnedFd::from(writer));
         w.write_all(b"after").unwrap();
         // Pipes ignore the offset; a fresh read gets the bytes.
-        let (n, buf) = reader.read_at_into(Vec::with_capacity(16), 0).await;
+        let (n, buf) = reader.read_at(Vec::with_capacity(16), 0).await;
         assert_eq!(&buf[..n.unwrap()], b"after");
     })
     .unwrap();
@@ -321,7 +321,7 @@ fn shutdown_with_ops_in_flight() {
         handle
             .spawn_pinned(s, async move {
                 // Polled once (submitted: the kernel holds its buffer), then forgotten.
-                let mut forgotten = Box::pin(reader.read_at_into(vec![0u8; 32], 0));
+                let mut forgotten = Box::pin(reader.read_at(vec![0u8; 32], 0));
                 std::future::poll_fn(|cx| {
                     assert!(forgotten.as_mut().poll(cx).is_pending(), "nothing was written");
                     std::task::Poll::Ready(())
@@ -337,7 +337,7 @@ fn shutdown_with_ops_in_flight() {
                         f.sync_all().await.unwrap();
                     }
                 };
-                let read = reader.read_at_into(vec![0u8; 32], 0);
+                let read = reader.read_at(vec![0u8; 32], 0);
                 let _ = futures_join(syncs, read).await;
             })
             .unwrap();
@@ -384,7 +384,7 @@ async fn futures_join<A: std::future::Future, B: std::future::Future>(a: A, b: B
 fn fs_outside_a_runtime_is_an_error_not_a_panic() {
     let _serial = serial();
     let f = File::from_std(std::fs::File::open("/proc/self/stat").unwrap());
-    let (res, buf) = spargio_block(f.read_at_into(vec![5u8; 3], 0));
+    let (res, buf) = spargio_block(f.read_at(vec![5u8; 3], 0));
     assert!(res.unwrap_err().to_string().contains("inside a spargio runtime"));
     assert_eq!(buf, vec![5u8; 3]);
 }
@@ -413,7 +413,7 @@ fn bound_fd_and_file_session() {
         let outside = bound.clone();
         let got = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            rt.block_on(outside.read_at(100, 50))
+            rt.block_on(outside.read_vec_at(50, 100))
         })
         .join()
         .unwrap()
@@ -425,10 +425,10 @@ fn bound_fd_and_file_session() {
                 let session = bound.start_file_session().await.unwrap();
                 for i in 0..200u64 {
                     let pos = (i * 331) % 60_000;
-                    let got = session.read_at(pos, 4096).await.unwrap();
+                    let got = session.read_vec_at(4096, pos).await.unwrap();
                     assert_eq!(got, expect[pos as usize..pos as usize + 4096]);
                 }
-                let (e, _) = session.read_at_into(Vec::with_capacity(4), u64::MAX).await;
+                let (e, _) = session.read_at(Vec::with_capacity(4), u64::MAX).await;
                 assert_eq!(e.unwrap_err().kind(), ErrorKind::InvalidInput);
                 let registered = session.is_registered();
                 session.shutdown().await;
@@ -538,9 +538,9 @@ fn huge_read_lengths_allocate_what_the_file_holds_on_both_backends() {
                 for pos in [0u64, 3, 10, 1 << 40] {
                     let want: &[u8] = &b"ten bytes!"[(pos.min(10) as usize)..];
                     let got = [
-                        ("File", file.read_at(pos, len).await.unwrap()),
-                        ("UringBoundFd", bound.read_at(pos, len).await.unwrap()),
-                        ("UringFileSession", session.read_at(pos, len).await.unwrap()),
+                        ("File", file.read_vec_at(len, pos).await.unwrap()),
+                        ("UringBoundFd", bound.read_vec_at(len, pos).await.unwrap()),
+                        ("UringFileSession", session.read_vec_at(len, pos).await.unwrap()),
                     ];
                     for (what, buf) in got {
                         assert_eq!(buf, want, "{backend:?} {what}::read_at({pos}, {len})");
@@ -568,7 +568,7 @@ fn huge_read_length_of_a_proc_file_reads_into_a_bounded_buffer() {
         rt.block_on(async move {
             // /proc files report size 0 yet have contents.
             let file = File::open("/proc/self/status").await.unwrap();
-            let buf = file.read_at(0, 1 << 40).await.unwrap();
+            let buf = file.read_vec_at(1 << 40, 0).await.unwrap();
             assert!(!buf.is_empty(), "{backend:?}");
             assert!(
                 buf.capacity() <= fs::SMALL_READ.max(fs::MAX_UNSIZED_READ),

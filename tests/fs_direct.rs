@@ -112,7 +112,7 @@ fn aligned_blocks_round_trip_with_o_direct_on_both_backends() {
 
         // The whole file in one read.
         let all = AlignedBuf::with_capacity(BLOCKS * BLOCK, BLOCK);
-        let (n, all) = file.read_at_into(all, 0).await;
+        let (n, all) = file.read_at(all, 0).await;
         assert_eq!(n.unwrap(), BLOCKS * BLOCK);
         assert_eq!(all.len(), BLOCKS * BLOCK);
         assert!(all.iter().enumerate().all(|(pos, &b)| b == pattern(pos)));
@@ -121,7 +121,7 @@ fn aligned_blocks_round_trip_with_o_direct_on_both_backends() {
         let mut buf = AlignedBuf::with_capacity(BLOCK, BLOCK);
         for i in (0..BLOCKS).rev() {
             buf.clear();
-            let (n, back) = file.read_at_into(buf, (i * BLOCK) as u64).await;
+            let (n, back) = file.read_at(buf, (i * BLOCK) as u64).await;
             assert_eq!(n.unwrap(), BLOCK, "block {i}");
             assert!(back.iter().enumerate().all(|(j, &b)| b == pattern(i * BLOCK + j)));
             buf = back;
@@ -129,7 +129,7 @@ fn aligned_blocks_round_trip_with_o_direct_on_both_backends() {
 
         // At the end of the file: 0 bytes.
         buf.clear();
-        let (n, buf) = file.read_at_into(buf, (BLOCKS * BLOCK) as u64).await;
+        let (n, buf) = file.read_at(buf, (BLOCKS * BLOCK) as u64).await;
         assert_eq!(n.unwrap(), 0);
         assert!(buf.is_empty());
     });
@@ -149,21 +149,19 @@ fn unaligned_buffers_give_einval_and_the_runtime_keeps_serving() {
         let (res, _) = file.write_at(odd, 0).await;
         assert_einval(res, &format!("{backend:?}: write from an odd address"));
         let odd = Vec::with_capacity(BLOCK + 1).slice(1..);
-        let (res, _) = file.read_at_into(odd, 0).await;
+        let (res, _) = file.read_at(odd, 0).await;
         assert_einval(res, &format!("{backend:?}: read into an odd address"));
 
         // An aligned address with an unaligned length, and an unaligned offset.
         let short = AlignedBuf::with_capacity(100, BLOCK);
-        let (res, short) = file.read_at_into(short, 0).await;
+        let (res, short) = file.read_at(short, 0).await;
         assert_einval(res, &format!("{backend:?}: read of 100 bytes"));
         assert!(short.is_empty(), "a failed read initializes nothing");
         let (res, _) = file.write_at(block, 1).await;
         assert_einval(res, &format!("{backend:?}: write at offset 1"));
 
         // The runtime still serves, and the failed writes changed nothing.
-        let (n, back) = file
-            .read_at_into(AlignedBuf::with_capacity(BLOCK, BLOCK), 0)
-            .await;
+        let (n, back) = file.read_at(AlignedBuf::with_capacity(BLOCK, BLOCK), 0).await;
         assert_eq!(n.unwrap(), BLOCK);
         assert!(back.iter().all(|&b| b == 0xa5));
         assert_eq!(file.metadata().await.unwrap().len(), BLOCK as u64);

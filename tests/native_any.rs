@@ -82,7 +82,7 @@ impl PendingReads {
             let bound: UringBoundFd = handle.bind_owned_fd_to(OwnedFd::from(r), shard).unwrap();
             tasks.push(
                 handle
-                    .spawn_pinned(shard, async move { bound.read_at(0, 16).await.unwrap() })
+                    .spawn_pinned(shard, async move { bound.read_vec_at(16, 0).await.unwrap() })
                     .unwrap(),
             );
             writers.push(w);

@@ -131,10 +131,7 @@ fn item2_no_public_message_completes_a_pending_read() {
     let file = spargio::fs::File::from_owned_fd(OwnedFd::from(reader));
     let read = rt
         .handle()
-        .spawn_pinned(
-            1,
-            async move { file.read_at_into(Vec::with_capacity(16), 0).await },
-        )
+        .spawn_pinned(1, async move { file.read_at(Vec::with_capacity(16), 0).await })
         .unwrap();
     let tags: Vec<u16> = (0..=u16::MAX).step_by(97).chain([u16::MAX]).collect();
     let values = [0, 1, u32::MAX, 0x8000_0000];
@@ -335,7 +332,7 @@ fn item7_a_panicking_waker_does_not_take_a_shard_down() {
             .spawn_pinned(0, async move {
                 let flag = Arc::new(PanickingWaker(AtomicBool::new(false)));
                 let waker = Waker::from(flag.clone());
-                let mut read = std::pin::pin!(file.read_at_into(Vec::with_capacity(8), 0));
+                let mut read = std::pin::pin!(file.read_at(Vec::with_capacity(8), 0));
                 assert!(poll_with(read.as_mut(), &waker).is_pending());
                 let mut sleep = std::pin::pin!(spargio::time::sleep(Duration::from_millis(1)));
                 assert!(poll_with(sleep.as_mut(), &waker).is_pending());

@@ -33,7 +33,7 @@
 //! let text = rt
 //!     .block_on(async move {
 //!         let session = bound.start_file_session().await?;
-//!         let bytes = session.read_at(0, 6).await?;
+//!         let bytes = session.read_vec_at(6, 0).await?;
 //!         session.shutdown().await;
 //!         Ok::<_, std::io::Error>(bytes)
 //!     })
@@ -156,9 +156,9 @@ impl UringBoundFd {
     /// bytes, the `statx` error); `InvalidInput` for `pos` beyond
     /// `i64::MAX`; an error once the runtime shut down. A huge `len` is never
     /// an error.
-    pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+    pub async fn read_vec_at(&self, len: usize, pos: u64) -> io::Result<Vec<u8>> {
         let capacity = self.read_capacity(pos, len).await?;
-        let (res, mut buf) = self.read_at_into(Vec::with_capacity(capacity), pos).await;
+        let (res, mut buf) = self.read_at(Vec::with_capacity(capacity), pos).await;
         buf.truncate(res?);
         Ok(buf)
     }
@@ -178,7 +178,7 @@ impl UringBoundFd {
     }
 
     /// Reads at `pos` into `buf` (up to its capacity).
-    pub async fn read_at_into<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+    pub async fn read_at<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
         self.read_op(Read::new(self.fd.clone(), buf, pos), pos).await
     }
 
@@ -293,20 +293,20 @@ impl UringFileSession {
     }
 
     /// Reads up to `len` bytes at `pos`; the buffer is sized by what can be
-    /// read, not by `len`, as [`UringBoundFd::read_at`] describes.
+    /// read, not by `len`, as [`UringBoundFd::read_vec_at`] describes.
     ///
     /// # Errors
     ///
-    /// As [`UringBoundFd::read_at`].
-    pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+    /// As [`UringBoundFd::read_vec_at`].
+    pub async fn read_vec_at(&self, len: usize, pos: u64) -> io::Result<Vec<u8>> {
         let capacity = self.bound.read_capacity(pos, len).await?;
-        let (res, mut buf) = self.read_at_into(Vec::with_capacity(capacity), pos).await;
+        let (res, mut buf) = self.read_at(Vec::with_capacity(capacity), pos).await;
         buf.truncate(res?);
         Ok(buf)
     }
 
     /// Reads at `pos` into `buf` (up to its capacity).
-    pub async fn read_at_into<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+    pub async fn read_at<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
         let op = Read::new(self.bound.fd.clone(), buf, pos);
         let op = match self.slot {
             Some(slot) => op.with_fixed_slot(slot),

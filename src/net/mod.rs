@@ -57,6 +57,7 @@
 pub(crate) mod bufpool;
 pub(crate) mod conn;
 pub(crate) mod lane;
+mod socket;
 pub(crate) mod stash;
 mod tcp;
 mod udp;
@@ -66,6 +67,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 pub use bufpool::RecvStream;
+pub use socket::TcpSocket;
 pub use tcp::{Incoming, OwnedReadHalf, OwnedWriteHalf, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixDatagram, UnixIncoming, UnixListener, UnixStream};

@@ -66,6 +66,11 @@ impl TcpListener {
         TcpListener::from_std(std::net::TcpListener::bind(addr)?)
     }
 
+    /// A listener on a socket already listening (from [`TcpSocket::listen`](super::TcpSocket::listen)).
+    pub(crate) fn from_socket(sock: Socket) -> TcpListener {
+        TcpListener { sock }
+    }
+
     /// Wraps a `std` listener (it is switched to blocking mode, which io_uring
     /// handles without blocking a shard).
     ///
@@ -286,6 +291,11 @@ impl TcpStream {
         TcpStream {
             sock: Socket::new(fd, lane),
         }
+    }
+
+    /// A stream on a connected socket (from [`TcpSocket::connect`](super::TcpSocket::connect)).
+    pub(crate) fn from_socket(sock: Socket) -> TcpStream {
+        TcpStream { sock }
     }
 
     /// Connects to `addr` with `IORING_OP_SOCKET` + `IORING_OP_CONNECT`. Takes

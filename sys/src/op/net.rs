@@ -367,6 +367,28 @@ pub fn int_option(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i32> 
     Ok(value)
 }
 
+/// `bind(2)`: gives a socket its local address. It never blocks.
+///
+/// # Errors
+///
+/// The `bind` errno (`EADDRINUSE`, `EACCES`, `EINVAL` for a socket already
+/// bound or an address of another family, …).
+pub fn bind(fd: BorrowedFd<'_>, addr: &SockAddr) -> io::Result<()> {
+    // SAFETY: `addr` is a live sockaddr of the length it carries (at most its storage).
+    check(unsafe { libc::bind(fd.as_raw_fd(), addr.as_ptr(), addr.len) }).map(drop)
+}
+
+/// `listen(2)` with a backlog (the kernel caps it at `net.core.somaxconn`).
+///
+/// # Errors
+///
+/// The `listen` errno (`EADDRINUSE` for an unbound socket whose automatic
+/// port is taken, `EOPNOTSUPP` for a datagram socket, …).
+pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
+    // SAFETY: a plain system call on a borrowed, open fd.
+    check(unsafe { libc::listen(fd.as_raw_fd(), backlog) }).map(drop)
+}
+
 /// `shutdown(2)` as a direct call (it never blocks), for destructors.
 ///
 /// # Errors
