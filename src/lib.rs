@@ -33,6 +33,7 @@
 
 mod blocking;
 pub mod boundary;
+mod driver;
 mod error;
 pub mod fs;
 pub mod io;
@@ -41,7 +42,6 @@ mod msg;
 pub mod native;
 mod native_any;
 pub mod net;
-mod reactor;
 mod runtime;
 mod shard;
 mod stats;

@@ -17,7 +17,7 @@ use spargio_sys::op::fs::{Fsync, Read, SharedFd, Write};
 use spargio_sys::op::net::{CancelFlag, Recv, Send};
 
 use crate::io::{BufResult, IoBuf, IoBufMut, check_offset, cqe_result, read_done, submit_holding};
-use crate::runtime::{Backend, RuntimeHandle, Shared};
+use crate::runtime::{RuntimeHandle, Shared};
 use crate::{JoinHandle, RuntimeError, TaskPlacement, shard};
 
 /// The unbound lane: native ops from any task, each on the shard picked for
@@ -287,7 +287,7 @@ impl UringNativeAny {
 
     /// A cancel flag for the blocking form of a socket op, on the Queue backend only.
     fn cancel_flag(&self) -> Option<CancelFlag> {
-        (self.rt.backend == Backend::Queue).then(CancelFlag::default)
+        self.rt.backend.may_block_socket_ops().then(CancelFlag::default)
     }
 
     /// Takes (or renews) `fd`'s lease.

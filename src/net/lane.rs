@@ -23,7 +23,7 @@ use spargio_sys::op::net::{self as ops, CancelFlag};
 
 use super::stash::RecvStash;
 use crate::io::{OpFuture, submit, submit_current};
-use crate::runtime::{Backend, RuntimeHandle, Shared};
+use crate::runtime::{RuntimeHandle, Shared};
 use crate::{RuntimeError, shard};
 
 /// Where a socket's ops go: the calling shard, or one chosen shard.
@@ -76,10 +76,10 @@ impl Lane {
         }
     }
 
-    fn is_queue(&self) -> bool {
+    fn may_block(&self) -> bool {
         match &self.bound {
-            Some((rt, _)) => rt.backend == Backend::Queue,
-            None => shard::with_local(|l| l.shared.backend == Backend::Queue).unwrap_or(false),
+            Some((rt, _)) => rt.backend.may_block_socket_ops(),
+            None => shard::with_local(|l| l.shared.backend.may_block_socket_ops()).unwrap_or(false),
         }
     }
 
@@ -93,7 +93,7 @@ impl Lane {
 
     /// A cancel flag for an op about to be submitted, on the Queue backend only.
     pub(crate) fn cancel_flag(&self) -> Option<CancelFlag> {
-        self.is_queue().then(CancelFlag::default)
+        self.may_block().then(CancelFlag::default)
     }
 }
 
