@@ -35,6 +35,7 @@ mod blocking;
 pub mod boundary;
 mod driver;
 mod error;
+mod fd_lease;
 pub mod fs;
 pub mod io;
 mod mail;

@@ -43,7 +43,7 @@ use crate::driver::op::{OpShared, SteeredOp, blocking_cqe};
 use crate::error::{JoinError, RuntimeError};
 use crate::shard::{self, Local};
 use crate::stats::{RuntimeStats, ShardCounters, ShardStats};
-use crate::task::{BoxFuture, Completion, JoinHandle, JoinState, Mobility, Task};
+use crate::task::{BoxFuture, Completion, JoinHandle, JoinState, Mobility, Scheduler, Task};
 
 /// Where a spawned task runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -463,6 +463,16 @@ pub(crate) struct QueuedMsg {
     pub(crate) val: u32,
 }
 
+impl Scheduler for Shared {
+    fn schedule(self: Arc<Self>, task: Arc<Task>) {
+        Shared::schedule(&self, task);
+    }
+
+    fn task_finished(&self, task: &Task) {
+        Shared::task_finished(self, task);
+    }
+}
+
 /// What other threads see of one shard.
 pub(crate) struct ShardShared {
     pub(crate) id: usize,
@@ -555,7 +565,7 @@ pub(crate) struct Shared {
     foreign_ring: Mutex<Option<Ring>>,
     pub(crate) blocking: BlockingPool,
     /// Which shard each fd's unbound-lane ops go to, while a lease holds.
-    pub(crate) fd_leases: Arc<crate::native_any::FdLeases>,
+    pub(crate) fd_leases: Arc<crate::fd_lease::FdLeases>,
     threads: Mutex<Vec<ThreadHandle<()>>>,
     exited: Mutex<usize>,
     exited_cv: Condvar,
@@ -931,7 +941,9 @@ impl Shared {
             return Err(RuntimeError::Overloaded);
         }
         let id = self.next_id();
-        let task = Task::new(id, shard, mobility, future, join, Arc::downgrade(self));
+        let weak: std::sync::Weak<Shared> = Arc::downgrade(self);
+        let runtime: std::sync::Weak<dyn Scheduler> = weak;
+        let task = Task::new(id, shard, mobility, future, join, runtime);
         self.live_tasks.fetch_add(1, Ordering::SeqCst);
         self.registry_for(id).insert(id, task.clone());
         // Re-check after registering: either shutdown's scan sees this task, or we see CLOSING.

@@ -36,7 +36,7 @@ use crate::mail::{Outbox, TicketFor};
 use crate::msg::{Event, TicketShared};
 use crate::runtime::{Shared, shard_ring_config};
 use crate::task::{Mobility, Task};
-use crate::time::Timers;
+use crate::time::wheel::Timers;
 use crate::wire::{self, Tag};
 use spargio_sys::msg::OpId;
 use spargio_sys::op::Op;
