@@ -11,7 +11,7 @@
 //! `OpFuture::abandon_with` instead.
 //!
 //! On the Queue backend a socket op is tried on its shard and, if it would
-//! block, waits there for readiness (`reactor`); any other op runs as a
+//! block, waits there for readiness (`driver::epoll`); any other op runs as a
 //! blocking system call on the blocking pool.
 
 use std::future::Future;

@@ -1,4 +1,5 @@
-//! The shard: one thread, one ring, its run queues, and the event loop.
+//! The shard: one thread, one driver (`crate::driver`: a ring, or an epoll
+//! set), its run queues, and the event loop.
 //!
 //! # The loop
 //!
@@ -9,8 +10,8 @@
 //! nothing to do tries to steal, then polls for the spin window (at least
 //! `spin_before_park`, adaptive: [`SpinWindow`]) re-checking its queues and
 //! ring (yielding the CPU on each turn), then parks (protocol in [`Shared::unpark`]):
-//! `parked = true`, re-check, `io_uring_enter(GETEVENTS, min_complete = 1)`
-//! with the next timer as its timeout.
+//! `parked = true`, re-check, `Driver::park` (`io_uring_enter(GETEVENTS,
+//! min_complete = 1)`, or `epoll_pwait2`) with the next timer as its timeout.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};

@@ -6,7 +6,7 @@
 //! [`TcpListener::accept_round_robin`](super::TcpListener::accept_round_robin)).
 //!
 //! On the Queue backend an op waits for readiness on its shard (see
-//! `reactor`), or runs as a blocking call on the blocking pool, and cannot be
+//! `driver::epoll`), or runs as a blocking call on the blocking pool, and cannot be
 //! cancelled by `ASYNC_CANCEL`; [`run_op`] gives such ops a [`CancelFlag`]
 //! that it sets when the waiting future is dropped, so neither a pool thread
 //! nor a readiness retry receives data nobody waits for.
