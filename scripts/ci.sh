@@ -178,8 +178,10 @@ step_tour() {
 }
 
 step_unsafe() {
-    bash scripts/unsafe-audit.sh
-    bash scripts/layers.sh --quiet
+    local rc=0
+    bash scripts/unsafe-audit.sh || rc=1
+    bash scripts/layers.sh --quiet || rc=1
+    return "$rc"
 }
 
 step_miri() {
