@@ -358,9 +358,8 @@ fn bench_qd32(c: &mut Criterion, path: &PathBuf, compio: bool) {
                         join_all((0..QD).map(|k| {
                             let f = &f;
                             async move {
-                                let (n, _) = f
-                                    .read_at(Vec::with_capacity(BLOCK), offset(batch * QD + k))
-                                    .await;
+                                let (n, _) =
+                                    f.read_at(Vec::with_capacity(BLOCK), offset(batch * QD + k)).await;
                                 assert_eq!(n.unwrap(), BLOCK);
                             }
                         }))

@@ -5,7 +5,7 @@
 #   2. clippy  cargo clippy --workspace --all-targets -- -D warnings
 #   3. test    cargo test --workspace --no-fail-fast (installs curl first if missing: tests/examples.rs)
 #   4. tour    cargo run --release --example tour    (the README's first command; must exit 0)
-#   5. unsafe  bash scripts/unsafe-audit.sh
+#   5. unsafe  bash scripts/unsafe-audit.sh; bash scripts/layers.sh --quiet (imports of src/ run one way)
 #   6. miri    cargo +nightly miri test -p spargio-sys           (the simulated-kernel tests)
 #   7. asan    the real-kernel suites under AddressSanitizer (nightly, -Zbuild-std, target/asan):
 #              spargio-sys's unit and integration tests, and spargio's tests fs, net, runtime_core,
@@ -178,7 +178,10 @@ step_tour() {
 }
 
 step_unsafe() {
-    bash scripts/unsafe-audit.sh
+    local rc=0
+    bash scripts/unsafe-audit.sh || rc=1
+    bash scripts/layers.sh --quiet || rc=1
+    return "$rc"
 }
 
 step_miri() {

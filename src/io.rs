@@ -11,23 +11,23 @@
 //! `OpFuture::abandon_with` instead.
 //!
 //! On the Queue backend a socket op is tried on its shard and, if it would
-//! block, waits there for readiness (`reactor`); any other op runs as a
+//! block, waits there for readiness (`driver::epoll`); any other op runs as a
 //! blocking system call on the blocking pool.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
+use spargio_sys::Cqe;
 use spargio_sys::msg::OpId;
 use spargio_sys::op::{Op, OpEvent};
-use spargio_sys::{Cqe, Sqe};
 
-use crate::runtime::{Backend, Shared};
+pub(crate) use crate::driver::op::{OpHold, OpShared, Salvage};
+use crate::runtime::Shared;
 use crate::shard;
 
 pub use spargio_sys::buf::{AlignedBuf, FixedBuf, IoBuf, IoBufMut, Slice};
@@ -77,122 +77,6 @@ pub fn fixed_bufs_available() -> Option<usize> {
 
 /// A result together with the buffer that was lent to the kernel.
 pub type BufResult<T, B> = (io::Result<T>, B);
-
-/// An op on its way to a shard's ring, with its waiter's side.
-pub(crate) type SteeredOp = (Box<dyn Op>, Arc<OpShared>);
-
-/// The waiter's side of one op.
-pub(crate) struct OpShared {
-    inner: Mutex<OpInner>,
-    /// Whatever the submitter wants kept until both the final completion and
-    /// the waiter are gone (the unbound lane's fd lease), dropped with the last
-    /// reference.
-    _hold: Option<OpHold>,
-}
-
-/// A value an op keeps alive until its final completion and its waiter are gone.
-pub(crate) type OpHold = Box<dyn std::any::Any + Send + Sync>;
-
-/// Takes what an op still produces after its waiter left
-/// ([`OpFuture::abandon_with`]): a receive's data, kept for the next receive
-/// instead of being freed with the op.
-///
-/// Called on the thread that reaps the op (its shard, or a blocking-pool
-/// thread), with the op's waiter lock held for [`Salvage::more`]: it must not
-/// block, and must not touch the op's future.
-pub(crate) trait Salvage: Send {
-    /// An intermediate completion of a multishot op.
-    fn more(&mut self, event: OpEvent);
-    /// The final completion, with the op. Called at most once; an op that is
-    /// dropped unsubmitted (its waiter left before it reached a ring) never
-    /// calls it, and the salvage is dropped instead.
-    fn done(&mut self, cqe: Cqe, op: Box<dyn Op>);
-}
-
-#[derive(Default)]
-struct OpInner {
-    done: Option<(Cqe, Box<dyn Op>)>,
-    more: VecDeque<OpEvent>,
-    waker: Option<Waker>,
-    abandoned: bool,
-    /// Where an abandoned op's remaining completions go (none: they are dropped).
-    salvage: Option<Box<dyn Salvage>>,
-    /// Where the op is in flight, once submitted: (shard, id).
-    submitted: Option<(usize, OpId)>,
-}
-
-impl OpShared {
-    fn new(hold: Option<OpHold>) -> Arc<OpShared> {
-        Arc::new(OpShared {
-            inner: Mutex::new(OpInner::default()),
-            _hold: hold,
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, OpInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Records where the op went; false if its waiter already left (the shard
-    /// then asks for cancellation at once).
-    pub(crate) fn submitted(&self, shard: usize, id: OpId) -> bool {
-        let mut g = self.lock();
-        g.submitted = Some((shard, id));
-        !g.abandoned
-    }
-
-    /// True when nobody waits any more (checked before submission).
-    pub(crate) fn is_abandoned(&self) -> bool {
-        self.lock().abandoned
-    }
-
-    /// The final completion: hand the op to the waiter, to its salvage, or
-    /// release it (an op dropped here closes the fd it created and frees its
-    /// buffers, which the kernel is done with).
-    pub(crate) fn finish(&self, cqe: Cqe, op: Box<dyn Op>) {
-        let waker = {
-            let mut g = self.lock();
-            if g.abandoned {
-                let salvage = g.salvage.take();
-                drop(g);
-                match salvage {
-                    Some(mut s) => s.done(cqe, op),
-                    None => drop(op),
-                }
-                return;
-            }
-            g.done = Some((cqe, op));
-            g.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-
-    /// A multishot completion with more to come. Nobody waiting: it goes to
-    /// the op's salvage, or what it carries (an accepted fd, a provided
-    /// buffer) is released at once.
-    pub(crate) fn progress(&self, event: OpEvent) {
-        let waker = {
-            let mut g = self.lock();
-            if g.abandoned {
-                match g.salvage.as_mut() {
-                    Some(s) => s.more(event),
-                    None => {
-                        drop(g);
-                        drop(event);
-                    }
-                }
-                return;
-            }
-            g.more.push_back(event);
-            g.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-}
 
 /// An op in flight. Resolves to the final CQE and the op (with its resources).
 pub(crate) struct OpFuture<O> {
@@ -391,14 +275,14 @@ pub(crate) fn submit_holding<O: Op>(
         finished: false,
         _op: PhantomData,
     };
-    // On the Queue backend socket ops wait for readiness on their shard (see
-    // `reactor`); every other op runs as a blocking call on the pool.
-    let on_pool = rt.backend == Backend::Queue && op.readiness_fd().is_none();
+    // Ops the driver has no way to wait for (on the readiness driver: no
+    // readiness fd) run as a blocking call on the pool.
+    let on_pool = rt.backend.runs_on_pool(&op);
     let op: Box<dyn Op> = Box::new(op);
     let here = shard::current_shard_of(rt);
     let target = shard.or(here).unwrap_or(0);
     if on_pool {
-        run_on_pool(rt, target, op, shared);
+        rt.run_on_pool(target, op, shared);
         return Ok(fut);
     }
     if here == Some(target) {
@@ -413,30 +297,6 @@ pub(crate) fn submit_holding<O: Op>(
         rt.unpark(target);
     }
     Ok(fut)
-}
-
-/// Runs `op` as a blocking system call on the pool (Queue backend), charged
-/// to shard `target` while it runs, and finishes it.
-pub(crate) fn run_on_pool(rt: &Arc<Shared>, target: usize, op: Box<dyn Op>, shared: Arc<OpShared>) {
-    let charged = rt.clone();
-    charged.shards[target]
-        .counters
-        .ops_in_flight
-        .fetch_add(1, Ordering::Relaxed);
-    let job = move |op: Box<dyn Op>| {
-        let mut op = op;
-        let res = if shared.is_abandoned() {
-            -libc::ECANCELED
-        } else {
-            op.run_blocking()
-        };
-        charged.shards[target]
-            .counters
-            .ops_in_flight
-            .fetch_sub(1, Ordering::Relaxed);
-        shared.finish(blocking_cqe(res), op);
-    };
-    rt.blocking.run_or_inline(op, job);
 }
 
 /// Submits `op` from inside a runtime task: the calling shard's runtime.
@@ -493,19 +353,4 @@ pub(crate) fn created_fd(cqe: &Cqe, fd: Option<std::os::fd::OwnedFd>) -> io::Res
 /// Turns a CQE result into `io::Result<usize>`.
 pub(crate) fn cqe_result(cqe: &Cqe) -> io::Result<usize> {
     cqe.result().map(|n| n as usize)
-}
-
-/// An SQE to cancel an op, for the shard's use.
-pub(crate) fn cancel_sqe_for(table: &mut spargio_sys::op::InFlight<Arc<OpShared>>, id: OpId) -> Option<Sqe> {
-    table.cancel_sqe(id)
-}
-
-/// The completion of an op that ran as a system call (no ring): its result
-/// as a CQE's `res`.
-pub(crate) fn blocking_cqe(res: i32) -> Cqe {
-    Cqe {
-        user_data: 0,
-        res,
-        flags: 0,
-    }
 }

@@ -106,7 +106,9 @@
 pub mod __private;
 mod blocking;
 pub mod boundary;
+mod driver;
 mod error;
+mod fd_lease;
 pub mod fs;
 pub mod io;
 mod mail;
@@ -114,7 +116,6 @@ mod msg;
 pub mod native;
 mod native_any;
 pub mod net;
-mod reactor;
 mod runtime;
 mod shard;
 mod spawn;

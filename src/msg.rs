@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use crate::error::{RuntimeError, SendError};
-use crate::runtime::{Backend, QueuedMsg, RuntimeHandle, Shared};
+use crate::runtime::{QueuedMsg, RuntimeHandle, Shared};
 use crate::shard;
 use crate::task::JoinHandle;
 use crate::wire;
@@ -291,7 +291,7 @@ impl RemoteShard {
     /// The one-message path: the Queue backend, or a sender outside the runtime.
     fn transmit(&self, from: usize, tag: u16, val: u32) -> Result<(), SendError> {
         let shared = &self.shared;
-        if shared.backend == Backend::Queue {
+        if !shared.backend.has_rings() {
             let target = &shared.shards[self.target];
             target
                 .queued_msgs
@@ -307,9 +307,13 @@ impl RemoteShard {
             return Ok(());
         }
         // Outside the runtime: through the shared foreign ring, synchronously.
-        let fd = match shared.shards[self.target].unparker.get() {
-            Some(crate::runtime::Unparker::Ring(fd)) => fd.clone(),
-            _ => return Err(SendError::Closed),
+        let Some(fd) = shared.shards[self.target]
+            .unparker
+            .get()
+            .and_then(|u| u.ring_fd())
+            .cloned()
+        else {
+            return Err(SendError::Closed);
         };
         shared
             .foreign_msg_ring(&fd, wire::message(from as u16, tag), val)
@@ -402,7 +406,7 @@ impl ShardCtx {
         let me = &self.shared.shards[self.shard];
         match me.mailboxes.get(from) {
             // A shard sender on io_uring counts its own sends (see `mail`).
-            Some(mailbox) if self.shared.backend == Backend::IoUring => mailbox.count_taken(),
+            Some(mailbox) if self.shared.backend.has_rings() => mailbox.count_taken(),
             _ => {
                 me.msg_inflight[from].fetch_sub(1, Ordering::AcqRel);
             }

@@ -29,7 +29,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle as ThreadHandle;
 use std::time::Duration;
 
@@ -37,21 +37,13 @@ use spargio_sys::ring::{Ring, RingConfig, RingFd};
 use spargio_sys::sim::SimKernel;
 
 use crate::blocking::BlockingPool;
+pub use crate::driver::Backend;
+use crate::driver::Unparker;
+use crate::driver::op::{OpShared, SteeredOp, blocking_cqe};
 use crate::error::{JoinError, RuntimeError};
 use crate::shard::{self, Local};
-use crate::stats::{RuntimeStats, ShardCounters};
-use crate::task::{BoxFuture, Completion, JoinHandle, JoinState, Mobility, Task};
-
-/// Which kernel interface the shards use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// One io_uring per shard; cross-shard messages and doorbells are `MSG_RING`.
-    IoUring,
-    /// No io_uring: shards park in `epoll`, socket ops wait for readiness
-    /// there, other ops run on the blocking pool, and messages travel in
-    /// memory. The same API, for kernels or sandboxes without io_uring.
-    Queue,
-}
+use crate::stats::{RuntimeStats, ShardCounters, ShardStats};
+use crate::task::{BoxFuture, Completion, JoinHandle, JoinState, Mobility, Scheduler, Task};
 
 /// Where a spawned task runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -476,14 +468,6 @@ struct Resolved {
     foreign_ring: Option<Ring>,
 }
 
-/// How a sleeping shard is woken.
-pub(crate) enum Unparker {
-    /// A `MSG_RING` doorbell into the shard's ring.
-    Ring(RingFd),
-    /// The eventfd in the shard's epoll set (Queue backend).
-    EventFd(Arc<spargio_sys::epoll::EventFd>),
-}
-
 /// A message travelling in memory (Queue backend, or from outside the runtime
 /// when the message must not go through a ring).
 #[derive(Clone, Copy, Debug)]
@@ -491,6 +475,16 @@ pub(crate) struct QueuedMsg {
     pub(crate) from: u16,
     pub(crate) tag: u16,
     pub(crate) val: u32,
+}
+
+impl Scheduler for Shared {
+    fn schedule(self: Arc<Self>, task: Arc<Task>) {
+        Shared::schedule(&self, task);
+    }
+
+    fn task_finished(&self, task: &Task) {
+        Shared::task_finished(self, task);
+    }
 }
 
 /// What other threads see of one shard.
@@ -511,7 +505,7 @@ pub(crate) struct ShardShared {
     /// Message batches from each shard of the runtime (see `mail`).
     pub(crate) mailboxes: Box<[crate::mail::Mailbox]>,
     /// Ops other threads steered to this shard, to submit on its ring.
-    pub(crate) remote_ops: Mutex<VecDeque<crate::io::SteeredOp>>,
+    pub(crate) remote_ops: Mutex<VecDeque<SteeredOp>>,
     pub(crate) remote_ops_len: AtomicUsize,
     /// Ops whose waiter left on another thread: cancel them on this ring.
     pub(crate) cancel_requests: Mutex<Vec<spargio_sys::msg::OpId>>,
@@ -585,7 +579,7 @@ pub(crate) struct Shared {
     foreign_ring: Mutex<Option<Ring>>,
     pub(crate) blocking: BlockingPool,
     /// Which shard each fd's unbound-lane ops go to, while a lease holds.
-    pub(crate) fd_leases: Arc<crate::native_any::FdLeases>,
+    pub(crate) fd_leases: Arc<crate::fd_lease::FdLeases>,
     threads: Mutex<Vec<ThreadHandle<()>>>,
     exited: Mutex<usize>,
     exited_cv: Condvar,
@@ -596,6 +590,47 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// A snapshot of the counters and queue depths.
+    pub(crate) fn stats(&self) -> RuntimeStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let shards = self
+            .shards
+            .iter()
+            .map(|s| {
+                let c = &s.counters;
+                ShardStats {
+                    shard: s.id,
+                    spawned: get(&c.spawned),
+                    polled: get(&c.polled),
+                    stolen: get(&c.stolen),
+                    steal_attempts: get(&c.steal_attempts),
+                    steal_success: get(&c.steal_success),
+                    stealable_backpressure: get(&c.stealable_backpressure),
+                    msgs_sent: get(&c.msgs_sent),
+                    msgs_received: get(&c.msgs_received),
+                    msg_send_failures: get(&c.msg_send_failures),
+                    msg_batches: get(&c.msg_batches),
+                    doorbells_sent: get(&c.doorbells_sent),
+                    doorbells_skipped: get(&c.doorbells_skipped),
+                    doorbell_failures: get(&c.doorbell_failures),
+                    parks: get(&c.parks),
+                    wakeups: get(&c.wakeups),
+                    cq_overflows: get(&c.cq_overflows),
+                    ops_leaked: get(&c.ops_leaked),
+                    file_sessions: get(&c.file_sessions),
+                    fixed_buf_ops: get(&c.fixed_buf_ops),
+                    ops_in_flight: get(&c.ops_in_flight),
+                    inbox_depth: s.inbox_len.load(Ordering::Relaxed),
+                    stealable_depth: s.stealable_len.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        RuntimeStats {
+            shards,
+            live_tasks: self.live_tasks(),
+        }
+    }
+
     /// True once shutdown began, and always in a fork child (nothing of the
     /// runtime may be used there).
     pub(crate) fn is_closing(&self) -> bool {
@@ -713,38 +748,63 @@ impl Shared {
         }
     }
 
+    /// Wakes `shard` through its driver's unparker: from the calling
+    /// shard's ring when this is a shard of this runtime, else from the
+    /// foreign ring. If the kernel keeps refusing the doorbell, the shard is
+    /// marked parked again, so the next wake of it (any spawn, message or
+    /// op) rings again.
     fn ring_doorbell(&self, shard: usize) {
-        match self.shards[shard].unparker.get() {
-            None => {} // Not started yet: it checks its queues before its first park.
-            Some(Unparker::EventFd(bell)) => bell.notify(),
-            Some(Unparker::Ring(fd)) => {
-                if let Err(fd) = shard::doorbell_from_shard(self, fd) {
-                    self.foreign_doorbell(shard, &fd);
-                }
-            }
+        // Not started yet: it checks its queues before its first park.
+        let Some(unparker) = self.shards[shard].unparker.get() else {
+            return;
+        };
+        let woken = shard::with_local(|l| {
+            std::ptr::eq(&*l.shared, self).then(|| unparker.wake(Some(&l.driver), &self.foreign_ring))
+        })
+        .flatten()
+        .unwrap_or_else(|| unparker.wake(None, &self.foreign_ring));
+        if !woken {
+            let s = &self.shards[shard];
+            s.counters.doorbell_failures.fetch_add(1, Ordering::Relaxed);
+            s.parked.store(true, Ordering::SeqCst);
         }
     }
 
-    /// Rings `shard`'s doorbell from the foreign ring. If the kernel keeps
-    /// refusing the submit, the shard is marked parked again, so the next
-    /// wake of it (any spawn, message or op) rings again.
-    fn foreign_doorbell(&self, shard: usize, target: &RingFd) {
-        let mut guard = self.foreign_ring.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ring) = guard.as_mut() {
-            shard::push_doorbell(ring, target);
-            if shard::submit_foreign(ring, &mut |_| {}).is_err() {
-                let s = &self.shards[shard];
-                s.counters.doorbell_failures.fetch_add(1, Ordering::Relaxed);
-                s.parked.store(true, Ordering::SeqCst);
-            }
-        }
+    /// Runs `op` as a blocking system call on the pool (ops the shard's
+    /// driver has no readiness for), charged to shard `target` while it
+    /// runs, and finishes it.
+    pub(crate) fn run_on_pool(
+        self: &Arc<Self>,
+        target: usize,
+        op: Box<dyn spargio_sys::op::Op>,
+        shared: Arc<OpShared>,
+    ) {
+        let charged = self.clone();
+        charged.shards[target]
+            .counters
+            .ops_in_flight
+            .fetch_add(1, Ordering::Relaxed);
+        let job = move |op: Box<dyn spargio_sys::op::Op>| {
+            let mut op = op;
+            let res = if shared.is_abandoned() {
+                -libc::ECANCELED
+            } else {
+                op.run_blocking()
+            };
+            charged.shards[target]
+                .counters
+                .ops_in_flight
+                .fetch_sub(1, Ordering::Relaxed);
+            shared.finish(blocking_cqe(res), op);
+        };
+        self.blocking.run_or_inline(op, job);
     }
 
     /// Sends a message through the shared foreign ring. Returns the errno on failure.
     pub(crate) fn foreign_msg_ring(&self, target: &RingFd, user_data: u64, val: u32) -> Result<(), i32> {
         let mut guard = self.foreign_ring.lock().unwrap_or_else(|p| p.into_inner());
         let ring = guard.as_mut().ok_or(libc::ESHUTDOWN)?;
-        shard::send_msg_ring_blocking(ring, target, user_data, val)
+        crate::driver::uring::send_msg_ring_blocking(ring, target, user_data, val)
     }
 
     fn begin_shutdown(&self) -> bool {
@@ -895,7 +955,9 @@ impl Shared {
             return Err(RuntimeError::Overloaded);
         }
         let id = self.next_id();
-        let task = Task::new(id, shard, mobility, future, join, Arc::downgrade(self));
+        let weak: std::sync::Weak<Shared> = Arc::downgrade(self);
+        let runtime: std::sync::Weak<dyn Scheduler> = weak;
+        let task = Task::new(id, shard, mobility, future, join, runtime);
         self.live_tasks.fetch_add(1, Ordering::SeqCst);
         self.registry_for(id).insert(id, task.clone());
         // Re-check after registering: either shutdown's scan sees this task, or we see CLOSING.
@@ -1153,9 +1215,7 @@ impl RuntimeHandle {
         if self.shared.is_closing() {
             return Err(self.shared.closed_error());
         }
-        self.shared
-            .blocking
-            .spawn(crate::spawn::with_blocking_context(&self.shared, f))
+        self.shared.blocking.spawn(with_blocking_context(&self.shared, f))
     }
 
     /// A sender of messages to `shard`.
@@ -1183,7 +1243,7 @@ impl RuntimeHandle {
 
     /// A snapshot of the runtime's counters and queue depths.
     pub fn stats_snapshot(&self) -> RuntimeStats {
-        RuntimeStats::collect(&self.shared)
+        self.shared.stats()
     }
 }
 
@@ -1211,4 +1271,39 @@ where
     let rt = Runtime::new()?;
     let fut = f(rt.handle().clone());
     rt.block_on(fut)
+}
+
+thread_local! {
+    /// On a blocking-pool thread, while it runs a closure of
+    /// [`RuntimeHandle::spawn_blocking`]: that closure's runtime. Weak, so a
+    /// queued job does not keep its runtime's shared state alive.
+    static BLOCKING_RUNTIME: std::cell::RefCell<Option<Weak<Shared>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Wraps a blocking closure so that `spargio::spawn` and `spargio::spawn_blocking` inside
+/// it use `shared`'s runtime.
+pub(crate) fn with_blocking_context<F, T>(shared: &Arc<Shared>, f: F) -> impl FnOnce() -> T + Send + 'static
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let runtime = Arc::downgrade(shared);
+    move || {
+        /// Restores the thread's previous context, also when `f` panics.
+        struct Restore(Option<Weak<Shared>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let previous = self.0.take();
+                BLOCKING_RUNTIME.with(|c| *c.borrow_mut() = previous);
+            }
+        }
+        let _restore = Restore(BLOCKING_RUNTIME.with(|c| c.borrow_mut().replace(runtime)));
+        f()
+    }
+}
+
+/// The runtime of the blocking closure this thread is running, if any (see
+/// [`with_blocking_context`]).
+pub(crate) fn blocking_context() -> Option<Weak<Shared>> {
+    BLOCKING_RUNTIME.with(|c| c.borrow().clone())
 }

@@ -1,4 +1,5 @@
-//! The shard: one thread, one ring, its run queues, and the event loop.
+//! The shard: one thread, one driver (`crate::driver`: a ring, or an epoll
+//! set), its run queues, and the event loop.
 //!
 //! # The loop
 //!
@@ -9,8 +10,8 @@
 //! nothing to do tries to steal, then polls for the spin window (at least
 //! `spin_before_park`, adaptive: [`SpinWindow`]) re-checking its queues and
 //! ring (yielding the CPU on each turn), then parks (protocol in [`Shared::unpark`]):
-//! `parked = true`, re-check, `io_uring_enter(GETEVENTS, min_complete = 1)`
-//! with the next timer as its timeout.
+//! `parked = true`, re-check, `Driver::park` (`io_uring_enter(GETEVENTS,
+//! min_complete = 1)`, or `epoll_pwait2`) with the next timer as its timeout.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -23,25 +24,23 @@ use std::sync::mpsc::Sender;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use spargio_sys::Cqe;
 use spargio_sys::buf::{FixedBuf, FixedBufTable};
 use spargio_sys::cqe::RingCqe;
-use spargio_sys::msg::UserData;
-use spargio_sys::register::FixedBufRegistration;
-use spargio_sys::ring::{PushError, Ring, RingFd};
+use spargio_sys::ring::{Ring, RingFd};
 use spargio_sys::sim::SimKernel;
 
+use crate::driver::op::OpShared;
+use crate::driver::uring::{FIXED_BUF_COUNT, FIXED_BUF_SIZE};
+use crate::driver::{Ctx, Driver, Setup};
 use crate::error::RuntimeError;
-use crate::io::OpShared;
 use crate::mail::{Outbox, TicketFor};
 use crate::msg::{Event, TicketShared};
-use crate::reactor::Reactor;
-use crate::runtime::{Backend, Shared, Unparker, shard_ring_config};
+use crate::runtime::{Shared, shard_ring_config};
 use crate::task::{Mobility, Task};
-use crate::time::Timers;
+use crate::time::wheel::Timers;
 use crate::wire::{self, Tag};
 use spargio_sys::msg::OpId;
-use spargio_sys::op::{Completion, InFlight, Op};
+use spargio_sys::op::Op;
 
 type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
 
@@ -49,9 +48,8 @@ type LocalFuture = Pin<Box<dyn Future<Output = ()>>>;
 pub(crate) struct Local {
     pub(crate) shard: usize,
     pub(crate) shared: Arc<Shared>,
-    ring: RefCell<Option<Ring>>,
-    /// The readiness driver (Queue backend only).
-    reactor: Option<Reactor>,
+    /// The shard's I/O driver (io_uring or epoll readiness).
+    pub(crate) driver: Driver,
     run_queue: RefCell<VecDeque<Arc<Task>>>,
     pub(crate) events: RefCell<VecDeque<Event>>,
     pub(crate) event_waiters: RefCell<Vec<Waker>>,
@@ -62,34 +60,10 @@ pub(crate) struct Local {
     /// Messages to other shards before they are handed over (see `mail`).
     pub(crate) outbox: Outbox,
     next_ticket: Cell<u32>,
-    needs_submit: Cell<bool>,
     rng: Cell<u64>,
     tick: Cell<u32>,
-    cqe_buf: RefCell<Vec<RingCqe>>,
-    /// Ops in flight on this shard's ring.
-    inflight: RefCell<InFlight<Arc<OpShared>>>,
-    /// Free slots of the ring's registered-file table (empty if it has none);
-    /// `None` until the first session asks
-    /// (registering the table costs a syscall and kernel memory at start-up
-    /// that most runtimes never use).
-    fixed_slots: RefCell<Option<Vec<u32>>>,
     /// The current spin-before-park window (see [`SpinWindow`]).
     spin: SpinWindow,
-    /// Ops waiting for SQ room (the kernel refused entries for a moment).
-    backlog: RefCell<VecDeque<crate::io::SteeredOp>>,
-    /// The ring's registered-buffer table, set up on first checkout.
-    fixed_bufs: RefCell<FixedBufs>,
-}
-
-/// A shard's registered (fixed) buffers.
-enum FixedBufs {
-    /// No checkout yet.
-    Untried,
-    /// Registered with the shard's ring; unregistered (or leaked) at shutdown.
-    Registered(FixedBufRegistration),
-    /// Simulated ring, Queue backend, or the kernel refused (`EBUSY`,
-    /// `ENOMEM` over the memlock limit): checkouts get unregistered buffers.
-    Unavailable,
 }
 
 /// What a fixed buffer leads back to: the shard whose ring registered it.
@@ -98,23 +72,14 @@ pub(crate) struct FixedOwner {
     pub(crate) shard: usize,
 }
 
-/// Buffers in a shard's fixed-buffer table (1 MiB pinned per shard in all).
-pub(crate) const FIXED_BUF_COUNT: usize = 16;
-/// Bytes of each fixed buffer.
-pub(crate) const FIXED_BUF_SIZE: usize = 64 * 1024;
-
 /// Checks out a buffer of the calling shard's table (see `io::checkout_fixed_buf`).
 pub(crate) fn checkout_fixed_buf(capacity: usize) -> Option<FixedBuf> {
-    with_local(|l| l.checkout_fixed_buf(capacity)).flatten()
+    with_local(|l| l.driver.checkout_fixed_buf(capacity)).flatten()
 }
 
 /// Free buffers of the calling shard's table, once it has one.
 pub(crate) fn fixed_bufs_available() -> Option<usize> {
-    with_local(|l| match &*l.fixed_bufs.borrow() {
-        FixedBufs::Registered(reg) => Some(reg.table().available()),
-        _ => None,
-    })
-    .flatten()
+    with_local(|l| l.driver.uring()?.fixed_bufs_available()).flatten()
 }
 
 thread_local! {
@@ -132,29 +97,19 @@ pub(crate) fn with_local<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
 /// the ring's own thread); `None` off a shard, on the Queue backend, or while
 /// the ring is borrowed.
 pub(crate) fn with_ring<R>(f: impl FnOnce(&mut Ring) -> R) -> Option<R> {
-    with_local(|l| l.ring.try_borrow_mut().ok().and_then(|mut r| r.as_mut().map(f))).flatten()
+    with_local(|l| l.driver.uring()?.with_ring(f)).flatten()
 }
-
-/// Slots of the shard ring's registered-file table, for file sessions.
-pub(crate) const FIXED_FILE_SLOTS: u32 = 256;
 
 /// Takes a free registered-file slot of the calling shard.
 pub(crate) fn alloc_fixed_slot() -> Option<u32> {
-    with_local(|l| {
-        let mut slots = l.fixed_slots.borrow_mut();
-        if slots.is_none() {
-            *slots = l.register_fixed_slots();
-        }
-        slots.as_mut()?.pop()
-    })
-    .flatten()
+    with_local(|l| l.driver.uring()?.alloc_fixed_slot()).flatten()
 }
 
 /// Returns a registered-file slot of the calling shard.
 pub(crate) fn free_fixed_slot(slot: u32) {
     with_local(|l| {
-        if let Some(slots) = l.fixed_slots.borrow_mut().as_mut() {
-            slots.push(slot);
+        if let Some(d) = l.driver.uring() {
+            d.free_fixed_slot(slot);
         }
     });
 }
@@ -183,192 +138,14 @@ pub(crate) fn try_schedule_local(shared: &Arc<Shared>, task: Arc<Task>) -> Resul
     Ok(())
 }
 
-/// Runs `f` (which may call user code: a `Waker`, a `Drop`) so that a panic
-/// in it is reported and contained: the shard goes on with its loop, its op
-/// table and the completions still to dispatch.
-pub(crate) fn guarded(what: &str, f: impl FnOnce()) {
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-        eprintln!("spargio: user code panicked while {what} on a shard thread; the shard goes on");
-    }
-}
-
-/// Queues a `MSG_RING` data message in `ring`: posts `(post_user_data, res)`
-/// into `target`; this ring reaps `own_user_data` (only on failure with `skip`).
-pub(crate) fn push_msg_ring(
-    ring: &mut Ring,
-    target: &RingFd,
-    res: u32,
-    post_user_data: u64,
-    own_user_data: u64,
-    skip: bool,
-) -> Result<(), PushError> {
-    let post = Cqe {
-        user_data: post_user_data,
-        res: res as i32,
-        flags: 0,
-    };
-    ring.push_msg_ring(target, post, false, UserData::from_raw(own_user_data), skip)
-}
-
-/// Queues a doorbell for `target` in `ring` (sender side silent on success).
-pub(crate) fn push_doorbell(ring: &mut Ring, target: &RingFd) {
-    // `Full` only when the kernel refuses work, in which case the target is
-    // woken by its own timeout instead.
-    let _ = push_msg_ring(
-        ring,
-        target,
-        0,
-        wire::doorbell(u16::MAX),
-        UserData::IGNORE.get(),
-        true,
-    );
-}
-
-/// How many times a foreign-ring submit is tried while the kernel refuses it
-/// for a moment (`EBUSY`/`EAGAIN`: completions to reap first; `EINTR`).
-const FOREIGN_SUBMIT_ATTEMPTS: u32 = 64;
-
-/// Submits everything queued in a foreign ring, handing each completion
-/// reaped on the way to `on_cqe` (reaping is what clears an `EBUSY`).
-///
-/// All or nothing: when the kernel keeps refusing, the entries it did not take
-/// are taken back, so they are never submitted later, and the errno returned.
-pub(crate) fn submit_foreign(ring: &mut Ring, on_cqe: &mut dyn FnMut(Cqe)) -> Result<(), i32> {
-    let mut errno = libc::EAGAIN;
-    for attempt in 0..FOREIGN_SUBMIT_ATTEMPTS {
-        match ring.submit_and_flush() {
-            Ok(_) if ring.sq_len() == 0 => return Ok(()),
-            Ok(_) => {}
-            Err(e) => {
-                errno = e.raw_os_error().unwrap_or(libc::EIO);
-                if !matches!(errno, libc::EBUSY | libc::EAGAIN | libc::EINTR) {
-                    break;
-                }
-            }
-        }
-        while let Some(c) = ring.pop_cqe() {
-            on_cqe(c);
-        }
-        if attempt > 0 {
-            std::thread::yield_now();
-        }
-    }
-    ring.retract_unsubmitted();
-    Err(errno)
-}
-
-/// Sends one message through a foreign `ring` and waits for its sender-side
-/// completion. `Err` means the message was not delivered.
-pub(crate) fn send_msg_ring_blocking(
-    ring: &mut Ring,
-    target: &RingFd,
-    user_data: u64,
-    val: u32,
-) -> Result<(), i32> {
-    const OWN: u64 = 1;
-    let outcome = Cell::new(None);
-    let mut watch = |c: Cqe| {
-        if c.user_data == OWN {
-            outcome.set(Some(c.res));
-        }
-    };
-    push_msg_ring(ring, target, val, user_data, OWN, false).map_err(|_| libc::EBUSY)?;
-    submit_foreign(ring, &mut watch)?;
-    // Submitted: the outcome is the sender-side CQE, which MSG_RING posts as it runs.
-    loop {
-        while let Some(c) = ring.pop_cqe() {
-            watch(c);
-        }
-        if let Some(res) = outcome.get() {
-            return if res < 0 { Err(-res) } else { Ok(()) };
-        }
-        match ring.submit_and_wait(1, Some(Duration::from_secs(1))) {
-            Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {}
-            Err(e) => return Err(e.raw_os_error().unwrap_or(libc::EIO)),
-        }
-    }
-}
-
-/// Rings `target`'s doorbell from the calling shard's own ring, if this is a
-/// shard thread of `shared`'s runtime with its ring free.
-pub(crate) fn doorbell_from_shard(shared: &Shared, target: &RingFd) -> Result<(), RingFd> {
-    let sent = with_local(|l| {
-        if !std::ptr::eq(&*l.shared, shared) {
-            return false;
-        }
-        let Ok(mut ring) = l.ring.try_borrow_mut() else {
-            return false;
-        };
-        let Some(ring) = ring.as_mut() else { return false };
-        push_doorbell(ring, target);
-        // Submit now: the target is asleep and latency is the point. A refused
-        // submit leaves the doorbell queued for the loop's next submit.
-        if ring.submit().is_err() {
-            l.needs_submit.set(true);
-        }
-        true
-    });
-    if sent == Some(true) {
-        Ok(())
-    } else {
-        Err(target.clone())
-    }
-}
+pub(crate) use crate::driver::guarded;
 
 impl Local {
-    fn checkout_fixed_buf(&self, capacity: usize) -> Option<FixedBuf> {
-        let mut state = self.fixed_bufs.borrow_mut();
-        if matches!(*state, FixedBufs::Untried) {
-            *state = self.register_fixed_bufs();
-        }
-        match &*state {
-            FixedBufs::Registered(reg) if capacity <= reg.table().buf_size() => {
-                reg.table().checkout(capacity)
-            }
-            _ => FixedBuf::try_unregistered(capacity),
-        }
-    }
-
-    /// Registers this shard's table; called on the shard's own thread, from a
-    /// task poll (the ring is not borrowed then).
-    fn register_fixed_bufs(&self) -> FixedBufs {
-        let Ok(mut ring) = self.ring.try_borrow_mut() else {
-            return FixedBufs::Untried;
-        };
-        let Some(ring) = ring.as_mut().filter(|r| !r.is_simulated()) else {
-            return FixedBufs::Unavailable;
-        };
-        let owner = FixedOwner {
-            runtime: Arc::downgrade(&self.shared),
-            shard: self.shard,
-        };
-        let table = Arc::new(FixedBufTable::new(FIXED_BUF_COUNT, FIXED_BUF_SIZE, owner));
-        match FixedBufRegistration::register(ring, table) {
-            Ok(reg) => FixedBufs::Registered(reg),
-            Err(_) => FixedBufs::Unavailable,
-        }
-    }
-
-    /// Shutdown step 4, before the ring closes: unregister the fixed buffers,
-    /// unless ops were leaked (they may use them still: then the table is
-    /// leaked with them).
-    fn release_fixed_bufs(&self, leaked: usize) {
-        let state = std::mem::replace(&mut *self.fixed_bufs.borrow_mut(), FixedBufs::Unavailable);
-        if let FixedBufs::Registered(reg) = state
-            && leaked == 0
-            && let Some(ring) = self.ring.borrow_mut().as_mut()
-        {
-            // A failed unregister leaks the table (see `FixedBufRegistration`).
-            let _ = reg.unregister(ring);
-        }
-    }
-
     pub(crate) fn me(&self) -> &crate::runtime::ShardShared {
         &self.shared.shards[self.shard]
     }
 
-    /// Queues an SQE on this shard's ring, to be submitted after the current poll.
+    /// Queues a `MSG_RING` on this shard's ring, to be submitted after the current poll.
     pub(crate) fn push_msg_ring(
         &self,
         target: &RingFd,
@@ -377,56 +154,36 @@ impl Local {
         own_user_data: u64,
         skip: bool,
     ) -> Result<(), RuntimeError> {
-        let mut ring = self.ring.borrow_mut();
-        let ring = ring.as_mut().ok_or(RuntimeError::Closed)?;
-        push_msg_ring(ring, target, res, post_user_data, own_user_data, skip)
-            .map_err(|e| RuntimeError::Io(std::io::Error::new(std::io::ErrorKind::WouldBlock, e)))?;
-        self.needs_submit.set(true);
-        Ok(())
+        let ring = self.driver.uring().ok_or(RuntimeError::Closed)?;
+        ring.push_msg_ring(target, res, post_user_data, own_user_data, skip)
     }
 
-    /// Registers this ring's sparse file table (once, on the first session).
-    /// The free slots: none where registration fails or is not available;
-    /// `None` (try again later) while the ring is borrowed.
-    fn register_fixed_slots(&self) -> Option<Vec<u32>> {
-        let mut ring = self.ring.try_borrow_mut().ok()?;
-        let registered = ring
-            .as_mut()
-            .is_some_and(|r| !r.is_simulated() && r.register_files_sparse(FIXED_FILE_SLOTS).is_ok());
-        Some(if registered {
-            (0..FIXED_FILE_SLOTS).rev().collect()
-        } else {
-            Vec::new()
-        })
-    }
-
-    /// Submits queued SQEs now.
-    /// A refused submit (`EBUSY`: completions to reap first) leaves the
-    /// entries queued and `needs_submit` set, so the loop's next reap retries.
-    pub(crate) fn submit_now(&self) {
-        if let Ok(mut ring) = self.ring.try_borrow_mut()
-            && let Some(ring) = ring.as_mut()
-        {
-            self.needs_submit.set(ring.submit().is_err());
-        }
-    }
-
-    /// Submits now if anything is queued (see [`Local::submit_now`]).
+    /// Submits whatever the driver has queued (see [`Driver::flush`]).
     pub(crate) fn submit_now_if_queued(&self) {
-        if self.needs_submit.get() {
-            self.submit_now();
+        self.driver.flush();
+    }
+
+    /// What the driver needs from this shard.
+    fn ctx<'a>(&'a self, pool: &'a dyn Fn(Box<dyn Op>, Arc<OpShared>)) -> Ctx<'a> {
+        Ctx {
+            shard: self.shard,
+            counters: &self.me().counters,
+            pool,
         }
+    }
+
+    /// Runs `f` with this shard's driver context.
+    fn with_ctx<R>(&self, f: impl FnOnce(&Ctx<'_>) -> R) -> R {
+        let pool = |op: Box<dyn Op>, shared: Arc<OpShared>| self.shared.run_on_pool(self.shard, op, shared);
+        f(&self.ctx(&pool))
     }
 
     pub(crate) fn ring_fd_of(&self, shard: usize) -> Option<RingFd> {
-        match self.shared.shards[shard].unparker.get() {
-            Some(Unparker::Ring(fd)) => Some(fd.clone()),
-            _ => None,
-        }
+        self.shared.shards[shard].unparker.get()?.ring_fd().cloned()
     }
 
     pub(crate) fn has_ring(&self) -> bool {
-        self.ring.borrow().is_some()
+        self.driver.uring().is_some()
     }
 
     pub(crate) fn new_ticket(&self, shared: Arc<TicketShared>, what: TicketFor) -> u32 {
@@ -438,12 +195,7 @@ impl Local {
 
     /// True when the SQ has room for one more entry (submitting to make room).
     pub(crate) fn sq_room(&self) -> bool {
-        let mut ring = self.ring.borrow_mut();
-        let Some(ring) = ring.as_mut() else { return false };
-        if ring.sq_space() == 0 {
-            self.needs_submit.set(ring.submit().is_err());
-        }
-        ring.sq_space() > 0
+        self.driver.uring().is_some_and(|d| d.sq_room())
     }
 
     fn next_random(&self) -> u64 {
@@ -501,34 +253,12 @@ impl Local {
         if self.outbox.is_dirty() {
             self.flush_outboxes();
         }
-        if self.needs_submit.get() {
-            self.submit_now();
-        }
+        self.driver.flush();
     }
 
     /// Reaps ready completions and dispatches them. Returns how many.
     fn reap(&self) -> usize {
-        let mut buf = std::mem::take(&mut *self.cqe_buf.borrow_mut());
-        {
-            let mut ring = self.ring.borrow_mut();
-            let Some(ring) = ring.as_mut() else { return 0 };
-            if ring.needs_flush() || self.needs_submit.get() {
-                if ring.cq_overflow_pending() {
-                    self.me().counters.cq_overflows.fetch_add(1, Ordering::Relaxed);
-                }
-                // Refused (EBUSY until the CQ is drained below): retry next turn.
-                self.needs_submit.set(ring.submit_and_flush().is_err());
-            }
-            buf.extend(std::iter::from_fn(|| ring.reap()));
-        }
-        let n = buf.len();
-        for cqe in buf.drain(..) {
-            // A completion wakes user code (a waker, a channel): a panic there
-            // must not unwind out of the shard with other ops in flight.
-            guarded("dispatching a completion", || self.dispatch(cqe));
-        }
-        *self.cqe_buf.borrow_mut() = buf;
-        n
+        self.with_ctx(|ctx| self.driver.reap(ctx, &mut |cqe| self.dispatch(cqe)))
     }
 
     fn dispatch(&self, cqe: RingCqe) {
@@ -563,86 +293,22 @@ impl Local {
                 self.outbox.refund(usize::from(target));
             }
             Tag::MailDoorbellFailed { target } => self.owe_doorbell(usize::from(target), None),
-            Tag::Op(_) => {
-                let completion = self.inflight.borrow_mut().complete(cqe);
-                match completion {
-                    Completion::Finished { payload, op, cqe } => {
-                        self.me().counters.ops_in_flight.fetch_sub(1, Ordering::Relaxed);
-                        payload.finish(cqe, op)
-                    }
-                    Completion::More { payload, event } => payload.progress(event),
-                    Completion::Stale => {}
-                }
-            }
-            Tag::Ignore => {}
+            // The driver finishes ops itself.
+            Tag::Op(_) | Tag::Ignore => {}
         }
     }
 
-    /// Finishes the readiness ops whose fds became ready (Queue backend).
-    fn dispatch_readiness(&self) -> usize {
-        self.reactor
-            .as_ref()
-            .map_or(0, |r| r.dispatch(&self.shared, self.shard))
-    }
-
-    /// Submits `op` on this shard's ring (or queues it until the SQ has room);
-    /// on the Queue backend, runs it through the readiness driver.
+    /// Submits `op` through this shard's driver.
     pub(crate) fn submit_op(&self, op: Box<dyn Op>, shared: Arc<OpShared>) {
         if shared.is_abandoned() {
             return; // Nobody waits and the kernel never saw it: just drop it.
         }
-        if let Some(reactor) = &self.reactor {
-            reactor.submit(&self.shared, self.shard, op, shared);
-            return;
-        }
-        let pushed = {
-            let mut ring = self.ring.borrow_mut();
-            let Some(ring) = ring.as_mut() else {
-                drop(ring);
-                shared.finish(
-                    Cqe {
-                        user_data: 0,
-                        res: -libc::ECANCELED,
-                        flags: 0,
-                    },
-                    op,
-                );
-                return;
-            };
-            self.inflight.borrow_mut().submit(ring, op, shared.clone())
-        };
-        match pushed {
-            Ok(id) => {
-                // Counted once it is in the table; the final CQE uncounts it.
-                self.me().counters.ops_in_flight.fetch_add(1, Ordering::Relaxed);
-                self.needs_submit.set(true);
-                if !shared.submitted(self.shard, id) {
-                    self.cancel_op(id);
-                }
-            }
-            Err((op, _full)) => self.backlog.borrow_mut().push_back((op, shared)),
-        }
+        self.with_ctx(|ctx| self.driver.submit(op, shared, ctx));
     }
 
-    /// Asks the kernel to cancel op `id` (its final CQE still comes).
+    /// Asks the driver to cancel op `id` (its final completion still comes).
     pub(crate) fn cancel_op(&self, id: OpId) {
-        if let Some(reactor) = &self.reactor {
-            reactor.cancel(&self.shared, self.shard, id);
-            return;
-        }
-        let sqe = crate::io::cancel_sqe_for(&mut self.inflight.borrow_mut(), id);
-        if let Some(sqe) = sqe
-            && let Some(ring) = self.ring.borrow_mut().as_mut()
-        {
-            // ASYNC_CANCEL references no memory; a refused push leaves the op to
-            // complete by itself, which is still correct.
-            let _ = ring.push(&sqe);
-            self.needs_submit.set(true);
-        }
-        // Submit at once: the kernel runs the cancel inside this enter, so an
-        // op whose future was dropped cannot take data that arrives after the
-        // drop returned (a read armed on an empty pipe, say).
-        self.submit_now();
+        self.with_ctx(|ctx| self.driver.cancel(id, ctx));
     }
 
     /// Takes ops and cancel requests other threads steered to this shard, and
@@ -650,8 +316,8 @@ impl Local {
     fn take_remote_ops(&self) -> bool {
         let me = self.me();
         let mut progress = false;
-        if !self.backlog.borrow().is_empty() {
-            let waiting: Vec<_> = self.backlog.borrow_mut().drain(..).collect();
+        let waiting = self.driver.take_backlog();
+        if !waiting.is_empty() {
             for (op, shared) in waiting {
                 self.submit_op(op, shared);
             }
@@ -687,45 +353,10 @@ impl Local {
     /// Returns how many ops were leaked.
     fn cancel_in_flight(&self, deadline: Instant) -> usize {
         self.take_remote_ops();
-        if let Some(reactor) = &self.reactor {
-            reactor.cancel_all(&self.shared, self.shard);
-        }
-        let sqes = self.inflight.borrow_mut().cancel_all_sqes();
-        {
-            let mut ring = self.ring.borrow_mut();
-            let Some(ring) = ring.as_mut() else { return 0 };
-            for sqe in &sqes {
-                let _ = ring.push(sqe);
-            }
-        }
-        while !self.inflight.borrow().is_empty() {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            if let Some(ring) = self.ring.borrow_mut().as_mut() {
-                let _ = ring.submit_and_wait(1, Some((deadline - now).min(SHUTDOWN_POLL)));
-            }
-            self.reap();
-        }
-        let leaked = self.inflight.borrow_mut().leak_in_flight();
-        if leaked > 0 {
-            let c = &self.me().counters;
-            c.ops_leaked.fetch_add(leaked as u64, Ordering::Relaxed);
-            c.ops_in_flight.fetch_sub(leaked as u64, Ordering::Relaxed);
-        }
-        // Ops that never reached the kernel are simply dropped, failing their waiters.
-        for (op, shared) in self.backlog.borrow_mut().drain(..) {
-            shared.finish(
-                Cqe {
-                    user_data: 0,
-                    res: -libc::ECANCELED,
-                    flags: 0,
-                },
-                op,
-            );
-        }
-        leaked
+        self.with_ctx(|ctx| {
+            self.driver
+                .cancel_all(deadline, ctx, &mut |cqe| self.dispatch(cqe))
+        })
     }
 
     pub(crate) fn deliver(&self, event: Event) {
@@ -827,12 +458,7 @@ impl Local {
         !self.run_queue.borrow().is_empty()
             || self.outbox.is_dirty()
             || self.me().has_remote_work()
-            || self
-                .ring
-                .borrow()
-                .as_ref()
-                .is_some_and(|r| r.cq_len() > 0 || r.needs_flush())
-            || self.reactor.as_ref().is_some_and(Reactor::has_pending_events)
+            || self.driver.has_ready()
             || self
                 .timers
                 .borrow()
@@ -873,14 +499,9 @@ impl Local {
         }
         me.counters.parks.fetch_add(1, Ordering::Relaxed);
         let parked_at = Instant::now();
-        let mut waited = true;
-        if let Some(ring) = self.ring.borrow_mut().as_mut() {
-            // Errors (EBUSY while the CQ overflows, EINTR is retried inside) end
-            // the wait early; the next turn reaps and tries again.
-            waited = ring.submit_and_wait(1, timeout).is_ok();
-        } else if let Some(reactor) = &self.reactor {
-            waited = reactor.park(timeout);
-        }
+        // Errors (EBUSY while the CQ overflows, EINTR) end the wait early;
+        // the next turn reaps and tries again.
+        let waited = self.driver.park(timeout);
         me.parked.store(false, Ordering::SeqCst);
         me.counters.wakeups.fetch_add(1, Ordering::Relaxed);
         // A park that its own timeout ended (the next timer), or that an
@@ -910,7 +531,6 @@ impl Local {
                 progress = true;
             }
             progress |= self.reap() > 0;
-            progress |= self.dispatch_readiness() > 0;
             progress |= self.take_queued_msgs() > 0;
             progress |= self.fire_timers() > 0;
 
@@ -1027,8 +647,7 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(10);
 fn first_shard_ring_fd(shared: &Shared) -> Result<Option<RingFd>, RuntimeError> {
     shared.wait_first_shard_started();
     match shared.shards[0].unparker.get() {
-        Some(Unparker::Ring(fd)) => Ok(Some(fd.clone())),
-        Some(Unparker::EventFd(_)) => Ok(None),
+        Some(unparker) => Ok(unparker.ring_fd().cloned()),
         None if shared.is_closing() => Err(RuntimeError::Closed),
         None => Ok(None),
     }
@@ -1045,8 +664,8 @@ pub(crate) fn run(
     if shard == 0 {
         shared.first_shard_started();
     }
-    let (ring, reactor) = match started {
-        Ok(parts) => parts,
+    let driver = match started {
+        Ok(driver) => driver,
         Err(e) => {
             let _ = ready.send(Err(e));
             shared.shard_exited();
@@ -1056,8 +675,7 @@ pub(crate) fn run(
     let local = Rc::new(Local {
         shard,
         shared: shared.clone(),
-        ring: RefCell::new(ring),
-        reactor,
+        driver,
         run_queue: RefCell::new(VecDeque::new()),
         events: RefCell::new(VecDeque::new()),
         event_waiters: RefCell::new(Vec::new()),
@@ -1067,22 +685,16 @@ pub(crate) fn run(
         tickets: RefCell::new(HashMap::new()),
         outbox: Outbox::new(shared.shards.len()),
         next_ticket: Cell::new(0),
-        needs_submit: Cell::new(false),
         rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ (shard as u64 + 1).wrapping_mul(0x1000_0000_01b3)),
         tick: Cell::new(0),
-        cqe_buf: RefCell::new(Vec::with_capacity(64)),
-        inflight: RefCell::new(InFlight::default()),
-        fixed_slots: RefCell::new(None),
         spin: SpinWindow::new(shared.config.spin_before_park),
-        backlog: RefCell::new(VecDeque::new()),
-        fixed_bufs: RefCell::new(FixedBufs::Untried),
     });
     CURRENT.with(|c| *c.borrow_mut() = Some(local.clone()));
     let _ = ready.send(Ok(()));
     local.event_loop();
     local.abandon_queued();
     let leaked = local.cancel_in_flight(Instant::now() + shared.config.shutdown_timeout);
-    local.release_fixed_bufs(leaked);
+    local.driver.release(leaked);
     // Complete tickets that can no longer be answered.
     for (_, (t, _)) in local.tickets.borrow_mut().drain() {
         t.complete(Err(crate::error::SendError::Closed));
@@ -1092,47 +704,34 @@ pub(crate) fn run(
     shared.shard_exited();
 }
 
-type Started = (Option<Ring>, Option<Reactor>);
-
-fn start(shared: &Arc<Shared>, shard: usize, sim: Option<&SimKernel>) -> Result<Started, RuntimeError> {
+fn start(shared: &Arc<Shared>, shard: usize, sim: Option<&SimKernel>) -> Result<Driver, RuntimeError> {
     if let Some(cpus) = &shared.config.thread_affinity {
         spargio_sys::os::pin_current_thread(cpus[shard])
             .map_err(|e| RuntimeError::InvalidConfig(format!("thread_affinity: shard {shard}: {e}")))?;
     }
-    let me = &shared.shards[shard];
-    match shared.backend {
-        Backend::IoUring => {
-            let mut config = shard_ring_config(&shared.config);
-            let ring = match sim {
-                Some(k) => Ring::sim(k, &config)?,
-                None => {
-                    // SQPOLL: one kernel submission thread for the runtime,
-                    // not one per shard (each spins for its idle time).
-                    let first = match config.sqpoll_idle {
-                        Some(_) if shard > 0 => first_shard_ring_fd(shared)?,
-                        _ => None,
-                    };
-                    config.sqpoll_attach = first.as_ref().map(RingFd::raw);
-                    match Ring::with_config(&config) {
-                        Ok(ring) => ring,
-                        // Attaching refused: a submission thread of our own.
-                        Err(_) if config.sqpoll_attach.is_some() => {
-                            config.sqpoll_attach = None;
-                            Ring::with_config(&config).map_err(|e| RuntimeError::Io(e.into()))?
-                        }
-                        Err(e) => return Err(RuntimeError::Io(e.into())),
-                    }
-                }
+    let owner = Arc::downgrade(shared);
+    let driver = Driver::start(Setup {
+        backend: shared.backend,
+        ring: shard_ring_config(&shared.config),
+        sim,
+        // SQPOLL: shards after the first attach to shard 0's kernel thread.
+        sqpoll_leader: &|| {
+            if shard > 0 {
+                first_shard_ring_fd(shared)
+            } else {
+                Ok(None)
+            }
+        },
+        make_fixed_table: Box::new(move || {
+            let owner = FixedOwner {
+                runtime: owner.clone(),
+                shard,
             };
-            let _ = me.unparker.set(Unparker::Ring(ring.ring_fd()));
-            Ok((Some(ring), None))
-        }
-        Backend::Queue => {
-            let reactor = Reactor::new().map_err(RuntimeError::Io)?;
-            let _ = me.unparker.set(Unparker::EventFd(reactor.doorbell()));
-            Ok((None, Some(reactor)))
-        }
-    }
+            FixedBufTable::new(FIXED_BUF_COUNT, FIXED_BUF_SIZE, owner)
+        }),
+    })?;
+    let _ = shared.shards[shard].unparker.set(driver.unparker());
+    Ok(driver)
 }
 
 /// The stored (`Send`) future of a `!Send` task: on its first poll, on its

@@ -11,13 +11,11 @@
 //! [`RuntimeError::NoCurrentRuntime`] and the plain forms panic. With a
 //! [`RuntimeHandle`] you can spawn from any thread.
 
-use std::cell::RefCell;
 use std::future::Future;
-use std::sync::{Arc, Weak};
 
 use crate::blocking::BlockingHandle;
 use crate::error::RuntimeError;
-use crate::runtime::{RuntimeHandle, Shared, TaskPlacement};
+use crate::runtime::{RuntimeHandle, TaskPlacement};
 use crate::task::JoinHandle;
 
 /// Spawns `fut` on the current runtime, on the calling shard's stealable
@@ -109,40 +107,11 @@ where
     current()?.spawn_blocking(f)
 }
 
-thread_local! {
-    /// On a blocking-pool thread, while it runs a closure of
-    /// [`RuntimeHandle::spawn_blocking`]: that closure's runtime. Weak, so a
-    /// queued job does not keep its runtime's shared state alive.
-    static BLOCKING_RUNTIME: RefCell<Option<Weak<Shared>>> = const { RefCell::new(None) };
-}
-
-/// Wraps a blocking closure so that [`spawn`] and [`spawn_blocking`] inside
-/// it use `shared`'s runtime.
-pub(crate) fn with_blocking_context<F, T>(shared: &Arc<Shared>, f: F) -> impl FnOnce() -> T + Send + 'static
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    let runtime = Arc::downgrade(shared);
-    move || {
-        /// Restores the thread's previous context, also when `f` panics.
-        struct Restore(Option<Weak<Shared>>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                let previous = self.0.take();
-                BLOCKING_RUNTIME.with(|c| *c.borrow_mut() = previous);
-            }
-        }
-        let _restore = Restore(BLOCKING_RUNTIME.with(|c| c.borrow_mut().replace(runtime)));
-        f()
-    }
-}
-
 fn current() -> Result<RuntimeHandle, RuntimeError> {
     if let Some(handle) = RuntimeHandle::current() {
         return Ok(handle);
     }
-    match BLOCKING_RUNTIME.with(|c| c.borrow().clone()) {
+    match crate::runtime::blocking_context() {
         // The job outlived its runtime.
         Some(weak) => weak
             .upgrade()

@@ -1,8 +1,6 @@
 //! Runtime statistics: per-shard counters and queue depths.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::runtime::Shared;
+use std::sync::atomic::AtomicU64;
 
 /// Counters one shard updates (Relaxed: statistics, not synchronisation).
 #[derive(Default, Debug)]
@@ -99,46 +97,6 @@ pub struct RuntimeStats {
 }
 
 impl RuntimeStats {
-    pub(crate) fn collect(shared: &Shared) -> RuntimeStats {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let shards = shared
-            .shards
-            .iter()
-            .map(|s| {
-                let c = &s.counters;
-                ShardStats {
-                    shard: s.id,
-                    spawned: get(&c.spawned),
-                    polled: get(&c.polled),
-                    stolen: get(&c.stolen),
-                    steal_attempts: get(&c.steal_attempts),
-                    steal_success: get(&c.steal_success),
-                    stealable_backpressure: get(&c.stealable_backpressure),
-                    msgs_sent: get(&c.msgs_sent),
-                    msgs_received: get(&c.msgs_received),
-                    msg_send_failures: get(&c.msg_send_failures),
-                    msg_batches: get(&c.msg_batches),
-                    doorbells_sent: get(&c.doorbells_sent),
-                    doorbells_skipped: get(&c.doorbells_skipped),
-                    doorbell_failures: get(&c.doorbell_failures),
-                    parks: get(&c.parks),
-                    wakeups: get(&c.wakeups),
-                    cq_overflows: get(&c.cq_overflows),
-                    ops_leaked: get(&c.ops_leaked),
-                    file_sessions: get(&c.file_sessions),
-                    fixed_buf_ops: get(&c.fixed_buf_ops),
-                    ops_in_flight: get(&c.ops_in_flight),
-                    inbox_depth: s.inbox_len.load(Ordering::Relaxed),
-                    stealable_depth: s.stealable_len.load(Ordering::Relaxed),
-                }
-            })
-            .collect();
-        RuntimeStats {
-            shards,
-            live_tasks: shared.live_tasks(),
-        }
-    }
-
     /// Sum of a counter over all shards.
     pub fn total(&self, f: impl Fn(&ShardStats) -> u64) -> u64 {
         self.shards.iter().map(f).sum()

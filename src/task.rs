@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
 use crate::error::JoinError;
-use crate::runtime::Shared;
 
 const SCHEDULED: u8 = 1 << 0;
 const RUNNING: u8 = 1 << 1;
@@ -53,6 +52,15 @@ pub(crate) trait Completion: Send + Sync {
     fn fail(&self, err: JoinError);
 }
 
+/// Where a task goes when it is woken and reports its end: the runtime
+/// (`runtime::Shared`), seen from below without importing it.
+pub(crate) trait Scheduler: Send + Sync {
+    /// Queues the woken `task` where it runs.
+    fn schedule(self: Arc<Self>, task: Arc<Task>);
+    /// Called once when `task` ends.
+    fn task_finished(&self, task: &Task);
+}
+
 /// One task.
 pub(crate) struct Task {
     pub(crate) id: u64,
@@ -62,7 +70,7 @@ pub(crate) struct Task {
     pub(crate) mobility: Mobility,
     future: Mutex<Option<BoxFuture>>,
     join: Arc<dyn Completion>,
-    runtime: Weak<Shared>,
+    runtime: Weak<dyn Scheduler>,
 }
 
 impl std::fmt::Debug for Task {
@@ -93,7 +101,7 @@ impl Task {
         mobility: Mobility,
         future: Option<BoxFuture>,
         join: Arc<dyn Completion>,
-        runtime: Weak<Shared>,
+        runtime: Weak<dyn Scheduler>,
     ) -> Arc<Task> {
         Arc::new(Task {
             id,

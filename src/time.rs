@@ -33,7 +33,7 @@
 mod interval;
 mod sleep;
 mod timeout;
-mod wheel;
+pub(crate) mod wheel;
 
 pub use interval::{Interval, MissedTickBehavior, interval, interval_at};
 pub use sleep::{Sleep, sleep, sleep_until};
@@ -41,5 +41,3 @@ pub use sleep::{Sleep, sleep, sleep_until};
 pub use sleep::{global_timer_count, shard_timer_count};
 pub use std::time::{Duration, Instant};
 pub use timeout::{Timeout, TimeoutError, timeout, timeout_at};
-
-pub(crate) use wheel::Timers;

@@ -312,7 +312,7 @@ impl RecvStream {
 
     async fn start(&self) -> Mode {
         if let Some((rt, shard)) = self.sock.lane.target()
-            && rt.backend == crate::Backend::IoUring
+            && rt.backend.has_rings()
             && multishot_supported()
         {
             let group = if shard::current_shard_of(&rt) == Some(shard) {

@@ -6,7 +6,7 @@
 //! [`TcpListener::accept_round_robin`](super::TcpListener::accept_round_robin)).
 //!
 //! On the Queue backend an op waits for readiness on its shard (see
-//! `reactor`), or runs as a blocking call on the blocking pool, and cannot be
+//! `driver::epoll`), or runs as a blocking call on the blocking pool, and cannot be
 //! cancelled by `ASYNC_CANCEL`; [`run_op`] gives such ops a [`CancelFlag`]
 //! that it sets when the waiting future is dropped, so neither a pool thread
 //! nor a readiness retry receives data nobody waits for.
@@ -23,7 +23,7 @@ use spargio_sys::op::net::{self as ops, CancelFlag};
 
 use super::stash::RecvStash;
 use crate::io::{OpFuture, submit, submit_current};
-use crate::runtime::{Backend, RuntimeHandle, Shared};
+use crate::runtime::{RuntimeHandle, Shared};
 use crate::{RuntimeError, shard};
 
 /// Where a socket's ops go: the calling shard, or one chosen shard.
@@ -76,10 +76,10 @@ impl Lane {
         }
     }
 
-    fn is_queue(&self) -> bool {
+    fn may_block(&self) -> bool {
         match &self.bound {
-            Some((rt, _)) => rt.backend == Backend::Queue,
-            None => shard::with_local(|l| l.shared.backend == Backend::Queue).unwrap_or(false),
+            Some((rt, _)) => rt.backend.may_block_socket_ops(),
+            None => shard::with_local(|l| l.shared.backend.may_block_socket_ops()).unwrap_or(false),
         }
     }
 
@@ -93,7 +93,7 @@ impl Lane {
 
     /// A cancel flag for an op about to be submitted, on the Queue backend only.
     pub(crate) fn cancel_flag(&self) -> Option<CancelFlag> {
-        self.is_queue().then(CancelFlag::default)
+        self.may_block().then(CancelFlag::default)
     }
 }
 

@@ -26,7 +26,19 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Set once `epoll_pwait2` failed with `ENOSYS` (kernels before 5.11) or
+/// `EPERM` (a seccomp profile that predates it): waits with a timeout then
+/// use `epoll_pwait` and whole milliseconds.
+static PWAIT2_MISSING: AtomicBool = AtomicBool::new(false);
+
+/// True while waits with a timeout use `epoll_pwait2` (nanosecond timeouts);
+/// false once the kernel refused it and waits round up to whole milliseconds.
+pub fn precise_timeouts() -> bool {
+    !PWAIT2_MISSING.load(Ordering::Relaxed)
+}
 
 /// Readable (`EPOLLIN`), also set with a peer's hang-up of the read side.
 pub const READABLE: u32 = libc::EPOLLIN as u32;
@@ -122,14 +134,19 @@ impl Epoll {
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
-    /// Waits up to `timeout` (`None`: without limit; rounded up to whole
-    /// milliseconds) for events, and appends up to `max` of them to `out` as
-    /// `(token, events)`. Returns how many it appended (0 on timeout or when
-    /// a signal interrupted the wait).
+    /// Waits up to `timeout` (`None`: without limit) for events, and appends
+    /// up to `max` of them to `out` as `(token, events)`. Returns how many it
+    /// appended (0 on timeout or when a signal interrupted the wait).
+    ///
+    /// A timeout is kept to the nanosecond with `epoll_pwait2` (Linux 5.11+);
+    /// where the kernel refuses that call (`ENOSYS`, or `EPERM` from a seccomp
+    /// filter; remembered for the process, see [`precise_timeouts`]) it is
+    /// rounded *up* to whole milliseconds for `epoll_pwait`: a wait never
+    /// ends before its timeout unless an event or a signal ends it.
     ///
     /// # Errors
     ///
-    /// The `epoll_pwait` errno other than `EINTR`.
+    /// The `epoll_pwait2`/`epoll_pwait` errno other than `EINTR`.
     pub fn wait(
         &self,
         out: &mut Vec<(u64, u32)>,
@@ -137,26 +154,63 @@ impl Epoll {
         timeout: Option<Duration>,
     ) -> io::Result<usize> {
         let max = max.clamp(1, 1024);
-        let ms = match timeout {
-            None => -1,
-            Some(t) => {
-                let ms = t.as_nanos().div_ceil(1_000_000);
-                libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
-            }
-        };
         let mut buf = [libc::epoll_event { events: 0, u64: 0 }; 64];
         let cap = max.min(buf.len());
-        // SAFETY: `buf` is writable for `cap` events; a null sigmask keeps the
-        // thread's signal mask.
-        let ret = unsafe {
-            libc::epoll_pwait(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr(),
-                cap as libc::c_int,
-                ms,
-                std::ptr::null(),
-            )
-        };
+        let mut ret = -1;
+        let mut precise = false;
+        if let Some(t) = timeout
+            && precise_timeouts()
+        {
+            let ts = libc::timespec {
+                tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_nsec: t.subsec_nanos() as libc::c_long,
+            };
+            // SAFETY: `buf` is writable for `cap` events and `ts` is a valid
+            // timespec that outlives the call; a null sigmask keeps the
+            // thread's signal mask (its size argument is then not read).
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_epoll_pwait2,
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr(),
+                    cap as libc::c_int,
+                    &raw const ts,
+                    std::ptr::null::<libc::sigset_t>(),
+                    8usize,
+                )
+            };
+            let refused = r < 0
+                && matches!(
+                    io::Error::last_os_error().raw_os_error(),
+                    Some(libc::ENOSYS | libc::EPERM)
+                );
+            if refused {
+                PWAIT2_MISSING.store(true, Ordering::Relaxed);
+            } else {
+                ret = r as libc::c_int;
+                precise = true;
+            }
+        }
+        if !precise {
+            let ms = match timeout {
+                None => -1,
+                Some(t) => {
+                    let ms = t.as_nanos().div_ceil(1_000_000);
+                    libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+                }
+            };
+            // SAFETY: `buf` is writable for `cap` events; a null sigmask keeps the
+            // thread's signal mask.
+            ret = unsafe {
+                libc::epoll_pwait(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr(),
+                    cap as libc::c_int,
+                    ms,
+                    std::ptr::null(),
+                )
+            };
+        }
         let n = match check(ret) {
             Ok(n) => n as usize,
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => 0,
@@ -251,6 +305,35 @@ mod tests {
         assert_eq!(events[0].0, 43);
         epoll.delete(a.as_fd()).unwrap();
         assert!(epoll.delete(a.as_fd()).is_err());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn sub_millisecond_timeouts_end_the_wait_and_events_still_come() {
+        let epoll = Epoll::new().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        epoll.add(a.as_fd(), 9, READABLE).unwrap();
+        let mut events = Vec::new();
+        // Nothing ready: each wait ends by its timeout (epoll_pwait2, or
+        // rounded up to 1 ms where the kernel lacks it).
+        for us in [1, 250, 999] {
+            let waited = epoll
+                .wait(&mut events, 8, Some(Duration::from_micros(us)))
+                .unwrap();
+            assert_eq!(waited, 0, "timeout {us} us");
+        }
+        b.write_all(b"x").unwrap();
+        assert_eq!(
+            epoll
+                .wait(&mut events, 8, Some(Duration::from_nanos(1_500_000)))
+                .unwrap(),
+            1
+        );
+        assert_eq!(events, [(9, READABLE)]);
+        // A timeout too long for a timespec's seconds or for `c_int` ms is
+        // clamped, not an error: the ready event ends it.
+        events.clear();
+        assert_eq!(epoll.wait(&mut events, 8, Some(Duration::MAX)).unwrap(), 1);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The Queue backend's readiness driver: one epoll set per shard.
+//! The readiness driver (the Queue backend): one epoll set per shard.
 //!
 //! Where io_uring is refused, socket ops (the ops with
 //! [`Op::try_nonblocking`]) do not take a blocking-pool thread each. The
@@ -35,15 +35,14 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use spargio_sys::epoll::{self, Epoll, EventFd};
 use spargio_sys::msg::{OpId, next_generation};
 use spargio_sys::op::{Attempt, Interest, Op};
 
-use crate::io::OpShared;
-use crate::runtime::Shared;
+use super::Ctx;
+use super::op::{OpShared, blocking_cqe};
 
 /// The epoll token of the shard's doorbell (fds are never negative).
 const DOORBELL: u64 = u64::MAX;
@@ -151,7 +150,7 @@ enum Outcome {
 }
 
 /// One shard's readiness driver (shard-thread only).
-pub(crate) struct Reactor {
+pub(crate) struct EpollDriver {
     epoll: Epoll,
     doorbell: Arc<EventFd>,
     tables: RefCell<Tables>,
@@ -159,13 +158,13 @@ pub(crate) struct Reactor {
     events: RefCell<Vec<(u64, u32)>>,
 }
 
-impl Reactor {
-    /// A reactor with its doorbell in its epoll set.
-    pub(crate) fn new() -> io::Result<Reactor> {
+impl EpollDriver {
+    /// A driver with its doorbell in its epoll set.
+    pub(crate) fn new() -> io::Result<EpollDriver> {
         let epoll = Epoll::new()?;
         let doorbell = Arc::new(EventFd::new()?);
         epoll.add(doorbell.as_fd(), DOORBELL, epoll::READABLE)?;
-        Ok(Reactor {
+        Ok(EpollDriver {
             epoll,
             doorbell,
             tables: RefCell::new(Tables::default()),
@@ -188,31 +187,30 @@ impl Reactor {
         !self.events.borrow().is_empty()
     }
 
-    /// Runs `op` (a readiness op) on shard `shard` of `rt`: tries it now; if
-    /// it would block, keeps it until its fd is ready.
-    pub(crate) fn submit(&self, rt: &Arc<Shared>, shard: usize, mut op: Box<dyn Op>, shared: Arc<OpShared>) {
+    /// Runs `op` (a readiness op): tries it now; if it would block, keeps it
+    /// until its fd is ready. Ops without readiness support go to `ctx.pool`.
+    pub(crate) fn submit(&self, mut op: Box<dyn Op>, shared: Arc<OpShared>, ctx: &Ctx<'_>) {
         if shared.is_abandoned() {
             return; // Nobody waits and the op never ran: just drop it.
         }
         let outcome = match op.try_nonblocking() {
             None => Outcome::Pool(op, shared),
             Some(Attempt::Done(res)) => Outcome::Finish(op, shared, res),
-            Some(Attempt::WouldBlock(interest)) => match self.wait_for(rt, shard, op, shared, interest) {
+            Some(Attempt::WouldBlock(interest)) => match self.wait_for(op, shared, interest, ctx) {
                 Ok(()) => return,
                 Err(outcome) => outcome,
             },
         };
-        complete(rt, shard, outcome, false);
+        complete(ctx, outcome, false);
     }
 
     /// Parks `op` until its fd is ready for `interest`.
     fn wait_for(
         &self,
-        rt: &Arc<Shared>,
-        shard: usize,
         op: Box<dyn Op>,
         shared: Arc<OpShared>,
         interest: Interest,
+        ctx: &Ctx<'_>,
     ) -> Result<(), Outcome> {
         let Some(fd) = op.readiness_fd().map(|fd| fd.as_raw_fd()) else {
             return Err(Outcome::Pool(op, shared));
@@ -244,18 +242,15 @@ impl Reactor {
             id
         };
         // Counted while it waits here (ops that ran at once never are).
-        rt.shards[shard]
-            .counters
-            .ops_in_flight
-            .fetch_add(1, Ordering::Relaxed);
-        if !shared.submitted(shard, id) {
-            self.cancel(rt, shard, id);
+        ctx.count_in();
+        if !shared.submitted(ctx.shard, id) {
+            self.cancel(id, ctx);
         }
         Ok(())
     }
 
     /// Drops waiting op `id` (its future went away): it is never tried again.
-    pub(crate) fn cancel(&self, rt: &Arc<Shared>, shard: usize, id: OpId) {
+    pub(crate) fn cancel(&self, id: OpId, ctx: &Ctx<'_>) {
         let waiter = {
             let mut t = self.tables.borrow_mut();
             let Some(w) = t.remove(id) else { return };
@@ -269,17 +264,16 @@ impl Reactor {
             }
             w
         };
-        uncount(rt, shard);
+        ctx.count_out();
         complete(
-            rt,
-            shard,
+            ctx,
             Outcome::Finish(waiter.op, waiter.shared, -libc::ECANCELED),
             true,
         );
     }
 
     /// Sleeps until an fd is ready, the doorbell rings, or `timeout` passes,
-    /// keeping the events for [`Reactor::dispatch`]. False when the wait
+    /// keeping the events for [`EpollDriver::dispatch`]. False when the wait
     /// failed (it ended early).
     pub(crate) fn park(&self, timeout: Option<Duration>) -> bool {
         let mut events = self.events.borrow_mut();
@@ -289,7 +283,7 @@ impl Reactor {
     /// Dispatches the events of the last park, or (none pending, ops
     /// waiting) polls for new ones without blocking. Returns how many ops
     /// finished.
-    pub(crate) fn dispatch(&self, rt: &Arc<Shared>, shard: usize) -> usize {
+    pub(crate) fn dispatch(&self, ctx: &Ctx<'_>) -> usize {
         let mut events = std::mem::take(&mut *self.events.borrow_mut());
         if events.is_empty() && self.waiting() > 0 {
             let _ = self
@@ -308,8 +302,8 @@ impl Reactor {
         *self.events.borrow_mut() = events;
         let finished = outcomes.len();
         for outcome in outcomes {
-            uncount(rt, shard);
-            complete(rt, shard, outcome, true);
+            ctx.count_out();
+            complete(ctx, outcome, true);
         }
         finished
     }
@@ -369,7 +363,7 @@ impl Reactor {
     }
 
     /// Shutdown: fails every waiting op (none of them is running).
-    pub(crate) fn cancel_all(&self, rt: &Arc<Shared>, shard: usize) {
+    pub(crate) fn cancel_all(&self, ctx: &Ctx<'_>) {
         let waiters: Vec<Waiter> = {
             let mut t = self.tables.borrow_mut();
             t.fds.clear();
@@ -383,31 +377,24 @@ impl Reactor {
             ids.into_iter().filter_map(|id| t.remove(id)).collect()
         };
         for w in waiters {
-            uncount(rt, shard);
-            complete(rt, shard, Outcome::Finish(w.op, w.shared, -libc::ECANCELED), true);
+            ctx.count_out();
+            complete(ctx, Outcome::Finish(w.op, w.shared, -libc::ECANCELED), true);
         }
     }
 }
 
-fn uncount(rt: &Shared, shard: usize) {
-    rt.shards[shard]
-        .counters
-        .ops_in_flight
-        .fetch_sub(1, Ordering::Relaxed);
-}
-
 /// Finishes an op (waking its waiter, under `catch_unwind` when `guard`: a
 /// waker is user code) or hands it to the blocking pool.
-fn complete(rt: &Arc<Shared>, shard: usize, outcome: Outcome, guard: bool) {
+fn complete(ctx: &Ctx<'_>, outcome: Outcome, guard: bool) {
     match outcome {
         Outcome::Finish(op, shared, res) => {
-            let finish = move || shared.finish(crate::io::blocking_cqe(res), op);
+            let finish = move || shared.finish(blocking_cqe(res), op);
             if guard {
-                crate::shard::guarded("dispatching a completion", finish);
+                super::guarded("dispatching a completion", finish);
             } else {
                 finish();
             }
         }
-        Outcome::Pool(op, shared) => crate::io::run_on_pool(rt, shard, op, shared),
+        Outcome::Pool(op, shared) => (ctx.pool)(op, shared),
     }
 }
