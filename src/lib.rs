@@ -33,6 +33,7 @@
 
 mod blocking;
 pub mod boundary;
+pub mod compat;
 mod error;
 pub mod fs;
 pub mod io;
