@@ -70,11 +70,11 @@
 //! .unwrap();
 //! ```
 
+#[cfg(feature = "futures-io")]
+mod futures_io;
 mod stream;
 #[cfg(feature = "tokio-io")]
 mod tokio_io;
-#[cfg(feature = "futures-io")]
-mod futures_io;
 
 use std::io;
 use std::task::{Context, Poll};
@@ -188,7 +188,9 @@ impl<T: sealed::Sealed> Io<T> {
     /// flight go to the socket's stash (its next receive returns them);
     /// accepted bytes not yet sent are cancelled (flush first).
     pub fn into_inner(self) -> T {
-        let Io { inner, read, write, .. } = self;
+        let Io {
+            inner, read, write, ..
+        } = self;
         drop((read, write));
         inner
     }

@@ -13,7 +13,7 @@ use spargio_sys::op::net::{Recv, Send, Shutdown};
 
 use super::Target;
 use crate::io::{IoBuf, OpFuture, cqe_result, submit_current};
-use crate::net::lane::{Cancellable, CancelOnDrop, Socket};
+use crate::net::lane::{CancelOnDrop, Cancellable, Socket};
 use crate::net::stash::{RecvStash, poll_take_stream};
 
 /// An op in flight with the flag that stops its blocking form (Queue backend).
@@ -102,7 +102,12 @@ impl ReadSide {
 
     /// Makes bytes available unless the buffer holds some: `Ready(Ok(()))`
     /// with an empty buffer is end of stream. A file is read at `at`.
-    pub(super) fn poll_fill(&mut self, target: Target<'_>, at: u64, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(super) fn poll_fill(
+        &mut self,
+        target: Target<'_>,
+        at: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         loop {
             if self.pos < self.buf.len() {
                 return Poll::Ready(Ok(()));
@@ -202,11 +207,11 @@ impl Drop for ReadSide {
         if self.pos < self.buf.len() {
             stash.give_back(self.buf[self.pos..].to_vec());
         }
-        if let Some(ReadOp::Recv(mut f)) = self.op.take() {
-            if !f.fut.is_finished() {
-                let salvage = stash.orphan::<Recv<Vec<u8>>>();
-                f.fut.abandon_with(salvage);
-            }
+        if let Some(ReadOp::Recv(mut f)) = self.op.take()
+            && !f.fut.is_finished()
+        {
+            let salvage = stash.orphan::<Recv<Vec<u8>>>();
+            f.fut.abandon_with(salvage);
             // `f.cancel`, dropped here, stops a blocking-pool receive.
         }
     }
