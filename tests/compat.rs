@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use common::runtime_on as runtime;
 use spargio::compat::Io;
-use spargio::net::{TcpListener, TcpStream, UnixStream};
-use spargio::{Backend, Runtime, RuntimeHandle};
+use spargio::net::{TcpStream, UnixStream};
+use spargio::{Backend, Runtime};
 
 const BACKENDS: [Backend; 2] = [Backend::IoUring, Backend::Queue];
 
@@ -55,7 +55,10 @@ fn localhost() -> SocketAddr {
 }
 
 /// A connected pair of spargio TCP streams (client, server side).
+#[cfg(any(feature = "tokio-io", feature = "futures-io"))]
 async fn tcp_pair() -> (TcpStream, TcpStream) {
+    use spargio::RuntimeHandle;
+    use spargio::net::TcpListener;
     let listener = TcpListener::bind(localhost()).unwrap();
     let addr = listener.local_addr().unwrap();
     let handle = RuntimeHandle::current().unwrap();
@@ -66,6 +69,7 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
     (client.await.unwrap().unwrap(), server)
 }
 
+#[cfg(any(feature = "tokio-io", feature = "futures-io"))]
 fn temp_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("spargio-compat-{}-{name}", std::process::id()))
 }
@@ -181,12 +185,114 @@ fn a_send_error_is_reported_by_a_later_call() {
     });
 }
 
+/// Which read a cancel-safety test races against a zero timeout.
+#[derive(Clone, Copy, Debug)]
+enum ReadVia {
+    /// `Io::poll_read`, through `poll_fn`.
+    Poll,
+    /// `tokio::io::AsyncReadExt::read`.
+    #[cfg(feature = "tokio-io")]
+    Tokio,
+}
+
+/// `fut` under a zero timeout when `cancel` (`None`: dropped unfinished), else to completion.
+async fn race<F: std::future::Future>(cancel: bool, fut: F) -> Option<F::Output> {
+    if cancel {
+        spargio::time::timeout(Duration::ZERO, fut).await.ok()
+    } else {
+        Some(fut.await)
+    }
+}
+
+/// Reads the numbered stream with `via`'s read raced against a zero timeout;
+/// every few rounds the adapter is dropped (mid-read, or holding read-ahead
+/// bytes) and rebuilt on the same stream.
+fn read_cancelled(backend: Backend, via: ReadVia, rt: &Runtime, reader: TcpStream, len: usize) {
+    rt.block_on(async move {
+        let mut io = Some(Io::with_buf_len(reader, 1024));
+        let mut got = Vec::with_capacity(len);
+        let (mut round, mut dropped, mut rebuilt) = (0usize, 0usize, 0usize);
+        let sizes = [1usize, 7, 100, 4096, 13, 80, 2000];
+        while got.len() < len {
+            let size = sizes[round % sizes.len()];
+            let mut buf = vec![0u8; size];
+            let r = io.as_mut().unwrap();
+            let cancel = round < 20_000;
+            let res = match via {
+                ReadVia::Poll => race(cancel, poll_fn(|cx| r.poll_read(cx, &mut buf))).await,
+                #[cfg(feature = "tokio-io")]
+                ReadVia::Tokio => race(cancel, tokio::io::AsyncReadExt::read(r, &mut buf)).await,
+            };
+            round += 1;
+            match res {
+                Some(res) => {
+                    let n = res.unwrap();
+                    assert!(
+                        n > 0,
+                        "end of stream after {} of {len} bytes ({backend:?})",
+                        got.len()
+                    );
+                    got.extend_from_slice(&buf[..n]);
+                    if round % 11 == 0 {
+                        // Drop the adapter with read-ahead bytes it may
+                        // hold: they go back to the stream.
+                        let stream = io.take().unwrap().into_inner();
+                        io = Some(Io::with_buf_len(stream, 1024));
+                        rebuilt += 1;
+                    }
+                }
+                None => {
+                    dropped += 1;
+                    if dropped % 5 == 0 {
+                        // Drop the adapter with its receive (and maybe
+                        // read-ahead bytes) in flight: the stream keeps them.
+                        let stream = io.take().unwrap().into_inner();
+                        io = Some(Io::with_buf_len(stream, 1024));
+                        rebuilt += 1;
+                    }
+                }
+            }
+        }
+        let mut tail = [0u8; 1];
+        let r = io.as_mut().unwrap();
+        assert_eq!(
+            poll_fn(|cx| r.poll_read(cx, &mut tail)).await.unwrap(),
+            0,
+            "end of stream"
+        );
+        eprintln!("  {len} bytes in {round} reads, {dropped} timed out, {rebuilt} adapters rebuilt");
+        check_sequence("reads under zero timeouts", &got, len);
+    })
+    .unwrap();
+}
+
+/// A std thread writes the numbered stream into a TCP connection that
+/// [`read_cancelled`] reads, on both backends.
+fn numbered_stream_under_zero_timeouts(name: &str, via: ReadVia) {
+    on_backends(name, |backend, rt| {
+        let listener = std::net::TcpListener::bind(localhost()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let len = stream_len(backend);
+        let peer = std::net::TcpStream::connect(addr).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let writer = spawn_writer(peer, len);
+        let reader = TcpStream::from_std(server).unwrap();
+        read_cancelled(backend, via, rt, reader, len);
+        writer.join().unwrap();
+    });
+}
+
+#[test]
+fn zero_timeout_poll_reads_and_dropped_adapters_lose_no_bytes() {
+    numbered_stream_under_zero_timeouts("poll zero_timeout_reads", ReadVia::Poll);
+}
+
 // --- Tokio's traits ----------------------------------------------------------------------------
 
 #[cfg(feature = "tokio-io")]
 mod tokio_traits {
     use super::*;
-    use spargio::time::timeout;
+    use spargio::RuntimeHandle;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
     #[test]
@@ -291,81 +397,9 @@ mod tokio_traits {
         });
     }
 
-    /// Reads the numbered stream with Tokio's `read` raced against a zero
-    /// timeout; every few rounds the adapter is dropped mid-read and rebuilt.
-    fn read_cancelled(backend: Backend, rt: &Runtime, reader: TcpStream, len: usize) {
-        rt.block_on(async move {
-            let mut io = Some(Io::with_buf_len(reader, 1024));
-            let mut got = Vec::with_capacity(len);
-            let (mut round, mut dropped, mut rebuilt) = (0usize, 0usize, 0usize);
-            let sizes = [1usize, 7, 100, 4096, 13, 80, 2000];
-            while got.len() < len {
-                let size = sizes[round % sizes.len()];
-                let mut buf = vec![0u8; size];
-                let r = io.as_mut().unwrap();
-                let res = if round < 20_000 {
-                    timeout(Duration::ZERO, r.read(&mut buf)).await.ok()
-                } else {
-                    Some(r.read(&mut buf).await)
-                };
-                round += 1;
-                match res {
-                    Some(res) => {
-                        let n = res.unwrap();
-                        assert!(
-                            n > 0,
-                            "end of stream after {} of {len} bytes ({backend:?})",
-                            got.len()
-                        );
-                        got.extend_from_slice(&buf[..n]);
-                        if round % 11 == 0 {
-                            // Drop the adapter with read-ahead bytes it may
-                            // hold: they go back to the stream.
-                            let stream = io.take().unwrap().into_inner();
-                            io = Some(Io::with_buf_len(stream, 1024));
-                            rebuilt += 1;
-                        }
-                    }
-                    None => {
-                        dropped += 1;
-                        if dropped % 5 == 0 {
-                            // Drop the adapter with its receive (and maybe
-                            // read-ahead bytes) in flight: the stream keeps them.
-                            let stream = io.take().unwrap().into_inner();
-                            io = Some(Io::with_buf_len(stream, 1024));
-                            rebuilt += 1;
-                        }
-                    }
-                }
-            }
-            let mut tail = [0u8; 1];
-            assert_eq!(
-                io.as_mut().unwrap().read(&mut tail).await.unwrap(),
-                0,
-                "end of stream"
-            );
-            eprintln!("  {len} bytes in {round} reads, {dropped} timed out, {rebuilt} adapters rebuilt");
-            check_sequence("tokio read under zero timeouts", &got, len);
-        })
-        .unwrap();
-    }
-
     #[test]
     fn zero_timeout_reads_and_dropped_adapters_lose_no_bytes() {
-        on_backends(
-            "zero_timeout_reads_and_dropped_adapters_lose_no_bytes",
-            |backend, rt| {
-                let listener = std::net::TcpListener::bind(localhost()).unwrap();
-                let addr = listener.local_addr().unwrap();
-                let len = stream_len(backend);
-                let peer = std::net::TcpStream::connect(addr).unwrap();
-                let (server, _) = listener.accept().unwrap();
-                let writer = spawn_writer(peer, len);
-                let reader = TcpStream::from_std(server).unwrap();
-                read_cancelled(backend, rt, reader, len);
-                writer.join().unwrap();
-            },
-        );
+        numbered_stream_under_zero_timeouts("tokio zero_timeout_reads", ReadVia::Tokio);
     }
 }
 
@@ -377,6 +411,7 @@ mod futures_traits {
 
     use super::*;
     use futures_io::{AsyncBufRead, AsyncRead, AsyncWrite};
+    use spargio::RuntimeHandle;
 
     async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, mut data: &[u8]) -> std::io::Result<()> {
         while !data.is_empty() {

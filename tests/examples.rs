@@ -186,6 +186,7 @@ fn http_hello_answers_pipelined_keep_alive_requests_and_curl() {
 
 /// Reads one HTTP/1.1 response with a `Content-Length` from `s`: (status
 /// line, lower-cased header lines, body).
+#[cfg(feature = "tokio-io")]
 fn read_response(s: &mut BufReader<TcpStream>) -> (String, Vec<String>, Vec<u8>) {
     let mut status = String::new();
     s.read_line(&mut status).unwrap();
