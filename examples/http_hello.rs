@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! cargo run --release --example http_hello -- --addr 127.0.0.1:8080
+//! cargo run --release --example http_hello -- --backend queue   # the fallback backend
 //! curl http://127.0.0.1:8080/
 //! wrk -t2 -c64 -d10s http://127.0.0.1:8080/
 //! ```
@@ -16,8 +17,8 @@ mod http;
 use std::io::{self, Write};
 
 use http::Conn;
-use spargio::RuntimeHandle;
 use spargio::net::{TcpListener, TcpStream};
+use spargio::{Backend, RuntimeBuilder, RuntimeHandle};
 
 const BODY: &[u8] = b"Hello, world!\n";
 
@@ -51,14 +52,42 @@ async fn accept_loop(listener: TcpListener, handle: RuntimeHandle) -> io::Result
     }
 }
 
+/// The `--backend io_uring|queue` argument (default: io_uring, falling back
+/// to the Queue backend where io_uring is refused).
+fn backend_arg() -> Option<Backend> {
+    let args: Vec<String> = std::env::args().collect();
+    let value = args
+        .iter()
+        .position(|a| a == "--backend")
+        .and_then(|i| args.get(i + 1))?;
+    match value.as_str() {
+        "io_uring" | "iouring" => Some(Backend::IoUring),
+        "queue" => Some(Backend::Queue),
+        other => panic!("--backend takes io_uring or queue, not {other:?}"),
+    }
+}
+
 fn main() {
     let addr = http::addr_arg("127.0.0.1:8080");
-    let result = spargio::run(move |handle| async move {
+    let mut builder = RuntimeBuilder::new();
+    if let Some(backend) = backend_arg() {
+        builder = builder.backend(backend).fallback_to_queue(false);
+    }
+    let rt = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("http_hello: runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let handle = rt.handle().clone();
+    let result = rt.block_on(async move {
         let listener = TcpListener::bind(addr)?;
         println!(
-            "listening on http://{} with {} shards",
+            "listening on http://{} with {} shards ({:?} backend)",
             listener.local_addr()?,
-            handle.shard_count()
+            handle.shard_count(),
+            handle.backend()
         );
         io::stdout().flush()?;
         accept_loop(listener, handle).await

@@ -2,8 +2,10 @@
 # ci.sh: spargio's CI pipeline. Entry point: `bash .ci/run` (CI=true, no stdin, Linux with io_uring).
 #
 #   1. fmt     cargo fmt --all --check (and the fuzz crate)
-#   2. clippy  cargo clippy --workspace --all-targets -- -D warnings
-#   3. test    cargo test --workspace --no-fail-fast (installs curl first if missing: tests/examples.rs)
+#   2. clippy  cargo clippy --workspace --all-targets -- -D warnings, then again with --all-features
+#   3. test    cargo test --workspace --no-fail-fast (installs curl first if missing: tests/examples.rs),
+#              then cargo test --workspace --all-features --no-fail-fast (the tokio-io and futures-io
+#              adapters: tests/compat.rs; the hyper example: tests/examples.rs)
 #   4. tour    cargo run --release --example tour    (the README's first command; must exit 0)
 #   5. unsafe  bash scripts/unsafe-audit.sh; bash scripts/layers.sh --quiet (imports of src/ run one way)
 #   6. miri    cargo +nightly miri test -p spargio-sys           (the simulated-kernel tests)
@@ -144,6 +146,7 @@ step_fmt() {
 
 step_clippy() {
     cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy --workspace --all-targets --all-features -- -D warnings
 }
 
 step_test() {
@@ -155,7 +158,12 @@ step_test() {
     fi
     # --no-fail-fast: run every test binary even after one fails, so every count line appears.
     # The output is also kept, so the summary can repeat what failed (CI shows only the tail).
-    cargo test --workspace --no-fail-fast 2>&1 | tee "$state_dir/test.log"
+    # The optional features (tokio-io, futures-io) run in a second pass; both passes run even
+    # when the first fails, and both logs feed the summary.
+    local rc=0
+    cargo test --workspace --no-fail-fast 2>&1 | tee "$state_dir/test.log" || rc=1
+    cargo test --workspace --all-features --no-fail-fast 2>&1 | tee -a "$state_dir/test.log" || rc=1
+    return "$rc"
 }
 
 # What failed in the test step, short enough to survive at the end of a long log: the failing
@@ -318,8 +326,8 @@ echo "  cargo:  $(cargo --version)"
 echo "  rustc:  $(rustc --version)"
 
 run_step fmt "cargo fmt --all --check" step_fmt
-run_step clippy "cargo clippy --workspace --all-targets -- -D warnings" step_clippy
-run_step test "cargo test --workspace --no-fail-fast" step_test
+run_step clippy "cargo clippy --workspace --all-targets [--all-features] -- -D warnings" step_clippy
+run_step test "cargo test --workspace [--all-features] --no-fail-fast" step_test
 run_step tour "cargo run --release --example tour" step_tour
 run_step unsafe "bash scripts/unsafe-audit.sh" step_unsafe
 run_step miri "cargo +nightly miri test -p spargio-sys" step_miri

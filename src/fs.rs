@@ -137,6 +137,11 @@ impl File {
         File { fd: Arc::new(fd) }
     }
 
+    /// The shared fd, for [`compat::Io`](crate::compat::Io).
+    pub(crate) fn shared_fd(&self) -> &SharedFd {
+        &self.fd
+    }
+
     /// Gives back a `std::fs::File`.
     ///
     /// # Errors

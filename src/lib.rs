@@ -97,6 +97,8 @@
 //! | feature | default | enables |
 //! |---|---|---|
 //! | `macros` | yes | [`macro@main`] and [`macro@test`] (the `spargio-macros` crate, which has no dependencies) |
+//! | `tokio-io` | no | `tokio::io::{AsyncRead, AsyncBufRead, AsyncWrite}` for [`compat::Io`] (hyper, axum, tonic) |
+//! | `futures-io` | no | `futures_io::{AsyncRead, AsyncBufRead, AsyncWrite}` for [`compat::Io`] |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -106,6 +108,7 @@
 pub mod __private;
 mod blocking;
 pub mod boundary;
+pub mod compat;
 mod driver;
 mod error;
 mod fd_lease;

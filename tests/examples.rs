@@ -1,5 +1,5 @@
 //! The examples, run as a user would: `tour` must pass; `echo_server`,
-//! `http_hello` and `file_server` are started on loopback and driven by real
+//! `http_hello`, `hyper_hello` (feature `tokio-io`) and `file_server` are started on loopback and driven by real
 //! clients (100 concurrent echo clients; curl and a raw HTTP/1.1 client),
 //! their answers checked byte for byte.
 //!
@@ -181,6 +181,92 @@ fn http_hello_answers_pipelined_keep_alive_requests_and_curl() {
         let missing = format!("http://{}/missing", server.addr);
         let code = curl(&["-o", "/dev/null", "-w", "%{http_code}", missing.as_str()]).unwrap();
         assert_eq!(code, b"404");
+    }
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length` from `s`: (status
+/// line, lower-cased header lines, body).
+#[cfg(feature = "tokio-io")]
+fn read_response(s: &mut BufReader<TcpStream>) -> (String, Vec<String>, Vec<u8>) {
+    let mut status = String::new();
+    s.read_line(&mut status).unwrap();
+    let mut headers = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        s.read_line(&mut line).unwrap();
+        let line = line.trim_end().to_ascii_lowercase();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+        headers.push(line);
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (status.trim_end().to_owned(), headers, body)
+}
+
+#[cfg(feature = "tokio-io")]
+#[test]
+fn hyper_hello_serves_keep_alive_requests_and_curl() {
+    let server = Server::start("hyper_hello", &["--addr", "127.0.0.1:0"]);
+    let hello = b"Hello, world!\n";
+    // Pipelined requests on one connection, answered in order.
+    let s = server.connect();
+    let mut w = s.try_clone().unwrap();
+    w.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\nHEAD / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(s);
+    let (status, headers, body) = read_response(&mut r);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        headers.iter().any(|h| h == "content-type: text/plain"),
+        "{headers:?}"
+    );
+    assert_eq!(body, hello);
+    let (status, _, body) = read_response(&mut r);
+    assert_eq!((status.as_str(), body.len()), ("HTTP/1.1 404 Not Found", 0));
+    // HEAD: the length of the body that GET would send, and no body.
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    assert_eq!(status.trim_end(), "HTTP/1.1 200 OK");
+    // Many keep-alive connections at once, each with many requests.
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let s = server.connect();
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                for _ in 0..50 {
+                    w.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                    let (status, _, body) = read_response(&mut r);
+                    assert_eq!(status, "HTTP/1.1 200 OK");
+                    assert_eq!(body, b"Hello, world!\n");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("a keep-alive client failed");
+    }
+
+    let url = format!("http://{}/", server.addr);
+    if let Some(body) = curl(&[url.as_str()]) {
+        assert_eq!(body, hello);
+        // Two URLs in one curl: the second reuses the kept-alive connection.
+        let both = curl(&["-w", "%{num_connects}\n", url.as_str(), url.as_str()]).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&both),
+            "Hello, world!\n1\nHello, world!\n0\n"
+        );
+        let missing = format!("http://{}/missing", server.addr);
+        let code = curl(&["-o", "/dev/null", "-w", "%{http_code}", missing.as_str()]).unwrap();
+        assert_eq!(code, b"404");
+        let post = curl(&["-o", "/dev/null", "-w", "%{http_code}", "-d", "x", url.as_str()]).unwrap();
+        assert_eq!(post, b"405");
     }
 }
 

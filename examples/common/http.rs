@@ -35,14 +35,14 @@ pub struct Request {
 
 /// Why a request is refused before it reaches the server's handler.
 #[derive(Debug, PartialEq, Eq)]
-enum Refusal {
+pub enum Refusal {
     BadRequest(&'static str),
     HeadTooLarge,
     NotImplemented(&'static str),
 }
 
 impl Refusal {
-    fn status(&self) -> &'static str {
+    pub fn status(&self) -> &'static str {
         match self {
             Refusal::BadRequest(_) => "400 Bad Request",
             Refusal::HeadTooLarge => "431 Request Header Fields Too Large",
@@ -54,18 +54,18 @@ impl Refusal {
 /// A parsed head: the request, its body length, and whether the client
 /// waits for `100 Continue` before sending the body.
 #[derive(Debug, PartialEq, Eq)]
-struct Head {
-    method: String,
-    target: String,
-    keep_alive: bool,
-    body: u64,
-    expect_continue: bool,
+pub struct Head {
+    pub method: String,
+    pub target: String,
+    pub keep_alive: bool,
+    pub body: u64,
+    pub expect_continue: bool,
 }
 
 /// Where the head in `buf` ends: `Some((head_len, consumed))` once an empty
 /// line (CRLF or bare LF) follows it, `head_len` excluding the empty line.
 /// Empty lines before the request line are skipped (RFC 9112, 2.2).
-fn head_end(buf: &[u8]) -> Option<(usize, usize)> {
+pub fn head_end(buf: &[u8]) -> Option<(usize, usize)> {
     let mut start = 0;
     while let Some(at) = buf[start..].iter().position(|&b| b == b'\n') {
         let line = &buf[start..start + at];
@@ -85,7 +85,7 @@ fn is_token(s: &str) -> bool {
 }
 
 /// Parses a head (its last line's ending included, the empty line after it not).
-fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
+pub fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
     let head = std::str::from_utf8(head).map_err(|_| Refusal::BadRequest("head is not UTF-8"))?;
     // The last line's own line ending.
     let head = head.strip_suffix('\n').unwrap_or(head);

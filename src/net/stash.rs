@@ -200,6 +200,19 @@ impl RecvStash {
         }
     }
 
+    /// Puts bytes a reader had already taken but not consumed back at the
+    /// front, so the socket's next receive returns them first (a dropped
+    /// [`compat::Io`](crate::compat::Io) with read-ahead data).
+    pub(crate) fn give_back(&self, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut g = self.lock();
+        g.entries.push_front(Entry::data(bytes, None));
+        // Relaxed: see `is_busy`.
+        self.busy.store(true, Ordering::Relaxed);
+    }
+
     /// Waits until no orphan is in flight, then runs `take` on the entries.
     /// `None` from `take` means they are empty, and clears `busy`.
     async fn take<T>(
@@ -207,25 +220,49 @@ impl RecvStash {
         sock: &Socket,
         mut take: impl FnMut(&mut VecDeque<Entry>) -> Option<T>,
     ) -> io::Result<Option<T>> {
-        poll_fn(|cx| {
-            let mut g = self.lock();
-            if g.orphans > 0 {
-                if sock.lane.target().is_some_and(|(rt, _)| rt.is_closing()) {
-                    return Poll::Ready(Err(crate::io::closed()));
-                }
-                if !g.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    g.waiters.push(cx.waker().clone());
-                }
-                return Poll::Pending;
+        poll_fn(|cx| self.poll_take(sock, cx, &mut take)).await
+    }
+
+    /// One poll of [`take`](Self::take).
+    fn poll_take<T>(
+        &self,
+        sock: &Socket,
+        cx: &mut Context<'_>,
+        take: &mut impl FnMut(&mut VecDeque<Entry>) -> Option<T>,
+    ) -> Poll<io::Result<Option<T>>> {
+        let mut g = self.lock();
+        if g.orphans > 0 {
+            if sock.lane.target().is_some_and(|(rt, _)| rt.is_closing()) {
+                return Poll::Ready(Err(crate::io::closed()));
             }
-            let out = take(&mut g.entries);
-            if g.entries.is_empty() {
-                // Relaxed: see `is_busy`.
-                self.busy.store(false, Ordering::Relaxed);
+            if !g.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                g.waiters.push(cx.waker().clone());
             }
-            Poll::Ready(Ok(out))
-        })
-        .await
+            return Poll::Pending;
+        }
+        let out = take(&mut g.entries);
+        if g.entries.is_empty() {
+            // Relaxed: see `is_busy`.
+            self.busy.store(false, Ordering::Relaxed);
+        }
+        Poll::Ready(Ok(out))
+    }
+}
+
+/// A stream receive into `buf` from the stash, polled in place (for
+/// [`compat::Io`](crate::compat::Io)); `Ready(None)`: nothing stashed.
+pub(crate) fn poll_take_stream<B: IoBufMut>(
+    sock: &Socket,
+    cx: &mut Context<'_>,
+    buf: &mut B,
+) -> Poll<Option<io::Result<usize>>> {
+    match sock
+        .stash
+        .poll_take(sock, cx, &mut |entries| take_stream(entries, buf))
+    {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(Ok(out)) => Poll::Ready(out),
+        Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
     }
 }
 

@@ -298,6 +298,11 @@ impl TcpStream {
         TcpStream { sock }
     }
 
+    /// The socket, for [`compat::Io`](crate::compat::Io).
+    pub(crate) fn socket(&self) -> &Socket {
+        &self.sock
+    }
+
     /// Connects to `addr` with `IORING_OP_SOCKET` + `IORING_OP_CONNECT`. Takes
     /// an address, not a name: resolve names with [`lookup_host`](super::lookup_host),
     /// which does not block a shard.
@@ -465,6 +470,11 @@ pub struct OwnedReadHalf {
 }
 
 impl OwnedReadHalf {
+    /// The socket, for [`compat::Io`](crate::compat::Io).
+    pub(crate) fn socket(&self) -> &Socket {
+        &self.sock
+    }
+
     /// Receives into `buf`, from its start up to its capacity; `Ok(0)` means
     /// the peer closed its sending side.
     ///
@@ -532,6 +542,11 @@ pub struct OwnedWriteHalf {
 }
 
 impl OwnedWriteHalf {
+    /// The socket, for [`compat::Io`](crate::compat::Io).
+    pub(crate) fn socket(&self) -> &Socket {
+        &self.sock
+    }
+
     /// Sends `buf`'s initialized bytes; the count may be short.
     ///
     /// # Cancel safety

@@ -250,6 +250,11 @@ impl UnixStream {
 
     stream_io_methods!();
 
+    /// The socket, for [`compat::Io`](crate::compat::Io).
+    pub(crate) fn socket(&self) -> &Socket {
+        &self.sock
+    }
+
     /// A receiver that keeps one multishot receive with provided buffers armed.
     pub fn recv_stream(&self) -> RecvStream {
         RecvStream::new(self.sock.clone(), DEFAULT_BUFFERS, DEFAULT_BUFFER_LEN)
