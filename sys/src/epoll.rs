@@ -52,6 +52,28 @@ pub const HANGUP: u32 = libc::EPOLLHUP as u32;
 pub const READ_HANGUP: u32 = libc::EPOLLRDHUP as u32;
 /// Report one event, then disarm until [`Epoll::modify`] re-arms (`EPOLLONESHOT`).
 pub const ONESHOT: u32 = libc::EPOLLONESHOT as u32;
+/// Edge-triggered (`EPOLLET`): report an fd when the kernel signals a change
+/// in it (data arrived, room freed, an error, a hang-up), not for as long as
+/// it stays ready. The registration stays armed: no `epoll_ctl` per wait.
+pub const EDGE: u32 = libc::EPOLLET as u32;
+
+/// True when `fd` is a file whose I/O can wait for readiness in epoll and
+/// has no meaningful offset: a pipe or FIFO, a socket, a character device (a
+/// tty, …) or an anonymous inode (an eventfd, a timerfd, …; `fstat` reports
+/// no file type for those). False for regular files, directories and block
+/// devices: their I/O never waits for readiness (epoll refuses them).
+///
+/// # Errors
+///
+/// The `fstat` errno.
+pub fn has_readiness(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is writable for one `stat`; `fd` is open for the call.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: `fstat` succeeded, so it filled `st`.
+    let mode = unsafe { st.assume_init() }.st_mode & libc::S_IFMT;
+    Ok(matches!(mode, libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | 0))
+}
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
