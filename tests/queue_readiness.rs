@@ -323,14 +323,23 @@ fn queue_rt() -> spargio::Runtime {
 
 /// Ops the shards hold now (waiting in epoll or running on the pool).
 fn in_flight(handle: &spargio::RuntimeHandle) -> u64 {
-    handle.stats_snapshot().shards.iter().map(|s| s.ops_in_flight).sum()
+    handle
+        .stats_snapshot()
+        .shards
+        .iter()
+        .map(|s| s.ops_in_flight)
+        .sum()
 }
 
 /// Waits (yielding to the runtime) until `n` ops are in flight.
 async fn until_in_flight(handle: &spargio::RuntimeHandle, n: u64) {
     let deadline = Instant::now() + common::HANG;
     while in_flight(handle) != n {
-        assert!(Instant::now() < deadline, "{} ops in flight, not {n}", in_flight(handle));
+        assert!(
+            Instant::now() < deadline,
+            "{} ops in flight, not {n}",
+            in_flight(handle)
+        );
         spargio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
@@ -513,14 +522,12 @@ fn idle_pipe_reads_hold_no_pool_threads_and_data_flows() {
             flags.push((r.as_raw_fd(), status_flags(r.as_raw_fd())));
             writers.push(w);
             let file = spargio::fs::File::from_owned_fd(OwnedFd::from(r));
-            reads.push(
-                spargio::spawn(async move {
-                    let (res, buf) = file.read_at(Vec::with_capacity(16), 0).await;
-                    let n = res.unwrap();
-                    assert_eq!(buf[..n], [(i % 251) as u8; 3], "pipe {i}");
-                    (file, n)
-                }),
-            );
+            reads.push(spargio::spawn(async move {
+                let (res, buf) = file.read_at(Vec::with_capacity(16), 0).await;
+                let n = res.unwrap();
+                assert_eq!(buf[..n], [(i % 251) as u8; 3], "pipe {i}");
+                (file, n)
+            }));
         }
         until_in_flight(&handle, N as u64).await;
         let idle = threads();

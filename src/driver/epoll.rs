@@ -62,7 +62,7 @@
 //!   an op whose system call already ran delivers its result to `finish`,
 //!   which drops it (closing an accepted fd) because nobody waits.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Weak};
@@ -234,6 +234,8 @@ pub(crate) struct EpollDriver {
     tables: RefCell<Tables>,
     /// Events fetched by the last park, not yet dispatched.
     events: RefCell<Vec<(u64, u32)>>,
+    /// The last park ended on fd readiness alone (no doorbell).
+    woken_by_io: Cell<bool>,
 }
 
 impl EpollDriver {
@@ -247,6 +249,7 @@ impl EpollDriver {
             doorbell,
             tables: RefCell::new(Tables::default()),
             events: RefCell::new(Vec::with_capacity(EVENTS_PER_WAIT)),
+            woken_by_io: Cell::new(false),
         })
     }
 
@@ -376,7 +379,16 @@ impl EpollDriver {
     /// failed (it ended early).
     pub(crate) fn park(&self, timeout: Option<Duration>) -> bool {
         let mut events = self.events.borrow_mut();
-        self.epoll.wait(&mut events, EVENTS_PER_WAIT, timeout).is_ok()
+        let ok = self.epoll.wait(&mut events, EVENTS_PER_WAIT, timeout).is_ok();
+        self.woken_by_io
+            .set(!events.is_empty() && events.iter().all(|&(token, _)| token != DOORBELL));
+        ok
+    }
+
+    /// True when the last park ended on fd readiness alone: the kernel woke
+    /// the shard for I/O, not another thread for work it sent.
+    pub(crate) fn woken_by_io(&self) -> bool {
+        self.woken_by_io.get()
     }
 
     /// Dispatches the events of the last park, or (none pending, ops

@@ -331,6 +331,103 @@ mod tests {
 
     #[test]
     #[cfg_attr(miri, ignore)]
+    fn an_edge_triggered_registration_reports_each_arrival_without_rearming() {
+        let epoll = Epoll::new().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        epoll
+            .add(a.as_fd(), 5, READABLE | WRITABLE | READ_HANGUP | EDGE)
+            .unwrap();
+        let mut events = Vec::new();
+        // Writable at once (ADD reports a ready file), then quiet.
+        assert_eq!(epoll.wait(&mut events, 8, Some(Duration::ZERO)).unwrap(), 1);
+        assert_eq!(events[0], (5, WRITABLE));
+        for round in 0..3 {
+            events.clear();
+            assert_eq!(epoll.wait(&mut events, 8, Some(Duration::ZERO)).unwrap(), 0);
+            // Unread data from earlier rounds stays: only the new arrival
+            // is reported, once, with no re-arming in between.
+            b.write_all(b"x").unwrap();
+            assert_eq!(
+                epoll.wait(&mut events, 8, Some(Duration::from_secs(5))).unwrap(),
+                1,
+                "round {round}"
+            );
+            assert_ne!(events[0].1 & READABLE, 0);
+        }
+        // The peer's close: hang-up bits.
+        drop(b);
+        events.clear();
+        assert_eq!(
+            epoll.wait(&mut events, 8, Some(Duration::from_secs(5))).unwrap(),
+            1
+        );
+        assert_ne!(events[0].1 & (READ_HANGUP | HANGUP), 0);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn has_readiness_tells_streams_from_files() {
+        let (r, w) = std::io::pipe().unwrap();
+        assert!(has_readiness(r.as_fd()).unwrap());
+        assert!(has_readiness(w.as_fd()).unwrap());
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert!(has_readiness(a.as_fd()).unwrap());
+        let bell = EventFd::new().unwrap();
+        assert!(has_readiness(bell.as_fd()).unwrap(), "an anonymous inode");
+        let null = std::fs::File::open("/dev/null").unwrap();
+        assert!(has_readiness(null.as_fd()).unwrap(), "a character device");
+        let exe = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+        assert!(!has_readiness(exe.as_fd()).unwrap(), "a regular file");
+        let dir = std::fs::File::open("/").unwrap();
+        assert!(!has_readiness(dir.as_fd()).unwrap(), "a directory");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn pipe_reads_and_writes_have_nonblocking_forms_that_keep_the_flags() {
+        use crate::op::fs::{Read, Write};
+        use crate::op::{Attempt, Interest, Op};
+        use std::sync::Arc;
+        let (r, w) = std::io::pipe().unwrap();
+        let flags = |fd: BorrowedFd<'_>| {
+            // SAFETY: a plain fcntl on an open fd.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) }
+        };
+        let (r_flags, w_flags) = (flags(r.as_fd()), flags(w.as_fd()));
+        let r = Arc::new(OwnedFd::from(r));
+        let w = Arc::new(OwnedFd::from(w));
+        let mut read = Read::new(r.clone(), Vec::with_capacity(8), 3);
+        read.stream_fd();
+        assert_eq!(
+            read.try_nonblocking(),
+            Some(Attempt::WouldBlock(Interest::Readable))
+        );
+        // Without `stream_fd`, the offset reaches the kernel: `ESPIPE`.
+        let mut at_offset = Write::new(w.clone(), b"no".to_vec(), 9);
+        assert_eq!(at_offset.try_nonblocking(), Some(Attempt::Done(-libc::ESPIPE)));
+        let mut write = Write::new(w.clone(), b"hey".to_vec(), 9);
+        write.stream_fd();
+        assert_eq!(write.try_nonblocking(), Some(Attempt::Done(3)));
+        assert_eq!(read.try_nonblocking(), Some(Attempt::Done(3)));
+        assert_eq!(read.into_buf(), b"hey");
+        // Fill the pipe: the write then waits for room.
+        let mut filled = 0;
+        loop {
+            let mut fill = Write::new(w.clone(), vec![0u8; 65536], 0);
+            fill.stream_fd();
+            match fill.try_nonblocking() {
+                Some(Attempt::Done(n)) => filled += n,
+                Some(Attempt::WouldBlock(Interest::Writable)) => break,
+                other => panic!("{other:?}"),
+            }
+            assert!(filled < 64 << 20, "the pipe never filled");
+        }
+        assert_eq!((flags(r.as_fd()), flags(w.as_fd())), (r_flags, w_flags));
+        assert_eq!(r_flags & libc::O_NONBLOCK, 0);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
     fn sub_millisecond_timeouts_end_the_wait_and_events_still_come() {
         let epoll = Epoll::new().unwrap();
         let (a, mut b) = UnixStream::pair().unwrap();
