@@ -331,6 +331,14 @@ fn in_flight(handle: &spargio::RuntimeHandle) -> u64 {
         .sum()
 }
 
+/// Awaits `task`, failing (not hanging) if a lost wake-up leaves it waiting.
+async fn finish<T: Send + 'static>(task: spargio::JoinHandle<T>) -> T {
+    match spargio::time::timeout(common::HANG, task).await {
+        Ok(res) => res.unwrap(),
+        Err(_) => panic!("hang: a waiting op was never woken"),
+    }
+}
+
 /// Waits (yielding to the runtime) until `n` ops are in flight.
 async fn until_in_flight(handle: &spargio::RuntimeHandle, n: u64) {
     let deadline = Instant::now() + common::HANG;
@@ -373,7 +381,7 @@ fn a_reused_fd_number_serves_the_new_file_not_the_stale_registration() {
         });
         spargio::time::sleep(std::time::Duration::from_millis(20)).await;
         a_peer.write_all(b"one").unwrap();
-        let (n, buf, a) = reader.await.unwrap();
+        let (n, buf, a) = finish(reader).await;
         assert_eq!(&buf[..n], b"one");
         drop(a); // Closes `number`; `a_dup` keeps the file (and its registration) alive.
 
@@ -389,7 +397,7 @@ fn a_reused_fd_number_serves_the_new_file_not_the_stale_registration() {
         a_peer.write_all(b"stale").unwrap();
         spargio::time::sleep(std::time::Duration::from_millis(20)).await;
         b_peer.write_all(b"two").unwrap();
-        let (n, buf) = reader.await.unwrap();
+        let (n, buf) = finish(reader).await;
         assert_eq!(&buf[..n], b"two");
         // The stale data is still in the old file, untouched.
         let mut rest = [0u8; 8];
@@ -432,9 +440,9 @@ fn a_pending_read_and_a_pending_write_on_one_socket_are_both_served() {
             }
             got
         });
-        let (n, buf) = reader.await.unwrap();
+        let (n, buf) = finish(reader).await;
         assert_eq!(&buf[..n], b"ping");
-        writer.await.unwrap();
+        finish(writer).await;
         assert_eq!(peer.join().unwrap(), BIG);
     })
     .unwrap();
@@ -477,7 +485,7 @@ fn waits_end_on_hang_up_and_on_errors() {
         let reader = spargio::spawn(async move { x.recv(vec![0u8; 8]).await.0.unwrap() });
         until_in_flight(&handle, 1).await;
         y.shutdown(std::net::Shutdown::Write).unwrap();
-        assert_eq!(reader.await.unwrap(), 0, "end of stream");
+        assert_eq!(finish(reader).await, 0, "end of stream");
 
         let (r, w) = std::io::pipe().unwrap();
         let file = spargio::fs::File::from_owned_fd(w.into());
@@ -495,7 +503,7 @@ fn waits_end_on_hang_up_and_on_errors() {
         let writer = spargio::spawn(async move { file2.write_at(vec![2u8; 4096], 0).await.0 });
         until_in_flight(&handle, 1).await;
         drop(r);
-        let err = writer.await.unwrap().unwrap_err();
+        let err = finish(writer).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
     })
     .unwrap();
@@ -543,7 +551,7 @@ fn idle_pipe_reads_hold_no_pool_threads_and_data_flows() {
             w.write_all(&[(i % 251) as u8; 3]).unwrap();
         }
         for r in reads {
-            assert_eq!(r.await.unwrap().1, 3);
+            assert_eq!(finish(r).await.1, 3);
         }
         // Pipes ignore the offset (as on io_uring): a write and a read at any
         // offset go through the pipe in order.
