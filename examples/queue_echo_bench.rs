@@ -5,8 +5,12 @@
 //! connection). Numbers only; nothing is asserted.
 //!
 //! ```text
-//! cargo run --release --example queue_echo_bench [rounds] [stream_mib]
+//! cargo run --release --example queue_echo_bench [rounds] [stream_mib] [queue|tokio|uring]
 //! ```
+//!
+//! Each pass prints the Queue backend's ratios to Tokio (mean and p50 round
+//! trip: lower is better; stream time: lower is better). The third argument
+//! runs one runtime alone (for `strace -c` or `perf record`).
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
@@ -50,7 +54,10 @@ struct Result_ {
     stream: Duration,
 }
 
-fn report(name: &str, r: &mut Result_, stream_bytes: usize) {
+/// Mean RTT, p50 RTT and stream time, for the ratios.
+type Summary = (f64, f64, f64);
+
+fn report(name: &str, r: &mut Result_, stream_bytes: usize) -> Summary {
     r.rtt.sort_unstable();
     let pct = |p: f64| r.rtt[((r.rtt.len() as f64 * p) as usize).min(r.rtt.len() - 1)];
     let mean = r.rtt.iter().sum::<Duration>() / r.rtt.len() as u32;
@@ -62,6 +69,11 @@ fn report(name: &str, r: &mut Result_, stream_bytes: usize) {
         pct(0.99).as_secs_f64() * 1e6,
         mibs
     );
+    (
+        mean.as_secs_f64(),
+        pct(0.50).as_secs_f64(),
+        r.stream.as_secs_f64(),
+    )
 }
 
 fn spargio_run(backend: Backend, addr: SocketAddr, rounds: usize, stream_bytes: usize) -> Option<Result_> {
@@ -174,14 +186,36 @@ fn main() {
         "echo {MSG} B x {rounds} rounds; stream {stream_mib} MiB in {} KiB writes",
         CHUNK / 1024
     );
+    let only = args.next();
+    let runs = |name: &str| only.as_deref().is_none_or(|o| o == name);
     for _ in 0..2 {
-        if let Some(mut r) = spargio_run(Backend::Queue, addr, rounds, stream_bytes) {
-            report("spargio Queue (epoll)", &mut r, stream_bytes);
+        let mut queue = None;
+        let mut tokio = None;
+        if runs("queue")
+            && let Some(mut r) = spargio_run(Backend::Queue, addr, rounds, stream_bytes)
+        {
+            queue = Some(report("spargio Queue (epoll)", &mut r, stream_bytes));
         }
-        report("tokio", &mut tokio_run(addr, rounds, stream_bytes), stream_bytes);
-        match spargio_run(Backend::IoUring, addr, rounds, stream_bytes) {
-            Some(mut r) => report("spargio io_uring", &mut r, stream_bytes),
-            None => println!("spargio io_uring       unavailable here"),
+        if runs("tokio") {
+            tokio = Some(report(
+                "tokio",
+                &mut tokio_run(addr, rounds, stream_bytes),
+                stream_bytes,
+            ));
+        }
+        if runs("uring") {
+            match spargio_run(Backend::IoUring, addr, rounds, stream_bytes) {
+                Some(mut r) => drop(report("spargio io_uring", &mut r, stream_bytes)),
+                None => println!("spargio io_uring       unavailable here"),
+            }
+        }
+        if let (Some(q), Some(t)) = (queue, tokio) {
+            println!(
+                "Queue / tokio          rtt mean {:.2}x  p50 {:.2}x   stream time {:.2}x",
+                q.0 / t.0,
+                q.1 / t.1,
+                q.2 / t.2
+            );
         }
     }
 }

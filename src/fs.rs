@@ -6,7 +6,11 @@
 //! shard's ring, except [`canonicalize`] (`realpath`), [`read_dir`]
 //! (`getdents64`) and the last step of [`copy`] (`fchmod`), which have no
 //! io_uring op and run on the blocking pool. On the Queue backend the same
-//! ops run as the equivalent blocking system calls.
+//! ops run as the equivalent blocking system calls on the pool, except reads
+//! and writes of a [`File`] that is a pipe, FIFO, socket, tty or eventfd:
+//! those wait for readiness in the shard's epoll set (no thread per pending
+//! read; the fd's `O_NONBLOCK` flag is never changed), and, as on io_uring,
+//! such a stream has no offset: `pos` is ignored.
 //!
 //! Buffers are owned: an op takes the buffer and gives it back with the
 //! result ([`BufResult`]), so dropping a future mid-read can never free memory

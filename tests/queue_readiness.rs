@@ -43,6 +43,7 @@ fn connections_allowed(want: usize) -> usize {
 
 #[test]
 fn ten_thousand_idle_connections_hold_no_threads_and_echo_still_runs() {
+    let _serial = serial();
     let n = connections_allowed(10_000);
     if n < 10_000 {
         eprintln!("the hard RLIMIT_NOFILE allows {n} connections, not 10,000");
@@ -301,4 +302,267 @@ fn denied_child(errno: i32) {
     drop(rt);
     std::fs::remove_dir_all(&dir).unwrap();
     println!("FALLBACK OK (errno {errno}): threads {}; {reason}", threads());
+}
+
+/// Tests that count threads or expect an fd number to be reused run one at
+/// a time (the process's fd table and thread list are shared).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A one-shard Queue runtime.
+fn queue_rt() -> spargio::Runtime {
+    RuntimeBuilder::new()
+        .shards(1)
+        .backend(Backend::Queue)
+        .fallback_to_queue(false)
+        .build()
+        .unwrap()
+}
+
+/// Ops the shards hold now (waiting in epoll or running on the pool).
+fn in_flight(handle: &spargio::RuntimeHandle) -> u64 {
+    handle
+        .stats_snapshot()
+        .shards
+        .iter()
+        .map(|s| s.ops_in_flight)
+        .sum()
+}
+
+/// Awaits `task`, failing (not hanging) if a lost wake-up leaves it waiting.
+async fn finish<T: Send + 'static>(task: spargio::JoinHandle<T>) -> T {
+    match spargio::time::timeout(common::HANG, task).await {
+        Ok(res) => res.unwrap(),
+        Err(_) => panic!("hang: a waiting op was never woken"),
+    }
+}
+
+/// Waits (yielding to the runtime) until `n` ops are in flight.
+async fn until_in_flight(handle: &spargio::RuntimeHandle, n: u64) {
+    let deadline = Instant::now() + common::HANG;
+    while in_flight(handle) != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} ops in flight, not {n}",
+            in_flight(handle)
+        );
+        spargio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+/// The file status flags of `fd` (`/proc/self/fdinfo`, octal).
+fn status_flags(fd: std::os::fd::RawFd) -> u32 {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+    let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap();
+    u32::from_str_radix(flags.trim(), 8).unwrap()
+}
+
+/// An fd number that waited in epoll is closed and reused by another socket
+/// while a duplicate of the first file keeps its (stale) registration in the
+/// set: the stale registration's events wake nobody, and the new socket's
+/// receive still gets its own data (its registration was made afresh).
+#[test]
+fn a_reused_fd_number_serves_the_new_file_not_the_stale_registration() {
+    let _serial = serial();
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd;
+    let rt = queue_rt();
+    rt.block_on(async {
+        let (a, mut a_peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let a_dup = a.try_clone().unwrap();
+        let a = spargio::net::UnixStream::from_std(a).unwrap();
+        let number = a.as_raw_fd();
+        // Registered by a receive that had to wait.
+        let reader = spargio::spawn(async move {
+            let (res, buf) = a.recv(vec![0u8; 8]).await;
+            (res.unwrap(), buf, a)
+        });
+        spargio::time::sleep(std::time::Duration::from_millis(20)).await;
+        a_peer.write_all(b"one").unwrap();
+        let (n, buf, a) = finish(reader).await;
+        assert_eq!(&buf[..n], b"one");
+        drop(a); // Closes `number`; `a_dup` keeps the file (and its registration) alive.
+
+        let (b, mut b_peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let b = spargio::net::UnixStream::from_std(b).unwrap();
+        assert_eq!(b.as_raw_fd(), number, "the lowest free number is reused");
+        let reader = spargio::spawn(async move {
+            let (res, buf) = b.recv(vec![0u8; 8]).await;
+            (res.unwrap(), buf)
+        });
+        spargio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // Data for the old file: its stale registration fires; nobody takes it.
+        a_peer.write_all(b"stale").unwrap();
+        spargio::time::sleep(std::time::Duration::from_millis(20)).await;
+        b_peer.write_all(b"two").unwrap();
+        let (n, buf) = finish(reader).await;
+        assert_eq!(&buf[..n], b"two");
+        // The stale data is still in the old file, untouched.
+        let mut rest = [0u8; 8];
+        let n = std::io::Read::read(&mut &a_dup, &mut rest).unwrap();
+        assert_eq!(&rest[..n], b"stale");
+    })
+    .unwrap();
+}
+
+/// A receive and a send pending at once on one socket (its send buffer full,
+/// nothing to read yet) are both served by the one registration.
+#[test]
+fn a_pending_read_and_a_pending_write_on_one_socket_are_both_served() {
+    let _serial = serial();
+    use std::io::{Read as _, Write as _};
+    let rt = queue_rt();
+    let handle = rt.handle().clone();
+    rt.block_on(async move {
+        let (x, y) = std::os::unix::net::UnixStream::pair().unwrap();
+        let x = std::sync::Arc::new(spargio::net::UnixStream::from_std(x).unwrap());
+        const BIG: usize = 8 << 20; // Far more than a socket buffer holds.
+        let (xr, xw) = (x.clone(), x.clone());
+        let reader = spargio::spawn(async move {
+            let (res, buf) = xr.recv(vec![0u8; 16]).await;
+            (res.unwrap(), buf)
+        });
+        let writer = spargio::spawn(async move { xw.write_all(vec![9u8; BIG]).await.0.unwrap() });
+        until_in_flight(&handle, 2).await;
+        // The peer answers, then drains the big write.
+        let peer = std::thread::spawn(move || {
+            let mut y = y;
+            y.write_all(b"ping").unwrap();
+            let mut got = 0;
+            let mut buf = vec![0u8; 1 << 16];
+            while got < BIG {
+                let n = y.read(&mut buf).unwrap();
+                assert!(n > 0);
+                assert!(buf[..n].iter().all(|&b| b == 9));
+                got += n;
+            }
+            got
+        });
+        let (n, buf) = finish(reader).await;
+        assert_eq!(&buf[..n], b"ping");
+        finish(writer).await;
+        assert_eq!(peer.join().unwrap(), BIG);
+    })
+    .unwrap();
+}
+
+/// A receive dropped while it waits in epoll takes nothing; the fd stays
+/// registered and the next receive gets all of the data.
+#[test]
+fn a_cancelled_wait_takes_nothing_and_the_next_receive_gets_the_data() {
+    let _serial = serial();
+    use std::io::Write as _;
+    let rt = queue_rt();
+    let handle = rt.handle().clone();
+    rt.block_on(async move {
+        let (x, mut y) = std::os::unix::net::UnixStream::pair().unwrap();
+        let x = spargio::net::UnixStream::from_std(x).unwrap();
+        for _ in 0..20 {
+            let r = spargio::time::timeout(std::time::Duration::from_millis(1), x.recv(vec![0u8; 8])).await;
+            assert!(r.is_err(), "nothing was sent yet");
+        }
+        until_in_flight(&handle, 0).await;
+        y.write_all(b"kept").unwrap();
+        let (res, buf) = x.recv(vec![0u8; 8]).await;
+        assert_eq!(&buf[..res.unwrap()], b"kept");
+    })
+    .unwrap();
+}
+
+/// A waiting receive sees the peer's half-close (end of stream, `EPOLLRDHUP`)
+/// and a waiting send sees the reader's close of a full pipe (`EPOLLERR`:
+/// `BrokenPipe`).
+#[test]
+fn waits_end_on_hang_up_and_on_errors() {
+    let _serial = serial();
+    let rt = queue_rt();
+    let handle = rt.handle().clone();
+    rt.block_on(async move {
+        let (x, y) = std::os::unix::net::UnixStream::pair().unwrap();
+        let x = spargio::net::UnixStream::from_std(x).unwrap();
+        let reader = spargio::spawn(async move { x.recv(vec![0u8; 8]).await.0.unwrap() });
+        until_in_flight(&handle, 1).await;
+        y.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(finish(reader).await, 0, "end of stream");
+
+        let (r, w) = std::io::pipe().unwrap();
+        let file = spargio::fs::File::from_owned_fd(w.into());
+        let mut filled = 0usize;
+        // Writes at once while the pipe has room (64 KiB by default).
+        loop {
+            let write = file.write_at(vec![1u8; 4096], 0);
+            match spargio::time::timeout(std::time::Duration::from_millis(20), write).await {
+                Ok((res, _)) => filled += res.unwrap(),
+                Err(_) => break, // Waiting: the pipe is full.
+            }
+            assert!(filled < 16 << 20, "the pipe never filled");
+        }
+        let file2 = file.clone();
+        let writer = spargio::spawn(async move { file2.write_at(vec![2u8; 4096], 0).await.0 });
+        until_in_flight(&handle, 1).await;
+        drop(r);
+        let err = finish(writer).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+    })
+    .unwrap();
+}
+
+/// 200 reads on empty pipes wait in the shard's epoll set, not on 200 pool
+/// threads; then data flows to each, and the pipes' file status flags were
+/// never changed (no `O_NONBLOCK` on a pipe end another process may share).
+#[test]
+fn idle_pipe_reads_hold_no_pool_threads_and_data_flows() {
+    let _serial = serial();
+    use std::io::Write as _;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    const N: usize = 200;
+    let rt = queue_rt();
+    let handle = rt.handle().clone();
+    let before = threads();
+    rt.block_on(async move {
+        let mut writers = Vec::new();
+        let mut reads = Vec::new();
+        let mut flags = Vec::new();
+        for i in 0..N {
+            let (r, w) = std::io::pipe().unwrap();
+            flags.push((r.as_raw_fd(), status_flags(r.as_raw_fd())));
+            writers.push(w);
+            let file = spargio::fs::File::from_owned_fd(OwnedFd::from(r));
+            reads.push(spargio::spawn(async move {
+                let (res, buf) = file.read_at(Vec::with_capacity(16), 0).await;
+                let n = res.unwrap();
+                assert_eq!(buf[..n], [(i % 251) as u8; 3], "pipe {i}");
+                (file, n)
+            }));
+        }
+        until_in_flight(&handle, N as u64).await;
+        let idle = threads();
+        assert!(
+            idle < before + 16,
+            "{idle} threads with {N} idle pipe reads (from {before})"
+        );
+        for (fd, f) in &flags {
+            assert_eq!(status_flags(*fd), *f, "fd {fd}'s flags changed");
+            assert_eq!(f & libc::O_NONBLOCK as u32, 0);
+        }
+        for (i, w) in writers.iter_mut().enumerate() {
+            w.write_all(&[(i % 251) as u8; 3]).unwrap();
+        }
+        for r in reads {
+            assert_eq!(finish(r).await.1, 3);
+        }
+        // Pipes ignore the offset (as on io_uring): a write and a read at any
+        // offset go through the pipe in order.
+        let (r, w) = std::io::pipe().unwrap();
+        let (r, w) = (
+            spargio::fs::File::from_owned_fd(r.into()),
+            spargio::fs::File::from_owned_fd(w.into()),
+        );
+        assert_eq!(w.write_at(b"abc".to_vec(), 77).await.0.unwrap(), 3);
+        let (res, buf) = r.read_at(Vec::with_capacity(8), 5).await;
+        assert_eq!(&buf[..res.unwrap()], b"abc");
+    })
+    .unwrap();
 }

@@ -1,54 +1,90 @@
 //! The readiness driver (the Queue backend): one epoll set per shard.
 //!
-//! Where io_uring is refused, socket ops (the ops with
-//! [`Op::try_nonblocking`]) do not take a blocking-pool thread each. The
-//! shard that owns the op tries it at once; if the socket is not ready, the
-//! op waits here, keyed by its fd, and the fd is armed in the shard's epoll
-//! set (level-triggered, `EPOLLONESHOT`, token = fd number) for the union of
-//! what its waiters need. The shard parks in `epoll_pwait` (its next timer
-//! as the timeout) instead of on a condition variable; other threads wake it
-//! through an eventfd in the same set (the doorbell of "Park and doorbell":
-//! rung only for a parked shard). On an event the fd's waiters are tried
-//! again; one that ran is finished through [`OpShared::finish`], as a CQE
-//! would be, and the fd is re-armed while waiters remain. Ops without
-//! readiness support (files, opens, …) still run on the blocking pool.
+//! Where io_uring is refused, ops on fds with readiness (sockets, pipes and
+//! FIFOs, ttys, eventfds: the ops with [`Op::try_nonblocking`] on an fd
+//! [`epoll::has_readiness`] accepts) do not take a blocking-pool thread
+//! each. The shard that owns the op tries it at once (one system call: an op
+//! whose data is there needs nothing else); if the fd is not ready the op
+//! waits here, in its fd's entry, and the fd is registered in the shard's
+//! epoll set once, edge-triggered, for `EPOLLIN | EPOLLOUT | EPOLLRDHUP`, and
+//! stays registered for every later wait (no `epoll_ctl` per wait). The shard
+//! parks in `epoll_pwait` (its next timer as the timeout); other threads
+//! wake it through an eventfd in the same set (the doorbell of "Park and
+//! doorbell": rung only for a parked shard). On an event the fd's waiters
+//! whose interest it concerns are tried again; one that ran is finished
+//! through [`OpShared::finish`], as a CQE would be. Regular files,
+//! directories and block devices (and ops without a readiness form: opens,
+//! `fsync`, …) run on the blocking pool. Pipes are never switched to
+//! `O_NONBLOCK`: their attempts are `preadv2`/`pwritev2` with `RWF_NOWAIT`,
+//! so an end shared with another process (stdin) keeps its file status
+//! flags; sockets use `MSG_DONTWAIT`.
 //!
 //! # Why this loses nothing
 //!
-//! - Arming is level-triggered: `epoll_ctl` checks readiness itself, so data
-//!   that arrived between an attempt's `EAGAIN` and the arming is reported.
-//! - A waiter holds its op, which holds its fd (`SharedFd`): while an fd has
-//!   waiters its number cannot be reused. Once it has none its entry here is
-//!   removed; the kernel's (disarmed) registration leaves the set when the
-//!   file is closed, and `Epoll::arm` re-adds a file it no longer holds.
-//! - An event for an fd without waiters (a stale registration of a file
-//!   closed while a duplicate of it lives on) is ignored; one for an fd with
-//!   waiters at worst retries them, and a retry is always safe: it is a
-//!   non-blocking attempt that re-arms on `EAGAIN`.
+//! - Edge-triggered events come for every change after the registration
+//!   (each arrival of data, each freeing of room, an error, a hang-up), and
+//!   `EPOLL_CTL_ADD` reports an fd that is ready already. An op waits only
+//!   after its own attempt saw `EAGAIN`, so whatever arrives later raises an
+//!   event that retries it; what arrived earlier, the attempt took. A
+//!   retry is always safe: it is a non-blocking attempt that keeps waiting on
+//!   `EAGAIN` (a spurious or late event costs one system call).
+//! - Waiters of one fd are tried in the order they came, each against the
+//!   event's bits (a pending read and a pending write on one socket are both
+//!   served).
+//!
+//! # Registrations and fd reuse
+//!
+//! A registration outlives the ops, so an fd number may be closed and
+//! reused for another file while the set still holds it. Each entry
+//! (indexed by fd number) therefore records the owner it registered: the
+//! op's `SharedFd` (`Arc<OwnedFd>`), as a `Weak` compared by address, and a
+//! generation carried in the registration's token (`generation << 32 | fd`).
+//!
+//! - While an `Arc` is alive its `OwnedFd` keeps the number open on the same
+//!   file (I/O safety), and while the entry's `Weak` is held no other `Arc`
+//!   can have its address. An op whose `SharedFd` is the entry's owner finds
+//!   the registration valid; any other owner means the number was closed
+//!   and reused: the entry starts over (new generation, not registered,
+//!   classified again with `fstat`). An entry with waiters is never
+//!   replaced (its waiters hold the owner, so the number cannot have been
+//!   reused); an op of another owner on it runs on the pool.
+//! - The kernel removes a registration when the file's last reference is
+//!   closed, which is what the owner's drop does. Where the file lives on
+//!   elsewhere (a `dup` the user made, a child that inherited it), its
+//!   registration stays in the set until that copy closes; its events carry
+//!   the old generation and are dropped, and an `EPOLL_CTL_ADD` of the same
+//!   file under the number (`EEXIST`) re-keys it with `EPOLL_CTL_MOD`.
+//!   Explicit removal would need a hook before the close (`SharedFd` is a
+//!   plain `Arc`, dropped on any thread): not needed for soundness, since a
+//!   stale event at worst retries the current owner's waiters.
 //! - Cancellation (the waiter's future dropped) removes the op before it is
 //!   tried again, so a cancelled receive takes no data that arrives later;
 //!   an op whose system call already ran delivers its result to `finish`,
 //!   which drops it (closing an accepted fd) because nobody waits.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::sync::Arc;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use spargio_sys::epoll::{self, Epoll, EventFd};
 use spargio_sys::msg::{OpId, next_generation};
+use spargio_sys::op::fs::SharedFd;
 use spargio_sys::op::{Attempt, Interest, Op};
 
 use super::Ctx;
 use super::op::{OpShared, blocking_cqe};
 
-/// The epoll token of the shard's doorbell (fds are never negative).
+/// The epoll token of the shard's doorbell (an fd token's low half is never
+/// `u32::MAX`: fds are below `i32::MAX`).
 const DOORBELL: u64 = u64::MAX;
 
 /// Events fetched per `epoll_pwait`.
 const EVENTS_PER_WAIT: usize = 256;
+
+/// What an fd is registered for, once, edge-triggered.
+const REGISTERED_FOR: u32 = epoll::READABLE | epoll::WRITABLE | epoll::READ_HANGUP | epoll::EDGE;
 
 /// An op waiting for its fd to become ready.
 struct Waiter {
@@ -63,22 +99,14 @@ struct Slot {
     waiter: Option<Waiter>,
 }
 
-/// The waiters of one fd and what its registration is armed for.
+/// The waiting ops, by [`OpId`].
 #[derive(Default)]
-struct FdWaiters {
-    ids: Vec<OpId>,
-    /// `READABLE | WRITABLE` bits armed now (0 once the one-shot event fired).
-    armed: u32,
-}
-
-#[derive(Default)]
-struct Tables {
+struct Slab {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    fds: HashMap<RawFd, FdWaiters>,
 }
 
-impl Tables {
+impl Slab {
     fn insert(&mut self, waiter: Waiter) -> OpId {
         let index = self.free.pop().unwrap_or_else(|| {
             self.slots.push(Slot {
@@ -111,23 +139,73 @@ impl Tables {
         Some(waiter)
     }
 
-    /// The union of the interests of `ids`.
-    fn wanted(&mut self, ids: &[OpId]) -> u32 {
-        let mut want = 0;
-        for &id in ids {
-            if let Some(w) = self.get_mut(id) {
-                want |= bits(w.interest);
-            }
-        }
-        want
+    fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}
+
+/// One fd number's state in this shard's epoll set.
+struct FdEntry {
+    /// The `SharedFd` this entry is about (compared by address; see the
+    /// module's "Registrations and fd reuse").
+    owner: Weak<OwnedFd>,
+    /// Carried in the registration's token; bumped when the owner changes.
+    generation: u32,
+    /// The fd has readiness (`epoll::has_readiness`, and its ops' attempts
+    /// are supported): false sends its ops to the pool.
+    readiness: bool,
+    /// In the epoll set under `token()`.
+    registered: bool,
+    /// Its waiting ops, oldest first.
+    waiters: Vec<OpId>,
+}
+
+impl FdEntry {
+    fn token(&self, fd: RawFd) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(fd as u32)
     }
 
-    /// Arms `fd` for `want` (one-shot), through the fd of one of its waiters.
-    fn arm(&mut self, epoll: &Epoll, fd: RawFd, id: OpId, want: u32) -> io::Result<()> {
-        let waiter = self.get_mut(id).expect("a live waiter");
-        let borrowed = waiter.op.readiness_fd().expect("a readiness op");
-        debug_assert_eq!(borrowed.as_raw_fd(), fd);
-        epoll.arm(borrowed, fd as u64, want | epoll::ONESHOT)
+    fn owned_by(&self, owner: &SharedFd) -> bool {
+        std::ptr::eq(self.owner.as_ptr(), Arc::as_ptr(owner))
+    }
+}
+
+#[derive(Default)]
+struct Tables {
+    slab: Slab,
+    /// Indexed by fd number.
+    fds: Vec<Option<FdEntry>>,
+}
+
+impl Tables {
+    /// The entry of `owner`'s fd, made (classified, unregistered) when the
+    /// number has none or had another owner. `None`: the number's entry
+    /// belongs to another owner that still has waiters.
+    fn entry(&mut self, owner: &SharedFd) -> Option<&mut FdEntry> {
+        let fd = owner.as_raw_fd();
+        let index = usize::try_from(fd).ok()?;
+        if self.fds.len() <= index {
+            self.fds.resize_with(index + 1, || None);
+        }
+        let slot = &mut self.fds[index];
+        let generation = match slot {
+            Some(e) if e.owned_by(owner) => return slot.as_mut(),
+            Some(e) if !e.waiters.is_empty() => return None,
+            Some(e) => e.generation.wrapping_add(1),
+            None => 0,
+        };
+        *slot = Some(FdEntry {
+            owner: Arc::downgrade(owner),
+            generation,
+            readiness: epoll::has_readiness(owner.as_fd()).unwrap_or(false),
+            registered: false,
+            waiters: Vec::new(),
+        });
+        slot.as_mut()
+    }
+
+    fn fd_entry(&mut self, fd: RawFd) -> Option<&mut FdEntry> {
+        self.fds.get_mut(usize::try_from(fd).ok()?)?.as_mut()
     }
 }
 
@@ -145,7 +223,7 @@ fn is_ready(interest: Interest, events: u32) -> bool {
 /// What to do with an op once the tables are released.
 enum Outcome {
     Finish(Box<dyn Op>, Arc<OpShared>, i32),
-    /// Not a readiness op after all, or its fd cannot be watched: the pool runs it.
+    /// No readiness for it after all: the pool runs it.
     Pool(Box<dyn Op>, Arc<OpShared>),
 }
 
@@ -156,6 +234,8 @@ pub(crate) struct EpollDriver {
     tables: RefCell<Tables>,
     /// Events fetched by the last park, not yet dispatched.
     events: RefCell<Vec<(u64, u32)>>,
+    /// The last park ended on fd readiness alone (no doorbell).
+    woken_by_io: Cell<bool>,
 }
 
 impl EpollDriver {
@@ -169,6 +249,7 @@ impl EpollDriver {
             doorbell,
             tables: RefCell::new(Tables::default()),
             events: RefCell::new(Vec::with_capacity(EVENTS_PER_WAIT)),
+            woken_by_io: Cell::new(false),
         })
     }
 
@@ -179,7 +260,7 @@ impl EpollDriver {
 
     /// Ops waiting for readiness.
     pub(crate) fn waiting(&self) -> usize {
-        self.tables.borrow().slots.len() - self.tables.borrow().free.len()
+        self.tables.borrow().slab.len()
     }
 
     /// True when a park fetched events not dispatched yet.
@@ -187,14 +268,34 @@ impl EpollDriver {
         !self.events.borrow().is_empty()
     }
 
-    /// Runs `op` (a readiness op): tries it now; if it would block, keeps it
-    /// until its fd is ready. Ops without readiness support go to `ctx.pool`.
+    /// Runs `op`: tries it now if its fd has readiness; if it would block,
+    /// keeps it until its fd is ready. Other ops go to `ctx.pool`.
     pub(crate) fn submit(&self, mut op: Box<dyn Op>, shared: Arc<OpShared>, ctx: &Ctx<'_>) {
         if shared.is_abandoned() {
             return; // Nobody waits and the op never ran: just drop it.
         }
+        let readiness = match op.readiness_fd() {
+            None => false,
+            Some(owner) => {
+                let mut t = self.tables.borrow_mut();
+                t.entry(owner).is_some_and(|e| e.readiness)
+            }
+        };
+        if !readiness {
+            return (ctx.pool)(op, shared);
+        }
+        op.stream_fd();
         let outcome = match op.try_nonblocking() {
-            None => Outcome::Pool(op, shared),
+            None => {
+                // No non-blocking form for this file (`RWF_NOWAIT` refused):
+                // its ops run on the pool from now on.
+                if let Some(owner) = op.readiness_fd()
+                    && let Some(e) = self.tables.borrow_mut().entry(owner)
+                {
+                    e.readiness = false;
+                }
+                Outcome::Pool(op, shared)
+            }
             Some(Attempt::Done(res)) => Outcome::Finish(op, shared, res),
             Some(Attempt::WouldBlock(interest)) => match self.wait_for(op, shared, interest, ctx) {
                 Ok(()) => return,
@@ -204,7 +305,8 @@ impl EpollDriver {
         complete(ctx, outcome, false);
     }
 
-    /// Parks `op` until its fd is ready for `interest`.
+    /// Keeps `op` until its fd is ready for `interest`, registering the fd
+    /// first if this entry never did.
     fn wait_for(
         &self,
         op: Box<dyn Op>,
@@ -212,35 +314,39 @@ impl EpollDriver {
         interest: Interest,
         ctx: &Ctx<'_>,
     ) -> Result<(), Outcome> {
-        let Some(fd) = op.readiness_fd().map(|fd| fd.as_raw_fd()) else {
+        let mut t = self.tables.borrow_mut();
+        let Some(owner) = op.readiness_fd() else {
             return Err(Outcome::Pool(op, shared));
         };
-        let id = {
-            let mut t = self.tables.borrow_mut();
-            let id = t.insert(Waiter {
-                op,
-                shared: shared.clone(),
-                fd,
-                interest,
-            });
-            let entry = t.fds.entry(fd).or_default();
-            entry.ids.push(id);
-            let (armed, want) = (entry.armed, entry.armed | bits(interest));
-            if want != armed {
-                if let Err(_e) = t.arm(&self.epoll, fd, id, want) {
-                    // Not watchable (or no memory for the watch): the pool runs it.
-                    let entry = t.fds.get_mut(&fd).expect("just inserted");
-                    entry.ids.retain(|&i| i != id);
-                    if entry.ids.is_empty() {
-                        t.fds.remove(&fd);
-                    }
-                    let w = t.remove(id).expect("just inserted");
-                    return Err(Outcome::Pool(w.op, w.shared));
-                }
-                t.fds.get_mut(&fd).expect("just inserted").armed = want;
-            }
-            id
+        let fd = owner.as_raw_fd();
+        let Some(entry) = t.entry(owner) else {
+            return Err(Outcome::Pool(op, shared));
         };
+        if !entry.registered {
+            let token = entry.token(fd);
+            let added = match self.epoll.add(owner.as_fd(), token, REGISTERED_FOR) {
+                // The same file is still in the set under this number (a
+                // copy of it outlived the entry's owner): re-key it.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    self.epoll.modify(owner.as_fd(), token, REGISTERED_FOR)
+                }
+                other => other,
+            };
+            if added.is_err() {
+                // Not watchable (or no memory for the watch): the pool runs it.
+                entry.readiness = false;
+                return Err(Outcome::Pool(op, shared));
+            }
+            entry.registered = true;
+        }
+        let id = t.slab.insert(Waiter {
+            op,
+            shared: shared.clone(),
+            fd,
+            interest,
+        });
+        t.fd_entry(fd).expect("made above").waiters.push(id);
+        drop(t);
         // Counted while it waits here (ops that ran at once never are).
         ctx.count_in();
         if !shared.submitted(ctx.shard, id) {
@@ -253,14 +359,10 @@ impl EpollDriver {
     pub(crate) fn cancel(&self, id: OpId, ctx: &Ctx<'_>) {
         let waiter = {
             let mut t = self.tables.borrow_mut();
-            let Some(w) = t.remove(id) else { return };
-            if let Some(entry) = t.fds.get_mut(&w.fd) {
-                entry.ids.retain(|&i| i != id);
-                if entry.ids.is_empty() {
-                    // The registration may stay armed: a later event finds
-                    // no entry and is ignored.
-                    t.fds.remove(&w.fd);
-                }
+            let Some(w) = t.slab.remove(id) else { return };
+            if let Some(entry) = t.fd_entry(w.fd) {
+                // The registration stays for the fd's next wait.
+                entry.waiters.retain(|&i| i != id);
             }
             w
         };
@@ -277,7 +379,16 @@ impl EpollDriver {
     /// failed (it ended early).
     pub(crate) fn park(&self, timeout: Option<Duration>) -> bool {
         let mut events = self.events.borrow_mut();
-        self.epoll.wait(&mut events, EVENTS_PER_WAIT, timeout).is_ok()
+        let ok = self.epoll.wait(&mut events, EVENTS_PER_WAIT, timeout).is_ok();
+        self.woken_by_io
+            .set(!events.is_empty() && events.iter().all(|&(token, _)| token != DOORBELL));
+        ok
+    }
+
+    /// True when the last park ended on fd readiness alone: the kernel woke
+    /// the shard for I/O, not another thread for work it sent.
+    pub(crate) fn woken_by_io(&self) -> bool {
+        self.woken_by_io.get()
     }
 
     /// Dispatches the events of the last park, or (none pending, ops
@@ -295,7 +406,7 @@ impl EpollDriver {
             if token == DOORBELL {
                 self.doorbell.drain();
             } else {
-                self.fd_ready(token as RawFd, revents, &mut outcomes);
+                self.fd_ready(token, revents, &mut outcomes);
             }
         }
         events.clear();
@@ -308,21 +419,28 @@ impl EpollDriver {
         finished
     }
 
-    /// Retries the waiters of `fd` that `revents` concerns and re-arms the
-    /// fd for those still waiting.
-    fn fd_ready(&self, fd: RawFd, revents: u32, outcomes: &mut Vec<Outcome>) {
+    /// Retries the waiters of the fd behind `token` that `revents`
+    /// concerns. An event of a registration older than the fd's entry (see
+    /// "Registrations and fd reuse") is dropped.
+    fn fd_ready(&self, token: u64, revents: u32, outcomes: &mut Vec<Outcome>) {
+        let fd = token as u32 as RawFd;
+        let generation = (token >> 32) as u32;
         let mut t = self.tables.borrow_mut();
-        let Some(entry) = t.fds.get_mut(&fd) else { return };
-        entry.armed = 0; // One-shot: the event disarmed the registration.
-        let ids = std::mem::take(&mut entry.ids);
-        let mut keep = Vec::with_capacity(ids.len());
-        for id in ids {
-            let Some(w) = t.get_mut(id) else { continue };
-            if !is_ready(w.interest, revents) {
-                keep.push(id);
-                continue;
-            }
-            let attempt = if w.shared.is_abandoned() {
+        let Tables { slab, fds } = &mut *t;
+        let Some(Some(entry)) = usize::try_from(fd).ok().and_then(|i| fds.get_mut(i)) else {
+            return;
+        };
+        if entry.generation != generation {
+            return;
+        }
+        let waiters = &mut entry.waiters;
+        let mut kept = 0;
+        for i in 0..waiters.len() {
+            let id = waiters[i];
+            let Some(w) = slab.get_mut(id) else { continue };
+            let attempt = if !is_ready(w.interest, revents) {
+                Some(Attempt::WouldBlock(w.interest))
+            } else if w.shared.is_abandoned() {
                 Some(Attempt::Done(-libc::ECANCELED))
             } else {
                 w.op.try_nonblocking()
@@ -330,51 +448,38 @@ impl EpollDriver {
             match attempt {
                 Some(Attempt::WouldBlock(interest)) => {
                     w.interest = interest;
-                    keep.push(id);
+                    waiters[kept] = id;
+                    kept += 1;
                 }
                 Some(Attempt::Done(res)) => {
-                    let w = t.remove(id).expect("live");
+                    let w = slab.remove(id).expect("live");
                     outcomes.push(Outcome::Finish(w.op, w.shared, res));
                 }
                 None => {
-                    let w = t.remove(id).expect("live");
+                    let w = slab.remove(id).expect("live");
                     outcomes.push(Outcome::Pool(w.op, w.shared));
                 }
             }
         }
-        if keep.is_empty() {
-            t.fds.remove(&fd);
-            return;
-        }
-        let want = t.wanted(&keep);
-        if t.arm(&self.epoll, fd, keep[0], want).is_ok() {
-            let entry = t.fds.get_mut(&fd).expect("present");
-            entry.ids = keep;
-            entry.armed = want;
-        } else {
-            // Cannot watch it any more: the pool runs what still waits.
-            t.fds.remove(&fd);
-            for id in keep {
-                if let Some(w) = t.remove(id) {
-                    outcomes.push(Outcome::Pool(w.op, w.shared));
-                }
-            }
-        }
+        waiters.truncate(kept);
     }
 
     /// Shutdown: fails every waiting op (none of them is running).
     pub(crate) fn cancel_all(&self, ctx: &Ctx<'_>) {
         let waiters: Vec<Waiter> = {
             let mut t = self.tables.borrow_mut();
-            t.fds.clear();
+            for entry in t.fds.iter_mut().flatten() {
+                entry.waiters.clear();
+            }
             let ids: Vec<OpId> = t
+                .slab
                 .slots
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| s.waiter.is_some())
                 .map(|(i, s)| OpId::new(i as u32, s.generation))
                 .collect();
-            ids.into_iter().filter_map(|id| t.remove(id)).collect()
+            ids.into_iter().filter_map(|id| t.slab.remove(id)).collect()
         };
         for w in waiters {
             ctx.count_out();

@@ -56,9 +56,9 @@ use uring::{MakeFixedTable, UringDriver};
 pub enum Backend {
     /// One io_uring per shard; cross-shard messages and doorbells are `MSG_RING`.
     IoUring,
-    /// No io_uring: shards park in `epoll`, socket ops wait for readiness
-    /// there, other ops run on the blocking pool, and messages travel in
-    /// memory. The same API, for kernels or sandboxes without io_uring.
+    /// No io_uring: shards park in `epoll`, socket and pipe ops wait for
+    /// readiness there, other ops run on the blocking pool, and messages
+    /// travel in memory. The same API, for kernels or sandboxes without io_uring.
     Queue,
 }
 
@@ -263,6 +263,22 @@ impl Driver {
             Driver::Uring(d) => d.reap(ctx, on_event),
             Driver::Epoll(d) => d.dispatch(ctx),
         }
+    }
+
+    /// True when the last [`Driver::park`] ended because an fd became ready
+    /// (the readiness driver), not because another thread rang or a
+    /// completion came (io_uring: never said).
+    pub(crate) fn park_ended_by_io(&self) -> bool {
+        match self {
+            Driver::Uring(_) => false,
+            Driver::Epoll(d) => d.woken_by_io(),
+        }
+    }
+
+    /// True when a shard polling for work should yield the CPU on each turn
+    /// (the readiness driver; see the shard loop).
+    pub(crate) fn spin_yields(&self) -> bool {
+        matches!(self, Driver::Epoll(_))
     }
 
     /// True when completions are ready to reap.

@@ -17,11 +17,11 @@
 //!   unless its socket is bound to a shard ([`TcpStream::bind_to_shard`],
 //!   [`TcpListener::accept_round_robin`]): then it is steered there before
 //!   submission, from any thread.
-//! - **Queue backend.** The same API runs each op as the equivalent blocking
-//!   call on the blocking pool (`poll` + `MSG_DONTWAIT`); a dropped future
-//!   stops its pool thread within 50 ms. Each op waiting for data holds one
-//!   pool thread, so concurrent pending receives are bounded by
-//!   [`RuntimeBuilder::blocking_threads`](crate::RuntimeBuilder::blocking_threads).
+//! - **Queue backend.** The same API; each op is tried at once with
+//!   `MSG_DONTWAIT` on its shard, and one that would block waits for
+//!   readiness in the shard's epoll set (each socket registered once), not on
+//!   a thread: idle connections hold no threads. A dropped future is removed
+//!   before it is tried again.
 //!
 //! An echo server:
 //!

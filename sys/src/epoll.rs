@@ -52,6 +52,28 @@ pub const HANGUP: u32 = libc::EPOLLHUP as u32;
 pub const READ_HANGUP: u32 = libc::EPOLLRDHUP as u32;
 /// Report one event, then disarm until [`Epoll::modify`] re-arms (`EPOLLONESHOT`).
 pub const ONESHOT: u32 = libc::EPOLLONESHOT as u32;
+/// Edge-triggered (`EPOLLET`): report an fd when the kernel signals a change
+/// in it (data arrived, room freed, an error, a hang-up), not for as long as
+/// it stays ready. The registration stays armed: no `epoll_ctl` per wait.
+pub const EDGE: u32 = libc::EPOLLET as u32;
+
+/// True when `fd` is a file whose I/O can wait for readiness in epoll and
+/// has no meaningful offset: a pipe or FIFO, a socket, a character device (a
+/// tty, …) or an anonymous inode (an eventfd, a timerfd, …; `fstat` reports
+/// no file type for those). False for regular files, directories and block
+/// devices: their I/O never waits for readiness (epoll refuses them).
+///
+/// # Errors
+///
+/// The `fstat` errno.
+pub fn has_readiness(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is writable for one `stat`; `fd` is open for the call.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: `fstat` succeeded, so it filled `st`.
+    let mode = unsafe { st.assume_init() }.st_mode & libc::S_IFMT;
+    Ok(matches!(mode, libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | 0))
+}
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
@@ -305,6 +327,103 @@ mod tests {
         assert_eq!(events[0].0, 43);
         epoll.delete(a.as_fd()).unwrap();
         assert!(epoll.delete(a.as_fd()).is_err());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn an_edge_triggered_registration_reports_each_arrival_without_rearming() {
+        let epoll = Epoll::new().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        epoll
+            .add(a.as_fd(), 5, READABLE | WRITABLE | READ_HANGUP | EDGE)
+            .unwrap();
+        let mut events = Vec::new();
+        // Writable at once (ADD reports a ready file), then quiet.
+        assert_eq!(epoll.wait(&mut events, 8, Some(Duration::ZERO)).unwrap(), 1);
+        assert_eq!(events[0], (5, WRITABLE));
+        for round in 0..3 {
+            events.clear();
+            assert_eq!(epoll.wait(&mut events, 8, Some(Duration::ZERO)).unwrap(), 0);
+            // Unread data from earlier rounds stays: only the new arrival
+            // is reported, once, with no re-arming in between.
+            b.write_all(b"x").unwrap();
+            assert_eq!(
+                epoll.wait(&mut events, 8, Some(Duration::from_secs(5))).unwrap(),
+                1,
+                "round {round}"
+            );
+            assert_ne!(events[0].1 & READABLE, 0);
+        }
+        // The peer's close: hang-up bits.
+        drop(b);
+        events.clear();
+        assert_eq!(
+            epoll.wait(&mut events, 8, Some(Duration::from_secs(5))).unwrap(),
+            1
+        );
+        assert_ne!(events[0].1 & (READ_HANGUP | HANGUP), 0);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn has_readiness_tells_streams_from_files() {
+        let (r, w) = std::io::pipe().unwrap();
+        assert!(has_readiness(r.as_fd()).unwrap());
+        assert!(has_readiness(w.as_fd()).unwrap());
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert!(has_readiness(a.as_fd()).unwrap());
+        let bell = EventFd::new().unwrap();
+        assert!(has_readiness(bell.as_fd()).unwrap(), "an anonymous inode");
+        let null = std::fs::File::open("/dev/null").unwrap();
+        assert!(has_readiness(null.as_fd()).unwrap(), "a character device");
+        let exe = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+        assert!(!has_readiness(exe.as_fd()).unwrap(), "a regular file");
+        let dir = std::fs::File::open("/").unwrap();
+        assert!(!has_readiness(dir.as_fd()).unwrap(), "a directory");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn pipe_reads_and_writes_have_nonblocking_forms_that_keep_the_flags() {
+        use crate::op::fs::{Read, Write};
+        use crate::op::{Attempt, Interest, Op};
+        use std::sync::Arc;
+        let (r, w) = std::io::pipe().unwrap();
+        let flags = |fd: BorrowedFd<'_>| {
+            // SAFETY: a plain fcntl on an open fd.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) }
+        };
+        let (r_flags, w_flags) = (flags(r.as_fd()), flags(w.as_fd()));
+        let r = Arc::new(OwnedFd::from(r));
+        let w = Arc::new(OwnedFd::from(w));
+        let mut read = Read::new(r.clone(), Vec::with_capacity(8), 3);
+        read.stream_fd();
+        assert_eq!(
+            read.try_nonblocking(),
+            Some(Attempt::WouldBlock(Interest::Readable))
+        );
+        // Without `stream_fd`, the offset reaches the kernel: `ESPIPE`.
+        let mut at_offset = Write::new(w.clone(), b"no".to_vec(), 9);
+        assert_eq!(at_offset.try_nonblocking(), Some(Attempt::Done(-libc::ESPIPE)));
+        let mut write = Write::new(w.clone(), b"hey".to_vec(), 9);
+        write.stream_fd();
+        assert_eq!(write.try_nonblocking(), Some(Attempt::Done(3)));
+        assert_eq!(read.try_nonblocking(), Some(Attempt::Done(3)));
+        assert_eq!(read.into_buf(), b"hey");
+        // Fill the pipe: the write then waits for room.
+        let mut filled = 0;
+        loop {
+            let mut fill = Write::new(w.clone(), vec![0u8; 65536], 0);
+            fill.stream_fd();
+            match fill.try_nonblocking() {
+                Some(Attempt::Done(n)) => filled += n,
+                Some(Attempt::WouldBlock(Interest::Writable)) => break,
+                other => panic!("{other:?}"),
+            }
+            assert!(filled < 64 << 20, "the pipe never filled");
+        }
+        assert_eq!((flags(r.as_fd()), flags(w.as_fd())), (r_flags, w_flags));
+        assert_eq!(r_flags & libc::O_NONBLOCK, 0);
     }
 
     #[test]

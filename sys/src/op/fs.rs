@@ -6,7 +6,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use super::{Op, cqe_res, op_any};
+use super::{Attempt, Interest, Op, cqe_res, op_any};
 use crate::abi;
 use crate::buf::{FixedBuf, IoBuf, IoBufMut};
 use crate::cqe::Cqe;
@@ -84,6 +84,9 @@ pub struct Read<B> {
     fixed_slot: Option<u32>,
     buf: B,
     offset: u64,
+    /// The fd is a stream ([`Op::stream_fd`]): the non-blocking form reads at
+    /// the file's position.
+    stream: bool,
 }
 
 impl<B: IoBufMut> Read<B> {
@@ -94,6 +97,7 @@ impl<B: IoBufMut> Read<B> {
             fixed_slot: None,
             buf,
             offset,
+            stream: false,
         }
     }
 
@@ -165,13 +169,69 @@ unsafe impl<B: IoBufMut> Op for Read<B> {
         let Ok(off) = libc::off_t::try_from(self.offset) else {
             return -libc::EINVAL;
         };
+        let fd = self.fd.as_raw_fd();
         // SAFETY: `ptr` is writable for `len` bytes (`IoBufMut` contract).
-        let res = cqe_res(unsafe { libc::pread(self.fd.as_raw_fd(), ptr.cast(), len, off) } as libc::c_long);
-        // SAFETY: `res` is what `pread` into the start of `buf` returned.
+        let mut res = cqe_res(unsafe { libc::pread(fd, ptr.cast(), len, off) } as libc::c_long);
+        if res == -libc::ESPIPE {
+            // A stream (pipe, tty, …): io_uring ignores the offset there.
+            // SAFETY: as above.
+            res = cqe_res(unsafe { libc::read(fd, ptr.cast(), len) } as libc::c_long);
+        }
+        // SAFETY: `res` is what `pread`/`read` into the start of `buf` returned.
         unsafe { record_read(&mut self.buf, len, res) };
         res
     }
+    /// One `preadv2(RWF_NOWAIT)`: at the offset, or at the file's position
+    /// once the fd is known to be a stream ([`Op::stream_fd`]). `None` where
+    /// the file does not support `RWF_NOWAIT` (`EOPNOTSUPP`): the read then
+    /// runs as a blocking call.
+    fn try_nonblocking(&mut self) -> Option<Attempt> {
+        let len = self.len();
+        let iov = libc::iovec {
+            iov_base: self.buf.stable_mut_ptr().cast(),
+            iov_len: len,
+        };
+        let off = match (self.stream, libc::off_t::try_from(self.offset)) {
+            (true, _) => -1,
+            (false, Ok(off)) => off,
+            (false, Err(_)) => return Some(Attempt::Done(-libc::EINVAL)),
+        };
+        let res = nowait(|| {
+            // SAFETY: `iov` describes `len` writable bytes of `buf` (`IoBufMut`
+            // contract); the fd is kept open by the op.
+            unsafe { libc::preadv2(self.fd.as_raw_fd(), &iov, 1, off, libc::RWF_NOWAIT) }
+        })?;
+        if let Attempt::Done(res) = res {
+            // SAFETY: `res` is what `preadv2` into the start of `buf` returned.
+            unsafe { record_read(&mut self.buf, len, res) };
+        }
+        Some(res)
+    }
+    fn readiness_fd(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
+    }
+    fn stream_fd(&mut self) {
+        self.stream = true;
+    }
     op_any!();
+}
+
+/// One `RWF_NOWAIT` call (again on `EINTR`) as an attempt of a readiness op
+/// waiting for `interest`; `None` when the file does not support the flag.
+fn nowait_attempt(interest: Interest, mut call: impl FnMut() -> libc::ssize_t) -> Option<Attempt> {
+    loop {
+        let res = cqe_res(call() as libc::c_long);
+        return match -res {
+            libc::EINTR => continue,
+            libc::EOPNOTSUPP => None,
+            libc::EAGAIN => Some(Attempt::WouldBlock(interest)),
+            _ => Some(Attempt::Done(res)),
+        };
+    }
+}
+
+fn nowait(call: impl FnMut() -> libc::ssize_t) -> Option<Attempt> {
+    nowait_attempt(Interest::Readable, call)
 }
 
 /// `pwrite` of an owned buffer's initialized bytes.
@@ -180,12 +240,19 @@ pub struct Write<B> {
     fd: SharedFd,
     buf: B,
     offset: u64,
+    /// As [`Read`]'s.
+    stream: bool,
 }
 
 impl<B: IoBuf> Write<B> {
     /// Writes `buf`'s initialized bytes at `offset`.
     pub fn new(fd: SharedFd, buf: B, offset: u64) -> Self {
-        Write { fd, buf, offset }
+        Write {
+            fd,
+            buf,
+            offset,
+            stream: false,
+        }
     }
 
     /// Takes the buffer back.
@@ -215,11 +282,38 @@ unsafe impl<B: IoBuf> Op for Write<B> {
         let Ok(off) = libc::off_t::try_from(self.offset) else {
             return -libc::EINVAL;
         };
-        // SAFETY: `stable_ptr()` is readable for `len()` initialized bytes.
-        cqe_res(
-            unsafe { libc::pwrite(self.fd.as_raw_fd(), self.buf.stable_ptr().cast(), self.len(), off) }
-                as libc::c_long,
-        )
+        let (fd, ptr, len) = (self.fd.as_raw_fd(), self.buf.stable_ptr(), self.len());
+        // SAFETY: `ptr` is readable for `len` initialized bytes.
+        let res = cqe_res(unsafe { libc::pwrite(fd, ptr.cast(), len, off) } as libc::c_long);
+        if res != -libc::ESPIPE {
+            return res;
+        }
+        // A stream (pipe, tty, …): io_uring ignores the offset there.
+        // SAFETY: as above.
+        cqe_res(unsafe { libc::write(fd, ptr.cast(), len) } as libc::c_long)
+    }
+    /// One `pwritev2(RWF_NOWAIT)`, as [`Read`]'s non-blocking form.
+    fn try_nonblocking(&mut self) -> Option<Attempt> {
+        let iov = libc::iovec {
+            iov_base: self.buf.stable_ptr().cast_mut().cast(),
+            iov_len: self.len(),
+        };
+        let off = match (self.stream, libc::off_t::try_from(self.offset)) {
+            (true, _) => -1,
+            (false, Ok(off)) => off,
+            (false, Err(_)) => return Some(Attempt::Done(-libc::EINVAL)),
+        };
+        nowait_attempt(Interest::Writable, || {
+            // SAFETY: `iov` describes `len()` initialized bytes of `buf`, which
+            // the kernel only reads; the fd is kept open by the op.
+            unsafe { libc::pwritev2(self.fd.as_raw_fd(), &iov, 1, off, libc::RWF_NOWAIT) }
+        })
+    }
+    fn readiness_fd(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
+    }
+    fn stream_fd(&mut self) {
+        self.stream = true;
     }
     op_any!();
 }

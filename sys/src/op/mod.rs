@@ -47,7 +47,7 @@ pub mod net;
 pub mod openat2;
 
 use std::any::Any;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use crate::cqe::{Cqe, RingCqe, RingId};
 use crate::msg::{self, OpId, Tag, UserData};
@@ -92,10 +92,19 @@ pub unsafe trait Op: Any + Send + 'static {
     }
 
     /// The fd a readiness op waits on ([`Op::try_nonblocking`]); `None` (the
-    /// default) for other ops.
-    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+    /// default) for other ops. The shared handle, not just the number: a
+    /// driver that keeps the fd registered between ops tells by the handle
+    /// whether a number it registered still names the same open file.
+    fn readiness_fd(&self) -> Option<&fs::SharedFd> {
         None
     }
+
+    /// Tells a positional op ([`fs::Read`], [`fs::Write`]) that its fd is a
+    /// stream (a pipe, a socket, a tty, …; see
+    /// [`crate::epoll::has_readiness`]): its non-blocking form then uses the
+    /// file's position, as io_uring does for stream files, instead of the
+    /// offset (which `pread` would refuse with `ESPIPE`). The default ignores it.
+    fn stream_fd(&mut self) {}
 
     /// Records the op's final completion: how many bytes the kernel wrote
     /// into its buffer, the fd it created, the provided buffer it filled.

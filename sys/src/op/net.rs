@@ -653,8 +653,8 @@ unsafe impl Op for Connect {
         }
         Some(Attempt::Done(res))
     }
-    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.fd.as_fd())
+    fn readiness_fd(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
     }
     into_any!();
 }
@@ -781,8 +781,8 @@ unsafe impl Op for Accept {
         }
         Some(attempt)
     }
-    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.fd.as_fd())
+    fn readiness_fd(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
     }
     unsafe fn complete(&mut self, cqe: &Cqe) {
         // SAFETY: `cqe` is this accept's final completion (the trait's contract):
@@ -856,8 +856,8 @@ unsafe impl<B: IoBuf> Op for Send<B> {
             (unsafe { libc::send(fd, ptr.cast(), len, flags | libc::MSG_DONTWAIT) }) as libc::c_long
         }))
     }
-    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.fd.as_fd())
+    fn readiness_fd(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
     }
     into_any!();
 }
@@ -973,8 +973,8 @@ unsafe impl<B: IoBufMut> Op for Recv<B> {
         }
         Some(attempt)
     }
-    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.fd.as_fd())
+    fn readiness_fd(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
     }
     unsafe fn complete(&mut self, cqe: &Cqe) {
         let len = self.len();
@@ -1118,8 +1118,8 @@ unsafe impl<B: IoBuf> Op for SendMsg<B> {
             (unsafe { libc::sendmsg(fd, hdr, flags | libc::MSG_DONTWAIT) }) as libc::c_long
         }))
     }
-    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.fd.as_fd())
+    fn readiness_fd(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
     }
     into_any!();
 }
@@ -1242,8 +1242,8 @@ unsafe impl<B: IoBufMut> Op for RecvMsg<B> {
         }
         Some(attempt)
     }
-    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.fd.as_fd())
+    fn readiness_fd(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
     }
     unsafe fn complete(&mut self, cqe: &Cqe) {
         let len = self.len();
@@ -1545,8 +1545,8 @@ unsafe impl Op for RecvMulti {
         }
         Some(attempt)
     }
-    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.fd.as_fd())
+    fn readiness_fd(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
     }
     unsafe fn complete(&mut self, cqe: &Cqe) {
         // SAFETY: `cqe` is this op's final completion (the trait's contract), and
