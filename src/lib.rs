@@ -43,6 +43,7 @@ mod native_any;
 pub mod net;
 mod reactor;
 mod runtime;
+pub mod signal;
 mod shard;
 mod stats;
 pub mod sync;

@@ -76,7 +76,7 @@ impl Lane {
         }
     }
 
-    fn is_queue(&self) -> bool {
+    pub(crate) fn is_queue(&self) -> bool {
         match &self.bound {
             Some((rt, _)) => rt.backend == Backend::Queue,
             None => shard::with_local(|l| l.shared.backend == Backend::Queue).unwrap_or(false),
@@ -115,6 +115,12 @@ macro_rules! cancellable {
 cancellable!(ops::Accept, ops::RecvMulti);
 
 impl<B: crate::io::IoBuf> Cancellable for ops::Send<B> {
+    fn with_cancel_flag(self, flag: CancelFlag) -> Self {
+        self.cancel_flag(flag)
+    }
+}
+
+impl<B: crate::io::IoBuf> Cancellable for ops::SendZc<B> {
     fn with_cancel_flag(self, flag: CancelFlag) -> Self {
         self.cancel_flag(flag)
     }
