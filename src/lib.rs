@@ -41,6 +41,7 @@ mod msg;
 pub mod native;
 mod native_any;
 pub mod net;
+pub mod process;
 mod reactor;
 mod runtime;
 pub mod signal;

@@ -96,6 +96,33 @@ pub fn try_reap(pidfd: BorrowedFd<'_>) -> io::Result<Option<RawWaitStatus>> {
     Ok(Some(wait_status(info.si_code, status)))
 }
 
+/// Waits for the child `pidfd` names to exit and reaps it
+/// (`waitid(P_PIDFD, WEXITED)`), blocking the calling thread.
+///
+/// # Errors
+///
+/// As [`try_reap`].
+pub fn reap_blocking(pidfd: BorrowedFd<'_>) -> io::Result<RawWaitStatus> {
+    loop {
+        let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
+        // SAFETY: `info` is a valid, exclusively borrowed siginfo_t for the call;
+        // the fd is borrowed open.
+        let ret = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, info.as_mut_ptr(), libc::WEXITED) };
+        if ret != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: zeroed, then filled by waitid (all-zero is a valid siginfo_t).
+        let info = unsafe { info.assume_init() };
+        // SAFETY: waitid filled the SIGCHLD fields of an exited child.
+        let status = unsafe { info.si_status() };
+        return Ok(wait_status(info.si_code, status));
+    }
+}
+
 /// The `wait(2)` status word for a `waitid` result.
 fn wait_status(code: i32, status: i32) -> RawWaitStatus {
     match code {
