@@ -9,9 +9,12 @@
 //!   `SIGPIPE` in the child); spargio then opens a pidfd for the child and
 //!   takes over its pipe fds. The spawn itself is a blocking system call
 //!   (short: `vfork`-like, until the `exec`).
-//! - **Waiting** polls the pidfd on the ring (`IORING_OP_POLL_ADD`; on the
-//!   Queue backend, epoll readiness), which turns readable when the child
-//!   exits, and then reaps it with `waitid(P_PIDFD, WNOHANG)`. A pidfd names
+//! - **Waiting** is `IORING_OP_WAITID` (`P_PIDFD`, `WEXITED | WNOWAIT`)
+//!   where the kernel has it (6.7, probed at run time); elsewhere a poll of
+//!   the pidfd (`IORING_OP_POLL_ADD`, or epoll readiness on the Queue
+//!   backend), which turns readable when the child exits. Either way the
+//!   child is then reaped with `waitid(P_PIDFD, WNOHANG)`, so a cancelled
+//!   wait loses no exit status. A pidfd names
 //!   this very child even if its pid is reused, so [`Child::kill`] can never
 //!   hit another process.
 //! - **Pipes** stay in blocking mode (io_uring waits for a blocking pipe to
@@ -54,7 +57,7 @@ use std::sync::Arc;
 pub use std::process::{ExitStatus, Output, Stdio};
 
 use spargio_sys::op::fs::SharedFd;
-use spargio_sys::op::pipe::{PipeRead, PipeWrite, PollOnce};
+use spargio_sys::op::pipe::{PipeRead, PipeWrite, PollOnce, WaitExited};
 use spargio_sys::process as sys;
 
 use crate::RuntimeHandle;
@@ -314,7 +317,7 @@ impl Child {
             if let Some(status) = self.try_wait()? {
                 return Ok(status);
             }
-            wait_readable(&self.pidfd).await?;
+            wait_exited(&self.pidfd).await?;
         }
     }
 
@@ -402,7 +405,7 @@ fn reap_in_background(pidfd: SharedFd) {
                     Ok(None) => {}
                     Ok(Some(_)) | Err(_) => return,
                 }
-                if wait_readable(&fd).await.is_err() {
+                if wait_exited(&fd).await.is_err() {
                     return;
                 }
             }
@@ -419,6 +422,25 @@ fn reap_in_background(pidfd: SharedFd) {
     // No thread either (out of threads): the child stays a zombie until this
     // process exits, which is all that is left to do.
     drop(spawned);
+}
+
+/// Waits until the child `pidfd` names has exited (without reaping it): with
+/// `IORING_OP_WAITID` where the kernel has it (6.7) and the shard runs on
+/// io_uring, else by polling the pidfd.
+async fn wait_exited(pidfd: &SharedFd) -> io::Result<()> {
+    let on_ring = RuntimeHandle::current().is_some_and(|h| h.backend() == crate::Backend::IoUring)
+        && spargio_sys::probe::Features::detect()
+            .is_ok_and(|f| f.supports(spargio_sys::abi::IORING_OP_WAITID));
+    if !on_ring {
+        return wait_readable(pidfd).await;
+    }
+    let fut = submit_current(WaitExited::new(pidfd.clone())).map_err(|(e, _)| e)?;
+    let (cqe, _) = fut.await;
+    match cqe_result(&cqe) {
+        // A simulated ring (or a kernel that refuses the op after all): poll.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => wait_readable(pidfd).await,
+        res => res.map(drop),
+    }
 }
 
 /// Waits until `fd` polls readable, on the calling shard's ring.

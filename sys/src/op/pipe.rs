@@ -283,3 +283,73 @@ unsafe impl Op for PollOnce {
     }
     op_any!();
 }
+
+// === WAITID ===
+
+/// Size of `siginfo_t` in 8-byte words.
+const SIGINFO_WORDS: usize = 16;
+static_assertions::const_assert_eq!(size_of::<libc::siginfo_t>(), SIGINFO_WORDS * 8);
+static_assertions::const_assert!(align_of::<libc::siginfo_t>() <= align_of::<u64>());
+
+/// Waits until the child a pidfd names has exited, without reaping it
+/// (`IORING_OP_WAITID`, kernel 6.7, with `P_PIDFD` and `WEXITED | WNOWAIT`);
+/// reap it afterwards with [`crate::process::try_reap`]. Leaving the child
+/// unreaped keeps a cancelled wait from losing its exit status.
+///
+/// Its blocking form is `waitid(2)` with the same arguments; it has no
+/// readiness form (on the Queue backend, wait with [`PollOnce`] instead).
+pub struct WaitExited {
+    pidfd: SharedFd,
+    /// Where the kernel writes the child's `siginfo_t` (boxed: its address is
+    /// in the SQE; 8-byte words, as aligned as `siginfo_t`).
+    info: Box<[u64; SIGINFO_WORDS]>,
+}
+
+impl std::fmt::Debug for WaitExited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitExited").field("pidfd", &self.pidfd).finish_non_exhaustive()
+    }
+}
+
+impl WaitExited {
+    /// Waits for the exit of the child `pidfd` names.
+    pub fn new(pidfd: SharedFd) -> Self {
+        WaitExited {
+            pidfd,
+            info: Box::new([0; SIGINFO_WORDS]),
+        }
+    }
+
+    const OPTIONS: i32 = libc::WEXITED | libc::WNOWAIT;
+}
+
+// SAFETY: the SQE points only at `info`, a boxed `siginfo_t` the op owns, and
+// names the pidfd the op keeps open.
+unsafe impl Op for WaitExited {
+    fn prepare(&mut self) -> Sqe {
+        let info = self.info.as_mut_ptr();
+        Sqe::from_raw(crate::abi::io_uring_sqe {
+            opcode: crate::abi::IORING_OP_WAITID,
+            fd: self.pidfd.as_raw_fd(),
+            len: libc::P_PIDFD as u32,
+            splice_fd_in_or_file_index: Self::OPTIONS as u32,
+            off_or_addr2: info as u64,
+            ..Default::default()
+        })
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let info = self.info.as_mut_ptr().cast::<libc::siginfo_t>();
+        loop {
+            // SAFETY: `info` points at a valid, exclusively owned siginfo_t; the
+            // pidfd is kept open by the op.
+            let ret = unsafe {
+                libc::waitid(libc::P_PIDFD, self.pidfd.as_raw_fd() as libc::id_t, info, Self::OPTIONS)
+            };
+            let res = cqe_res(ret as libc::c_long);
+            if res != -libc::EINTR {
+                return res;
+            }
+        }
+    }
+    op_any!();
+}
