@@ -39,15 +39,24 @@ fn sink() -> SocketAddr {
 }
 
 fn main() {
-    let mib: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(512);
+    let mib: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(512);
     let addr = sink();
     let rt = RuntimeBuilder::new()
         .shards(1)
         .backend(Backend::IoUring)
         .build()
         .expect("a runtime");
-    println!("backend: {:?}; {mib} MiB per case over loopback", rt.handle().backend());
-    println!("{:>8} {:>6} {:>10} {:>12} {:>10}", "buffer", "mode", "MiB/s", "CPU s/GiB", "sends");
+    println!(
+        "backend: {:?}; {mib} MiB per case over loopback",
+        rt.handle().backend()
+    );
+    println!(
+        "{:>8} {:>6} {:>10} {:>12} {:>10}",
+        "buffer", "mode", "MiB/s", "CPU s/GiB", "sends"
+    );
     for size in [64 << 10, 256 << 10, 1 << 20] {
         for zc in [false, true] {
             let total = mib << 20;

@@ -554,7 +554,12 @@ impl ChildStdin {
             let (res, slice) = self.write(buf.slice(done..total)).await;
             buf = slice.into_inner();
             match res {
-                Ok(0) => return (Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")), buf),
+                Ok(0) => {
+                    return (
+                        Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
+                        buf,
+                    );
+                }
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return (Err(e), buf),

@@ -83,7 +83,9 @@ fn output_captures_stdout_and_stderr() {
 #[test]
 fn a_missing_program_is_not_found() {
     on_both(|_| async {
-        let e = Command::new("/nonexistent/spargio-no-such-program").spawn().unwrap_err();
+        let e = Command::new("/nonexistent/spargio-no-such-program")
+            .spawn()
+            .unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
     });
 }
@@ -119,7 +121,12 @@ fn megabytes_echo_through_cat() {
                 .unwrap();
             let got = stdout.read_to_end(Vec::new()).await.unwrap();
             writer.await.unwrap();
-            assert!(got == expected, "{backend:?}: {} bytes back of {}", got.len(), expected.len());
+            assert!(
+                got == expected,
+                "{backend:?}: {} bytes back of {}",
+                got.len(),
+                expected.len()
+            );
             assert!(child.wait().await.unwrap().success());
         })
         .unwrap();
@@ -130,7 +137,11 @@ fn megabytes_echo_through_cat() {
 fn kill_ends_a_running_child() {
     on_both(|backend| async move {
         let mut child = Command::new("sleep").arg("1000").spawn().unwrap();
-        assert_eq!(child.try_wait().unwrap(), None, "{backend:?}: sleep is still running");
+        assert_eq!(
+            child.try_wait().unwrap(),
+            None,
+            "{backend:?}: sleep is still running"
+        );
         child.kill().await.unwrap();
         let status = child.try_wait().unwrap().expect("reaped by kill");
         assert_eq!(status.signal(), Some(libc::SIGKILL));
@@ -143,9 +154,16 @@ fn kill_ends_a_running_child() {
 #[test]
 fn kill_on_drop_really_kills_and_reaps() {
     on_both(|backend| async move {
-        let child = Command::new("sleep").arg("1000").kill_on_drop(true).spawn().unwrap();
+        let child = Command::new("sleep")
+            .arg("1000")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
         let pid = child.id().unwrap();
-        assert!(matches!(proc_state(pid), Some(s) if s != 'Z'), "{backend:?}: sleep runs");
+        assert!(
+            matches!(proc_state(pid), Some(s) if s != 'Z'),
+            "{backend:?}: sleep runs"
+        );
         drop(child);
         // The reaper runs on this runtime; wait for it without blocking the shard.
         while proc_state(pid).is_some() {

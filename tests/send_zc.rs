@@ -161,7 +161,10 @@ fn a_dropped_zero_copy_send_leaves_the_stream_usable() {
             // that waits for room, or for the kernel to release it, is dropped.
             let mut at = 0;
             loop {
-                assert!(at < big.len(), "32 MiB cannot be sent to a peer that reads nothing");
+                assert!(
+                    at < big.len(),
+                    "32 MiB cannot be sent to a peer that reads nothing"
+                );
                 let send = client.send_zc(big[at..].to_vec());
                 match spargio::time::timeout(Duration::from_millis(100), send).await {
                     Ok((res, _)) => at += res.unwrap(),
@@ -175,7 +178,10 @@ fn a_dropped_zero_copy_send_leaves_the_stream_usable() {
             let got = reader.await.unwrap();
             let (body, tail) = got.split_at(got.len() - 4);
             assert_eq!(tail, b"tail");
-            assert!(body == &big[..body.len()], "{backend:?}: the bytes before the tail differ");
+            assert!(
+                body == &big[..body.len()],
+                "{backend:?}: the bytes before the tail differ"
+            );
         })
         .unwrap();
     }

@@ -112,7 +112,10 @@ fn a_delivery_while_nobody_waits_is_kept() {
             // Made after that delivery was counted: it waits for the next one.
             let mut second = signal(kind).unwrap();
             let early = spargio::time::timeout(Duration::from_millis(100), second.recv()).await;
-            assert!(early.is_err(), "{backend:?}: a listener saw a signal sent before it existed");
+            assert!(
+                early.is_err(),
+                "{backend:?}: a listener saw a signal sent before it existed"
+            );
             kill_from_thread(name);
             second.recv().await.unwrap();
             first.recv().await.unwrap();
@@ -131,7 +134,10 @@ fn ctrl_c_fires_on_sigint() {
     let sender = {
         // Install the listener first, so that no SIGINT can reach the
         // default action (ending this test process).
-        let listener = rt.block_on(async { signal(SignalKind::interrupt()) }).unwrap().unwrap();
+        let listener = rt
+            .block_on(async { signal(SignalKind::interrupt()) })
+            .unwrap()
+            .unwrap();
         let sender = keep_sending("-INT", done.clone());
         rt.block_on(async move {
             spargio::signal::ctrl_c().await.unwrap();

@@ -128,7 +128,10 @@ async fn read_loop(guard: Reading) {
             Ok(n) => {
                 let records = n as usize / SIGINFO_LEN;
                 let buf = op.into_buf();
-                debug_assert!(buf.chunks(SIGINFO_LEN).all(|r| sys::record_signo(r) == Some(slot.signo)));
+                debug_assert!(
+                    buf.chunks(SIGINFO_LEN)
+                        .all(|r| sys::record_signo(r) == Some(slot.signo))
+                );
                 if records > 0 {
                     // Release pairs with the listeners' acquire of the count.
                     slot.delivered.fetch_add(records as u64, Ordering::Release);

@@ -25,7 +25,12 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     let pid = libc::pid_t::try_from(pid)
         .ok()
         .filter(|&p| p > 0)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("pid {pid} is not a process id")))?;
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("pid {pid} is not a process id"),
+            )
+        })?;
     // SAFETY: pidfd_open takes two integers and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -107,7 +112,14 @@ pub fn reap_blocking(pidfd: BorrowedFd<'_>) -> io::Result<RawWaitStatus> {
         let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
         // SAFETY: `info` is a valid, exclusively borrowed siginfo_t for the call;
         // the fd is borrowed open.
-        let ret = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, info.as_mut_ptr(), libc::WEXITED) };
+        let ret = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                info.as_mut_ptr(),
+                libc::WEXITED,
+            )
+        };
         if ret != 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINTR) {
@@ -146,12 +158,18 @@ mod tests {
         let killed = std::process::ExitStatus::from_raw(wait_status(libc::CLD_KILLED, libc::SIGKILL));
         assert_eq!((killed.code(), killed.signal()), (None, Some(libc::SIGKILL)));
         let dumped = std::process::ExitStatus::from_raw(wait_status(libc::CLD_DUMPED, libc::SIGABRT));
-        assert_eq!((dumped.signal(), dumped.core_dumped()), (Some(libc::SIGABRT), true));
+        assert_eq!(
+            (dumped.signal(), dumped.core_dumped()),
+            (Some(libc::SIGABRT), true)
+        );
     }
 
     #[test]
     fn bad_pids_are_refused() {
         assert_eq!(pidfd_open(0).unwrap_err().kind(), io::ErrorKind::InvalidInput);
-        assert_eq!(pidfd_open(u32::MAX).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            pidfd_open(u32::MAX).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
     }
 }

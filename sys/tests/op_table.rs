@@ -207,7 +207,10 @@ fn kernel_waitid_waits_for_a_child_without_reaping_it() {
         eprintln!("SKIPPED: this kernel has no IORING_OP_WAITID");
         return;
     }
-    let child = std::process::Command::new("sh").args(["-c", "exit 5"]).spawn().unwrap();
+    let child = std::process::Command::new("sh")
+        .args(["-c", "exit 5"])
+        .spawn()
+        .unwrap();
     let pidfd = Arc::new(process::pidfd_open(child.id()).unwrap());
     let mut table = InFlight::default();
     put(&mut table, &mut ring, Box::new(WaitExited::new(pidfd.clone())), 9);

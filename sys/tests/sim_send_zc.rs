@@ -130,7 +130,11 @@ fn a_refused_send_completes_once_without_a_notification() {
     // No simulated file has this number.
     let fd = sim_fd(kernel.create_file(Vec::new()) + 1000);
     let mut table = InFlight::default();
-    assert!(table.submit(&mut ring, Box::new(SendZc::new(fd.clone(), vec![1u8; 16], 0)), 3).is_ok());
+    assert!(
+        table
+            .submit(&mut ring, Box::new(SendZc::new(fd.clone(), vec![1u8; 16], 0)), 3)
+            .is_ok()
+    );
     let (cqe, op) = finished(next(&mut ring, &mut table));
     assert_eq!(cqe.res, -libc::EBADF);
     let send = op.into_any().downcast::<SendZc<Vec<u8>>>().unwrap();

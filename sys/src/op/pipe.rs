@@ -56,7 +56,9 @@ fn blocking(fd: RawFd, events: libc::c_short, mut call: impl FnMut() -> libc::c_
         };
         // SAFETY: `pfd` is one valid, exclusively borrowed pollfd.
         if unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
-            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+            let errno = std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
             if errno == libc::EINTR {
                 continue;
             }
@@ -256,7 +258,9 @@ impl PollOnce {
             if ret >= 0 {
                 return if ret > 0 { i32::from(pfd.revents) } else { 0 };
             }
-            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+            let errno = std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
             if errno != libc::EINTR {
                 return -errno;
             }
@@ -307,7 +311,9 @@ pub struct WaitExited {
 
 impl std::fmt::Debug for WaitExited {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WaitExited").field("pidfd", &self.pidfd).finish_non_exhaustive()
+        f.debug_struct("WaitExited")
+            .field("pidfd", &self.pidfd)
+            .finish_non_exhaustive()
     }
 }
 
@@ -331,7 +337,7 @@ unsafe impl Op for WaitExited {
         Sqe::from_raw(crate::abi::io_uring_sqe {
             opcode: crate::abi::IORING_OP_WAITID,
             fd: self.pidfd.as_raw_fd(),
-            len: libc::P_PIDFD as u32,
+            len: libc::P_PIDFD,
             splice_fd_in_or_file_index: Self::OPTIONS as u32,
             off_or_addr2: info as u64,
             ..Default::default()
@@ -343,7 +349,12 @@ unsafe impl Op for WaitExited {
             // SAFETY: `info` points at a valid, exclusively owned siginfo_t; the
             // pidfd is kept open by the op.
             let ret = unsafe {
-                libc::waitid(libc::P_PIDFD, self.pidfd.as_raw_fd() as libc::id_t, info, Self::OPTIONS)
+                libc::waitid(
+                    libc::P_PIDFD,
+                    self.pidfd.as_raw_fd() as libc::id_t,
+                    info,
+                    Self::OPTIONS,
+                )
             };
             let res = cqe_res(ret as libc::c_long);
             if res != -libc::EINTR {
