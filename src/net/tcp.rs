@@ -453,15 +453,19 @@ impl TcpStream {
     /// ```
     /// use spargio::net::{TcpListener, TcpStream};
     ///
-    /// spargio::run(|_| async {
+    /// spargio::run(|handle| async move {
     ///     let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     ///     let addr = listener.local_addr().unwrap();
     ///     let client = TcpStream::connect(addr).await.unwrap();
     ///     let (server, _) = listener.accept().await.unwrap();
-    ///     let (res, buf) = client.send_zc(vec![7u8; 256 * 1024]).await;
-    ///     let sent = res.unwrap();
-    ///     assert!(sent > 0 && buf.len() == 256 * 1024);
-    ///     let (res, got) = server.read_exact(vec![0u8; sent]).await;
+    ///     // The peer must read: the buffer comes back once it acknowledged the bytes.
+    ///     let reader = handle
+    ///         .spawn_stealable(async move { server.read_exact(vec![0u8; 1 << 20]).await })
+    ///         .unwrap();
+    ///     let (res, buf) = client.write_all_zc(vec![7u8; 1 << 20]).await;
+    ///     res.unwrap();
+    ///     assert_eq!(buf.len(), 1 << 20);
+    ///     let (res, got) = reader.await.unwrap();
     ///     res.unwrap();
     ///     assert!(got.iter().all(|&b| b == 7));
     /// })
