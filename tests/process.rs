@@ -40,12 +40,25 @@ where
     }
 }
 
-/// True while `/proc/PID` exists and the process is not a zombie... or is one:
-/// the state letter is returned for the caller to judge.
+/// The state letter of process `pid` in `/proc` (`Z` for a zombie), or
+/// `None` once it is gone (reaped).
 fn proc_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) S ...": the state follows the last ')'.
     stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Waits (without blocking the shard) until process `pid` is gone from
+/// `/proc`: killed if need be, and reaped. Panics after the hang bound.
+async fn until_gone(pid: u32) {
+    let deadline = std::time::Instant::now() + common::HANG;
+    while proc_state(pid).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hang: process {pid} was never reaped"
+        );
+        spargio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 #[test]
@@ -166,9 +179,7 @@ fn kill_on_drop_really_kills_and_reaps() {
         );
         drop(child);
         // The reaper runs on this runtime; wait for it without blocking the shard.
-        while proc_state(pid).is_some() {
-            spargio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        until_gone(pid).await;
     });
 }
 
@@ -180,9 +191,7 @@ fn a_dropped_child_leaves_no_zombie() {
         let child = Command::new("sh").args(["-c", "exit 0"]).spawn().unwrap();
         let pid = child.id().unwrap();
         drop(child);
-        while proc_state(pid).is_some() {
-            spargio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        until_gone(pid).await;
         let _ = backend;
     });
     // Outside any runtime: spawned in one, dropped on this thread.
