@@ -158,6 +158,24 @@ impl UringBoundFd {
         conn::send(&self.socket(), buf).await
     }
 
+    /// Sends `buf`'s initialized bytes without copying them into the kernel
+    /// (`IORING_OP_SEND_ZC` on a TCP or UDP socket), giving the buffer back
+    /// once the kernel's notification says it no longer reads it; a plain
+    /// [`send`](Self::send) where zero-copy is unavailable. See
+    /// [`TcpStream::send_zc`](crate::net::TcpStream::send_zc).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`send`](Self::send); a dropped send's buffer is
+    /// kept until the notification.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    pub async fn send_zc<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+        conn::send_zc(&self.socket(), buf).await
+    }
+
     /// Sends all of `buf`'s initialized bytes, continuing after short sends.
     ///
     /// # Cancel safety

@@ -2,7 +2,8 @@
 
 use std::io;
 
-use spargio_sys::op::net::{Recv, Send};
+use spargio_sys::abi;
+use spargio_sys::op::net::{Recv, Send, SendZc};
 
 use super::lane::{Socket, run_op};
 use super::stash::{self, Taken, run_recv};
@@ -46,6 +47,58 @@ pub(crate) async fn send<B: IoBuf>(sock: &Socket, buf: B) -> BufResult<usize, B>
         Err((e, op)) => (Err(e), op.into_buf()),
         Ok((cqe, op)) => (cqe_result(&cqe), op.into_buf()),
     }
+}
+
+/// True when `IORING_OP_SEND_ZC` is worth trying on `sock`'s lane: an io_uring
+/// backend on a kernel whose probe lists the opcode (6.0+). The Queue backend
+/// runs a [`SendZc`] as a plain `send(2)` anyway; this spares it the detection.
+fn zero_copy_available(sock: &Socket) -> bool {
+    sock.lane.has_rings()
+        && spargio_sys::probe::Features::detect().is_ok_and(|f| f.supports(abi::IORING_OP_SEND_ZC))
+}
+
+/// Sends `buf`'s initialized bytes with `IORING_OP_SEND_ZC` (`MSG_NOSIGNAL`)
+/// and waits for the kernel's notification that it no longer reads `buf`
+/// before giving it back. Falls back to a plain send where the kernel has no
+/// such op, on the Queue backend, and for a socket that refuses zero-copy
+/// (`EOPNOTSUPP`: a Unix socket, say).
+pub(crate) async fn send_zc<B: IoBuf>(sock: &Socket, buf: B) -> BufResult<usize, B> {
+    if buf.bytes_init() == 0 {
+        return (Ok(0), buf);
+    }
+    if !zero_copy_available(sock) {
+        return send(sock, buf).await;
+    }
+    match run_op(&sock.lane, SendZc::new(sock.fd.clone(), buf, 0)).await {
+        Err((e, op)) => (Err(e), op.into_buf()),
+        Ok((_, op)) => match op.sent() {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => send(sock, op.into_buf()).await,
+            res => (res, op.into_buf()),
+        },
+    }
+}
+
+/// Sends all of `buf`'s initialized bytes with [`send_zc`], looping over short sends.
+pub(crate) async fn write_all_zc<B: IoBuf>(sock: &Socket, buf: B) -> BufResult<(), B> {
+    let total = buf.bytes_init();
+    let mut done = 0usize;
+    let mut buf = buf;
+    while done < total {
+        let (res, slice) = send_zc(sock, buf.slice(done..total)).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => {
+                return (
+                    Err(io::Error::new(io::ErrorKind::WriteZero, "send returned 0")),
+                    buf,
+                );
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
 }
 
 /// Fills all `bytes_total()` bytes of `buf`, looping over short receives.

@@ -83,6 +83,15 @@ impl Lane {
         }
     }
 
+    /// True when this lane's ops go to an io_uring ring (so opcodes the
+    /// kernel's probe lists can be used).
+    pub(crate) fn has_rings(&self) -> bool {
+        match &self.bound {
+            Some((rt, _)) => rt.backend.has_rings(),
+            None => shard::with_local(|l| l.shared.backend.has_rings()).unwrap_or(false),
+        }
+    }
+
     /// Submits `op` on this lane's ring.
     pub(crate) fn submit<O: Op>(&self, op: O) -> Result<OpFuture<O>, (io::Error, O)> {
         match &self.bound {
@@ -115,6 +124,12 @@ macro_rules! cancellable {
 cancellable!(ops::Accept, ops::RecvMulti);
 
 impl<B: crate::io::IoBuf> Cancellable for ops::Send<B> {
+    fn with_cancel_flag(self, flag: CancelFlag) -> Self {
+        self.cancel_flag(flag)
+    }
+}
+
+impl<B: crate::io::IoBuf> Cancellable for ops::SendZc<B> {
     fn with_cancel_flag(self, flag: CancelFlag) -> Self {
         self.cancel_flag(flag)
     }

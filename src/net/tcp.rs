@@ -436,6 +436,74 @@ impl TcpStream {
         self.sock.take_error()
     }
 
+    /// Sends `buf`'s initialized bytes without copying them into the kernel
+    /// (`IORING_OP_SEND_ZC`), and gives the buffer back with the count sent,
+    /// which may be short, once the kernel no longer reads it.
+    ///
+    /// The kernel answers a zero-copy send twice: the count sent, then a
+    /// notification when the network stack is done with the buffer's pages.
+    /// This future resolves after the notification, so the buffer it gives
+    /// back is free to reuse. For TCP the kernel releases the buffer once the
+    /// peer has acknowledged the bytes, so the future takes a round trip
+    /// longer than [`send`](Self::send) (and waits while the peer reads
+    /// nothing); pipeline several buffers to keep the link busy. If the
+    /// future is dropped before the notification, the runtime keeps the
+    /// buffer until it arrives.
+    ///
+    /// Zero-copy pays off for large buffers (tens of KiB and up) sent to
+    /// another host; it pins pages and costs a second completion, so small
+    /// sends are better off with [`send`](Self::send). To a peer on the same
+    /// host (loopback) the kernel copies anyway. Where zero-copy is not
+    /// available (kernels before 6.0, the Queue backend) this is a plain
+    /// [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`send`](Self::send).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// ```
+    /// use spargio::net::{TcpListener, TcpStream};
+    ///
+    /// spargio::run(|handle| async move {
+    ///     let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    ///     let addr = listener.local_addr().unwrap();
+    ///     let client = TcpStream::connect(addr).await.unwrap();
+    ///     let (server, _) = listener.accept().await.unwrap();
+    ///     // The peer must read: the buffer comes back once it acknowledged the bytes.
+    ///     let reader = handle
+    ///         .spawn_stealable(async move { server.read_exact(vec![0u8; 1 << 20]).await })
+    ///         .unwrap();
+    ///     let (res, buf) = client.write_all_zc(vec![7u8; 1 << 20]).await;
+    ///     res.unwrap();
+    ///     assert_eq!(buf.len(), 1 << 20);
+    ///     let (res, got) = reader.await.unwrap();
+    ///     res.unwrap();
+    ///     assert!(got.iter().all(|&b| b == 7));
+    /// })
+    /// .unwrap();
+    /// ```
+    pub async fn send_zc<B: crate::io::IoBuf>(&self, buf: B) -> crate::io::BufResult<usize, B> {
+        super::conn::send_zc(&self.sock, buf).await
+    }
+
+    /// Sends all of `buf`'s initialized bytes with [`send_zc`](Self::send_zc),
+    /// looping over short sends.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: when dropped, part of `buf` may have been sent.
+    ///
+    /// # Errors
+    ///
+    /// The first send error; `WriteZero` if the kernel accepted nothing.
+    pub async fn write_all_zc<B: crate::io::IoBuf>(&self, buf: B) -> crate::io::BufResult<(), B> {
+        super::conn::write_all_zc(&self.sock, buf).await
+    }
+
     /// Splits into a receiving and a sending half that different tasks can own.
     /// Dropping the sending half shuts down the sending direction.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
@@ -571,6 +639,33 @@ impl OwnedWriteHalf {
     /// As [`TcpStream::write_all`].
     pub async fn write_all<B: crate::io::IoBuf>(&self, buf: B) -> crate::io::BufResult<(), B> {
         super::conn::write_all(&self.sock, buf).await
+    }
+
+    /// Sends `buf`'s initialized bytes without copying them into the kernel;
+    /// see [`TcpStream::send_zc`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`TcpStream::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::send`].
+    pub async fn send_zc<B: crate::io::IoBuf>(&self, buf: B) -> crate::io::BufResult<usize, B> {
+        super::conn::send_zc(&self.sock, buf).await
+    }
+
+    /// Sends all of `buf`'s initialized bytes with [`send_zc`](Self::send_zc).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as [`TcpStream::write_all`].
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::write_all_zc`].
+    pub async fn write_all_zc<B: crate::io::IoBuf>(&self, buf: B) -> crate::io::BufResult<(), B> {
+        super::conn::write_all_zc(&self.sock, buf).await
     }
 
     /// Shuts down the sending direction now.

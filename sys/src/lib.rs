@@ -34,6 +34,8 @@
 //! | [`op`] | the safe submission API: ops that own their resources until the final CQE |
 //! | [`cqe`] | the completion type |
 //! | [`msg`] | the runtime's `user_data` tag layout and `MSG_RING` payloads |
+//! | [`signal`] | `signalfd` and the signal masks and forwarding handler it needs |
+//! | [`process`] | child processes by pidfd: open, signal, reap |
 //! | [`probe`] | what the running kernel supports, as one [`Features`](probe::Features) value |
 //! | [`register`] | `io_uring_register` operations: files, buffers, buffer rings, ring fds |
 //! | [`bufring`] | provided-buffer rings |
@@ -55,8 +57,10 @@ pub mod msg;
 pub mod op;
 pub mod os;
 pub mod probe;
+pub mod process;
 pub mod register;
 pub mod ring;
+pub mod signal;
 pub mod sim;
 pub mod sqe;
 pub mod syscall;

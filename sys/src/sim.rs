@@ -20,10 +20,16 @@
 //! | `READ`, `WRITE` | in-memory files ([`SimKernel::create_file`]) at `off`, or at the file position when `off` is `u64::MAX` |
 //! | `RECV` | an in-memory file as a byte stream (from and advancing its position) |
 //! | `PROVIDE_BUFFERS`, `REMOVE_BUFFERS` | classic provided buffers, used by `READ`/`RECV` with `IOSQE_BUFFER_SELECT` |
+//! | `SEND_ZC` | appends to an in-memory file: the count at once (`IORING_CQE_F_MORE`), and at a later enter the bytes, read from the buffer only then, with the `IORING_CQE_F_NOTIF` notification |
 //! | anything else | `-EINVAL` |
 //!
 //! Ops complete within the `enter` that submits them, except timeouts, which
-//! stay pending until the clock, a count, or a cancel ends them. Links and
+//! stay pending until the clock, a count, or a cancel ends them, and the
+//! notification of a zero-copy send, which comes with the next enter of its
+//! ring (or before that enter blocks) and after its send's own completion: a
+//! send's buffer is read when its notification is posted, as a network card
+//! may read it until then, so a buffer freed between the two CQEs is a
+//! use-after-free that Miri reports. Links and
 //! drains (`IOSQE_IO_LINK`, `IOSQE_IO_HARDLINK`, `IOSQE_IO_DRAIN`) are not
 //! simulated: such entries complete with `-EINVAL` rather than run unordered.
 //! There are no registered files: `IOSQE_FIXED_FILE` gives `-EBADF`.
@@ -635,6 +641,16 @@ struct RingState {
     /// Completions posted that count for `TIMEOUT` with a count (all but timeouts').
     counted: u64,
     buffers: HashMap<u16, VecDeque<ProvidedBuf>>,
+    /// Zero-copy sends whose notification is still to come, in submission order.
+    zc_sends: Vec<ZcSend>,
+}
+
+/// A `SEND_ZC` whose bytes the simulated network card has not read yet.
+struct ZcSend {
+    user_data: u64,
+    file: RawFd,
+    addr: u64,
+    len: u32,
 }
 
 /// CQEs produced by the SQEs of one enter, posted together at its end: the
@@ -913,6 +929,10 @@ impl KernelState {
             abi::IORING_OP_WRITE => (self.write(sqe), 0),
             abi::IORING_OP_PROVIDE_BUFFERS => (self.provide_buffers(fd, sqe), 0),
             abi::IORING_OP_REMOVE_BUFFERS => (self.remove_buffers(fd, sqe), 0),
+            abi::IORING_OP_SEND_ZC => match self.send_zc(fd, sqe) {
+                Ok(n) => (n, abi::IORING_CQE_F_MORE),
+                Err(res) => (res, 0),
+            },
             _ => (-libc::EINVAL, 0),
         };
         batch.complete(sqe, res, flags);
@@ -1239,6 +1259,81 @@ impl KernelState {
             file.pos = end as u64;
         }
         len as i32
+    }
+
+    /// Accepts a zero-copy send to an in-memory file: its count now, its bytes
+    /// and notification later ([`KernelState::release_notifications`]).
+    fn send_zc(&mut self, fd: RawFd, sqe: &abi::io_uring_sqe) -> Result<i32, i32> {
+        if sqe.flags & abi::IOSQE_FIXED_FILE != 0 {
+            return Err(-libc::EBADF);
+        }
+        if sqe.ioprio & abi::IORING_RECVSEND_FIXED_BUF != 0 {
+            return Err(-libc::EINVAL);
+        }
+        if !self.files.contains_key(&sqe.fd) {
+            return Err(-libc::EBADF);
+        }
+        if self.faults.eagain.tick(self.faults.faults.eagain_every) {
+            self.faults.injected.eagain += 1;
+            return Err(-libc::EAGAIN);
+        }
+        let (addr, len) = (sqe.addr_or_splice_off_in, sqe.len.min(i32::MAX as u32));
+        if len > 0 {
+            // The range must be mapped now (the kernel pins the pages at submission).
+            self.loans.pointer(addr, len as usize, false)?;
+        }
+        self.ring(fd).zc_sends.push(ZcSend {
+            user_data: sqe.user_data,
+            file: sqe.fd,
+            addr,
+            len,
+        });
+        Ok(len as i32)
+    }
+
+    /// Reads the buffers of ring `fd`'s pending zero-copy sends into their
+    /// files and posts each one's notification, except where the send's own
+    /// completion is still held back (a notification never overtakes it).
+    /// Returns whether it posted any.
+    fn release_notifications(&mut self, fd: RawFd) -> bool {
+        let KernelState {
+            rings,
+            files,
+            loans,
+            faults,
+            ..
+        } = self;
+        let ring = rings
+            .get_mut(&fd)
+            .expect("a live SimRing is registered with its kernel");
+        let mut posted = false;
+        let mut i = 0;
+        while i < ring.zc_sends.len() {
+            let user_data = ring.zc_sends[i].user_data;
+            if ring.delayed.iter().any(|d| d.cqe.user_data == user_data) {
+                i += 1;
+                continue;
+            }
+            let send = ring.zc_sends.remove(i);
+            let mut bytes = vec![0; send.len as usize];
+            // SAFETY: `addr` came in a SEND_ZC SQE pushed with `Ring::push_unchecked`,
+            // whose caller promised `len` readable bytes there until the op's final
+            // CQE, which is the notification posted below.
+            let read = unsafe { copy_from_user(loans, send.addr, &mut bytes) };
+            if let (Ok(()), Some(file)) = (read, files.get_mut(&send.file)) {
+                let room = (MAX_FILE_LEN as usize).saturating_sub(file.data.len());
+                bytes.truncate(room);
+                file.data.extend_from_slice(&bytes);
+            }
+            let notification = Cqe {
+                user_data,
+                res: 0,
+                flags: abi::IORING_CQE_F_NOTIF,
+            };
+            ring.post(faults, notification, true);
+            posted = true;
+        }
+        posted
     }
 
     fn provide_buffers(&mut self, fd: RawFd, sqe: &abi::io_uring_sqe) -> i32 {
@@ -1610,6 +1705,7 @@ impl SimRing {
                 timeouts: Vec::new(),
                 counted: 0,
                 buffers: HashMap::new(),
+                zc_sends: Vec::new(),
             },
         );
         drop(k);
@@ -1671,9 +1767,10 @@ impl SimRing {
         self.with_state(|r| r.delayed.len())
     }
 
-    /// Ops the kernel still holds (pending timeouts): each will post at least one more CQE.
+    /// Ops the kernel still holds (pending timeouts, zero-copy sends awaiting
+    /// their notification): each will post at least one more CQE.
     pub fn pending_ops(&self) -> usize {
-        self.with_state(|r| r.timeouts.len())
+        self.with_state(|r| r.timeouts.len() + r.zc_sends.len())
     }
 
     /// The kernel side of `io_uring_enter`.
@@ -1718,6 +1815,7 @@ impl SimRing {
             }
         }
         ring.release_delayed(faults, false);
+        k.release_notifications(fd);
         let submitted = k.submit(fd, to_submit);
         if !getevents {
             return Ok((submitted, false));
@@ -1735,7 +1833,7 @@ impl SimRing {
             }
             // About to block: post what is held back first, as the kernel runs
             // pending task work before it sleeps.
-            if ring.release_delayed(&mut state.faults, true) {
+            if ring.release_delayed(&mut state.faults, true) || state.release_notifications(fd) {
                 continue;
             }
             if state.auto_advance

@@ -6,7 +6,7 @@
 //! unavailable here.
 #![forbid(unsafe_code)]
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -193,4 +193,32 @@ fn forged_stale_and_foreign_cqes_complete_nothing() {
     let cancel = table.cancel_sqe(again).unwrap();
     ring.push(&cancel).unwrap();
     assert_eq!(finish_one(&mut ring, &mut table).0, 8);
+}
+
+/// `IORING_OP_WAITID` (kernel 6.7) as `op::pipe::WaitExited` encodes it: it
+/// completes with 0 once the child exited, and leaves it to be reaped.
+#[test]
+#[cfg_attr(miri, ignore)]
+fn kernel_waitid_waits_for_a_child_without_reaping_it() {
+    use spargio_sys::op::pipe::WaitExited;
+    use spargio_sys::{abi, probe::Features, process};
+    let Some(mut ring) = kernel_ring() else { return };
+    if !Features::detect().unwrap().supports(abi::IORING_OP_WAITID) {
+        eprintln!("SKIPPED: this kernel has no IORING_OP_WAITID");
+        return;
+    }
+    let child = std::process::Command::new("sh")
+        .args(["-c", "exit 5"])
+        .spawn()
+        .unwrap();
+    let pidfd = Arc::new(process::pidfd_open(child.id()).unwrap());
+    let mut table = InFlight::default();
+    put(&mut table, &mut ring, Box::new(WaitExited::new(pidfd.clone())), 9);
+    let (payload, cqe, _) = finish_one(&mut ring, &mut table);
+    assert_eq!((payload, cqe.res), (9, 0));
+    // WNOWAIT: the child is still there to reap, with its status.
+    let status = process::try_reap((*pidfd).as_fd()).unwrap().expect("exited");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(std::process::ExitStatus::from_raw(status).code(), Some(5));
+    drop(child);
 }

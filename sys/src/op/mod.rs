@@ -45,6 +45,7 @@
 pub mod fs;
 pub mod net;
 pub mod openat2;
+pub mod pipe;
 
 use std::any::Any;
 use std::os::fd::OwnedFd;

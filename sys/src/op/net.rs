@@ -7,6 +7,7 @@
 //! | [`Connect`] | `CONNECT` | `connect(2)` |
 //! | [`Accept`] | `ACCEPT` (single or multishot) | `accept4(2)` (always `SOCK_CLOEXEC`) |
 //! | [`Send`] / [`Recv`] | `SEND` / `RECV` | `send(2)` (always `MSG_NOSIGNAL`) / `recv(2)` |
+//! | [`SendZc`] | `SEND_ZC` (result, then notification) | `send(2)` (always `MSG_NOSIGNAL`) |
 //! | [`SendMsg`] / [`RecvMsg`] | `SENDMSG` / `RECVMSG` | `sendmsg(2)` / `recvmsg(2)` |
 //! | [`Shutdown`] | `SHUTDOWN` | `shutdown(2)` |
 //! | [`RecvMulti`] | `RECV` multishot, buffer select | `recv(2)` once, into a group buffer |
@@ -39,6 +40,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::fs::{SharedFd, adopt_fd, record_read};
 use super::{Attempt, Interest, Op, OpEvent, cqe_res};
+use crate::abi;
 use crate::buf::{IoBuf, IoBufMut};
 use crate::bufring::BufRing;
 use crate::cqe::Cqe;
@@ -858,6 +860,154 @@ unsafe impl<B: IoBuf> Op for Send<B> {
     }
     fn readiness_fd(&self) -> Option<&SharedFd> {
         Some(&self.fd)
+    }
+    into_any!();
+}
+
+// === SEND_ZC ===
+
+/// A zero-copy `send(fd, buf, MSG_NOSIGNAL | flags)` of an owned buffer's
+/// initialized bytes (`IORING_OP_SEND_ZC`, kernel 6.0).
+///
+/// The kernel posts two completions: the send's result, with
+/// `IORING_CQE_F_MORE`, and later, once the network stack no longer reads the
+/// buffer, a notification with `IORING_CQE_F_NOTIF`. The notification is the
+/// op's final completion, so [`InFlight`](super::InFlight) keeps the buffer
+/// until it arrives, whatever the op's waiter does in between. A send refused
+/// at once may post its result alone (no `F_MORE`), and then no notification.
+///
+/// The blocking and non-blocking forms (the Queue backend, and kernels
+/// without the opcode) are a plain `send(2)`, which copies.
+#[derive(Debug)]
+pub struct SendZc<B> {
+    fd: SharedFd,
+    buf: B,
+    flags: i32,
+    report_usage: bool,
+    cancel: Option<CancelFlag>,
+    /// The send's result (a count or `-errno`), from its first completion.
+    sent: Option<i32>,
+    /// The notification said the kernel copied the bytes after all.
+    copied: bool,
+}
+
+impl<B: IoBuf> SendZc<B> {
+    /// Sends `buf`'s initialized bytes without copying them into the kernel;
+    /// `MSG_NOSIGNAL` is always added.
+    pub fn new(fd: SharedFd, buf: B, flags: i32) -> Self {
+        SendZc {
+            fd,
+            buf,
+            flags: flags | libc::MSG_NOSIGNAL,
+            report_usage: false,
+            cancel: None,
+            sent: None,
+            copied: false,
+        }
+    }
+
+    /// Asks the notification to say whether the kernel copied the bytes after
+    /// all (`IORING_SEND_ZC_REPORT_USAGE`, kernel 6.2; older kernels refuse
+    /// the send with `EINVAL`), read with [`SendZc::copied`].
+    pub fn report_usage(mut self, on: bool) -> Self {
+        self.report_usage = on;
+        self
+    }
+
+    /// Lets the blocking form give up when `flag` is set.
+    pub fn cancel_flag(mut self, flag: CancelFlag) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// What the send did: the bytes sent, or its error.
+    ///
+    /// # Errors
+    ///
+    /// The send's error (`BrokenPipe`, `ConnectionReset`, `ECANCELED` for a
+    /// cancelled send, `EINVAL` or `EOPNOTSUPP` where the socket or kernel
+    /// cannot send zero-copy); `ErrorKind::Other` if no completion was
+    /// recorded (the op was never run).
+    pub fn sent(&self) -> io::Result<usize> {
+        match self.sent {
+            Some(n) if n >= 0 => Ok(n as usize),
+            Some(e) => Err(io::Error::from_raw_os_error(-e)),
+            None => Err(io::Error::other("the zero-copy send has not completed")),
+        }
+    }
+
+    /// True when the bytes were copied after all: the notification said so
+    /// (with [`SendZc::report_usage`]; a loopback peer, say), or the op ran
+    /// as a plain `send(2)`.
+    pub fn copied(&self) -> bool {
+        self.copied
+    }
+
+    /// Takes the buffer back.
+    pub fn into_buf(self) -> B {
+        self.buf
+    }
+
+    fn len(&self) -> usize {
+        self.buf.bytes_init().min(MAX_IO_LEN)
+    }
+
+    /// Records the outcome of the plain-send forms.
+    fn record_plain(&mut self, res: i32) {
+        self.sent = Some(res);
+        self.copied = true;
+    }
+}
+
+// SAFETY: the SQE points at `buf`'s stable, initialized bytes (`IoBuf` contract),
+// which the op owns until its final completion, the notification.
+unsafe impl<B: IoBuf> Op for SendZc<B> {
+    fn prepare(&mut self) -> Sqe {
+        let ptr = self.buf.stable_ptr();
+        // The SQE carries the address as an integer; whoever reads the bytes
+        // (the simulated kernel, under Miri) turns it back into a pointer.
+        let _ = ptr.expose_provenance();
+        sqe::SendZc::new(self.fd.as_raw_fd(), ptr, self.len() as u32)
+            .msg_flags(self.flags)
+            .report_usage(self.report_usage)
+            .build()
+    }
+    fn run_blocking(&mut self) -> i32 {
+        let (fd, ptr, len, flags) = (self.fd.as_raw_fd(), self.buf.stable_ptr(), self.len(), self.flags);
+        let res = retry_when_ready(fd, libc::POLLOUT, self.cancel.as_ref(), || {
+            // SAFETY: `ptr` is readable for `len` initialized bytes.
+            (unsafe { libc::send(fd, ptr.cast(), len, flags | libc::MSG_DONTWAIT) }) as libc::c_long
+        });
+        self.record_plain(res);
+        res
+    }
+    fn try_nonblocking(&mut self) -> Option<Attempt> {
+        let (fd, ptr, len, flags) = (self.fd.as_raw_fd(), self.buf.stable_ptr(), self.len(), self.flags);
+        let attempt = attempt_with(Interest::Writable, self.cancel.as_ref(), || {
+            // SAFETY: `ptr` is readable for `len` initialized bytes.
+            (unsafe { libc::send(fd, ptr.cast(), len, flags | libc::MSG_DONTWAIT) }) as libc::c_long
+        });
+        if let Attempt::Done(res) = attempt {
+            self.record_plain(res);
+        }
+        Some(attempt)
+    }
+    fn readiness_fd(&self) -> Option<&SharedFd> {
+        Some(&self.fd)
+    }
+    unsafe fn progress(&mut self, cqe: &Cqe) -> OpEvent {
+        if cqe.flags & abi::IORING_CQE_F_NOTIF == 0 {
+            self.sent = Some(cqe.res);
+        }
+        OpEvent::new(*cqe)
+    }
+    unsafe fn complete(&mut self, cqe: &Cqe) {
+        if cqe.flags & abi::IORING_CQE_F_NOTIF == 0 {
+            // A send that posts no notification: its result is final.
+            self.sent = Some(cqe.res);
+        } else if self.report_usage && (cqe.res as u32) & abi::IORING_NOTIF_USAGE_ZC_COPIED != 0 {
+            self.copied = true;
+        }
     }
     into_any!();
 }
