@@ -29,11 +29,6 @@ fn shards_share_one_sqpoll_thread() {
             return;
         }
     };
-    assert_eq!(
-        sqpoll_threads() - before,
-        1,
-        "one submission thread for 4 shard rings"
-    );
     let h = rt.handle().clone();
     let sum = rt
         .block_on(async move {
@@ -55,5 +50,17 @@ fn shards_share_one_sqpoll_thread() {
         })
         .unwrap();
     assert_eq!(sum, 4);
+    // A submission thread names itself `iou-sqp-<pid>` once it first runs,
+    // a moment after the ring that created it is set up; by now it has run
+    // (every ring has submitted through it), but give it a bounded moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sqpoll_threads() == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(
+        sqpoll_threads() - before,
+        1,
+        "one submission thread for 4 shard rings"
+    );
     rt.shutdown();
 }
