@@ -76,10 +76,10 @@ pub(crate) struct Config {
     pub(crate) thread_affinity: Option<Vec<usize>>,
     pub(crate) sqpoll: Option<bool>,
     pub(crate) spin_before_park: Duration,
-    /// More shards than CPUs they may run on: an idle shard's spin yields
-    /// the CPU at each turn (the runnable thread it lets in is most likely
-    /// another shard with work).
-    pub(crate) oversubscribed: bool,
+    /// An idle shard's spin yields the CPU at each turn: true unless every
+    /// shard is pinned to a CPU of its own (then no shard can be waiting for
+    /// the spinning one's CPU, and a yield would only hand it to other work).
+    pub(crate) spin_yields: bool,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) event_interval: u32,
 }
@@ -176,6 +176,13 @@ impl RuntimeBuilder {
     }
 
     /// Pins shard `i` to CPU `cpus[i]`; needs one CPU per shard.
+    ///
+    /// With a distinct CPU for every shard, an idle shard's short spin before
+    /// it parks no longer yields its CPU at each turn: no other shard can be
+    /// waiting for it, and on a busy machine a yield hands the CPU to other
+    /// threads for a whole scheduler slice (see `docs/ARCHITECTURE.md`, "The
+    /// shard loop"). Pinning is what keeps cross-shard latency low beside
+    /// other load.
     pub fn thread_affinity(mut self, cpus: Vec<usize>) -> Self {
         self.thread_affinity = Some(cpus);
         self
@@ -298,19 +305,19 @@ impl RuntimeBuilder {
             thread_affinity: self.thread_affinity.clone(),
             sqpoll: self.sqpoll,
             spin_before_park: self.spin_before_park,
-            oversubscribed: shards > self.cpus_for_shards(),
+            spin_yields: !self.one_cpu_per_shard(),
             shutdown_timeout: self.shutdown_timeout,
             event_interval: 61,
         })
     }
 
-    /// How many CPUs the shards can run on: the distinct CPUs they are pinned
-    /// to, or else the CPUs this process may use (affinity mask, cgroup quota).
-    fn cpus_for_shards(&self) -> usize {
-        match &self.thread_affinity {
-            Some(cpus) => cpus.iter().collect::<std::collections::BTreeSet<_>>().len(),
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        }
+    /// True when `thread_affinity` pins every shard to a CPU no other shard
+    /// shares.
+    fn one_cpu_per_shard(&self) -> bool {
+        self.thread_affinity.as_ref().is_some_and(|cpus| {
+            let distinct: std::collections::BTreeSet<_> = cpus.iter().collect();
+            distinct.len() == cpus.len()
+        })
     }
 
     /// Decides the backend: io_uring if a ring can be set up here.

@@ -555,26 +555,29 @@ impl Local {
             }
             let started = *idle_since.get_or_insert_with(Instant::now);
             if !closing && started.elapsed() < self.spin.window() {
-                if shared.config.oversubscribed || self.driver.spin_yields() {
-                    // More shards than CPUs: give the CPU to any other
-                    // runnable thread first, or a pure spin starves the very
-                    // shard that would send us work. Measured: fanout_fanin
-                    // (4 shards, 2 CPUs) 6.7 -> 2.5 ms (balanced) and 15 ->
-                    // 3.6 ms (skewed) per iteration. The readiness driver
-                    // always yields: its peers are other threads or
-                    // processes (the socket's or pipe's other end), which a
-                    // spin keeps off the CPU it shares with them (measured
-                    // on `queue_echo_bench`, 2 CPUs, with and without two
-                    // `nice 19` busy loops: echo RTT mean 23-39 -> 16-19 µs,
-                    // p99 75-128 -> 23-38 µs; each turn makes a system call
-                    // anyway, `epoll_pwait2(0)`).
+                if shared.config.spin_yields || self.driver.spin_yields() {
+                    // Give the CPU to any other runnable thread first: where
+                    // shards may share a CPU, a pure spin starves the very
+                    // shard that would send us work until the scheduler's
+                    // slice ends. Measured: fanout_fanin (4 shards, 2 CPUs)
+                    // 6.7 -> 2.5 ms (balanced) and 15 -> 3.6 ms (skewed) per
+                    // iteration; the 2-shard ping-pong beside two `nice 19`
+                    // busy loops 195 -> 8.2 ms per 256 round trips (without
+                    // the yield both shards spun on one CPU for a slice each).
+                    // The readiness driver always yields: its peers are other
+                    // threads or processes (the socket's or pipe's other
+                    // end), which a spin keeps off the CPU it shares with
+                    // them (measured on `queue_echo_bench`, 2 CPUs, with and
+                    // without two `nice 19` busy loops: echo RTT mean 23-39
+                    // -> 16-19 µs, p99 75-128 -> 23-38 µs; each turn makes a
+                    // system call anyway, `epoll_pwait2(0)`).
                     std::thread::yield_now();
                 } else {
-                    // Otherwise do not yield: beside low-priority busy
-                    // threads, `sched_yield` hands the CPU to them for a
-                    // whole scheduler slice (milliseconds), and the shard
-                    // notices its work that late. The window is short and
-                    // bounded; the scheduler still preempts it at will.
+                    // Each shard pinned to a CPU of its own: no shard waits
+                    // for this CPU, and a yield would only hand it to other
+                    // work for a whole scheduler slice (the pinned ping-pong
+                    // beside two `nice 19` loops: 42.9 ms per 256 round trips
+                    // with the yield, 2.35 ms without).
                     std::hint::spin_loop();
                 }
                 continue;
