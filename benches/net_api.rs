@@ -10,6 +10,9 @@
 //!   32: write 32 frames, then read 32 × 4 KiB back. `spargio_multishot` sends
 //!   each window as one 128 KiB send and receives with a multishot receive
 //!   into provided buffers.
+//!   `spargio_compat` (with `--features tokio-io`) runs the plain workload
+//!   through `spargio::compat::Io` and Tokio's `AsyncWriteExt`/`AsyncReadExt`:
+//!   the adapter's cost against the owned-buffer API.
 //! - `net_stream_imbalanced_4k_hot1_light7`: 8 streams at once, each as the
 //!   throughput workload; stream 0 does 2048 frames, the others 128.
 //! - `net_pipeline_hotspot_rotation_4k_window32`: 8 streams × 1024 frames,
@@ -153,6 +156,26 @@ async fn spargio_windows(s: &spargio::net::TcpStream, shape: Shape) {
             for k in 0..WINDOW {
                 cpu_stage((done + k) as u64, stage_steps(stream, done + k));
             }
+        }
+        done += WINDOW;
+    }
+}
+
+/// The plain workload through the poll-based adapter (`compat::Io`, feature
+/// `tokio-io`) and Tokio's `AsyncWriteExt`/`AsyncReadExt`, as hyper or a
+/// codec would drive it: what the adapter costs against [`spargio_windows`].
+#[cfg(feature = "tokio-io")]
+async fn spargio_compat_windows(io: &mut spargio::compat::Io<spargio::net::TcpStream>, shape: Shape) {
+    let frame = vec![1u8; FRAME];
+    let mut back = vec![0u8; FRAME];
+    let mut done = 0;
+    while done < shape.frames() {
+        for _ in 0..WINDOW {
+            io.write_all(&frame).await.unwrap();
+        }
+        io.flush().await.unwrap();
+        for _ in 0..WINDOW {
+            io.read_exact(&mut back).await.unwrap();
         }
         done += WINDOW;
     }
@@ -409,6 +432,26 @@ fn net_stream_throughput_4k_window32(c: &mut Criterion, addr: SocketAddr, modes:
                     spargio_multishot_batch(&state, shape).await;
                 },
             )
+        },
+        |h, iters| h.call(iters),
+    );
+    #[cfg(feature = "tokio-io")]
+    bench_batches(
+        &mut g,
+        GROUP,
+        "spargio_compat",
+        || {
+            let setup = async move {
+                let io = spargio::compat::Io::new(spargio_connect(addr).await);
+                std::sync::Mutex::new(Some(io))
+            };
+            spargio_batches(RingMode::Default, setup, move |state| async move {
+                // Taken out for the batch (batches run one at a time): no
+                // guard is held across an await.
+                let mut io = state.lock().unwrap().take().expect("one batch at a time");
+                spargio_compat_windows(&mut io, shape).await;
+                *state.lock().unwrap() = Some(io);
+            })
         },
         |h, iters| h.call(iters),
     );

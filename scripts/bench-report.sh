@@ -40,6 +40,7 @@
 #
 # Environment: WARM_UP=1 MEASURE=3 SAMPLES=30 LATENCY_SECS=0.7 BENCH_SUITES="ping_pong ..."
 #              CONDITIONS="quiet busy" (run only one with CONDITIONS=quiet) BUSY_LOOPS=2
+#              BENCH_FEATURES=tokio-io (cargo features of the benches: `spargio_compat` needs tokio-io)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -63,6 +64,7 @@ fi
 
 CONDITIONS="${CONDITIONS:-quiet busy}"
 BUSY_LOOPS="${BUSY_LOOPS:-2}"
+BENCH_FEATURES="${BENCH_FEATURES-tokio-io}"
 
 out_dir=target/bench-report
 mkdir -p "$out_dir"
@@ -94,11 +96,11 @@ run_pass() {
     [ "$cond" = busy ] && start_busy
     for suite in $BENCH_SUITES; do
         echo "==> [$cond] cargo bench --bench $suite (warm-up ${WARM_UP}s, measurement ${MEASURE}s, ${SAMPLES} samples)"
-        cargo bench --bench "$suite" -- --warm-up-time "$WARM_UP" --measurement-time "$MEASURE" \
+        cargo bench --features "$BENCH_FEATURES" --bench "$suite" -- --warm-up-time "$WARM_UP" --measurement-time "$MEASURE" \
             --sample-size "$SAMPLES" --noplot 2>&1 | tee "$dir/$suite.log"
     done
     echo "==> [$cond] cargo bench --bench latency -- $LATENCY_SECS"
-    cargo bench --bench latency -- "$LATENCY_SECS" 2>&1 | tee "$dir/latency.log"
+    cargo bench --features "$BENCH_FEATURES" --bench latency -- "$LATENCY_SECS" 2>&1 | tee "$dir/latency.log"
     if [ -f scripts/bench-http.sh ]; then
         echo "==> [$cond] scripts/bench-http.sh"
         bash scripts/bench-http.sh 2>&1 | tee "$dir/http.txt" || true
