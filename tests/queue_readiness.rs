@@ -168,6 +168,9 @@ fn a_process_denied_io_uring_falls_back_to_the_queue_backend_and_serves_every_io
         let errno = errno.to_str().and_then(|e| e.parse().ok()).expect("an errno");
         return denied_child(errno);
     }
+    // Spawning the children opens pipes in this process: not beside a test
+    // that counts threads or expects a closed fd number to be reused.
+    let _serial = serial();
     // The filter cannot be lifted: it goes into a child running this test
     // alone, once as Docker's default profile answers (EPERM) and once as a
     // kernel without io_uring does (ENOSYS).
