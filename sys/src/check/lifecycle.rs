@@ -363,6 +363,22 @@ unsafe impl Op for TimeoutOp {
     crate::op::op_any!();
 }
 
+/// A pending single-shot timeout of `ms` milliseconds on the virtual clock
+/// (for other checks that need an op the kernel holds).
+pub(crate) fn pending_timeout(ms: u8) -> Box<dyn Op> {
+    let tracker = Tracker::default();
+    let serial = tracker.new_serial();
+    Box::new(TimeoutOp {
+        ts: Box::new(abi::kernel_timespec {
+            tv_sec: 0,
+            tv_nsec: i64::from(ms) * 1_000_000,
+        }),
+        count: 0,
+        multishot: false,
+        token: Tracked::new(Vec::new(), serial, &tracker),
+    })
+}
+
 /// A NOP with a tracked release.
 struct TrackedNop {
     _token: Tracked,
@@ -646,7 +662,9 @@ impl Model {
                 self.push_cancels();
                 expect_retryable(self.ring.submit_and_wait(0, Some(Duration::ZERO)));
             }
-            Action::Reap { max } => self.reap(usize::from(max)),
+            Action::Reap { max } => {
+                self.reap(usize::from(max));
+            }
             Action::Advance { ms } => self.kernel.advance(Duration::from_millis(u64::from(ms))),
             Action::CloseData => {
                 if !self.data_closed {
@@ -688,9 +706,10 @@ impl Model {
         }
     }
 
-    fn reap(&mut self, max: usize) {
-        for _ in 0..max {
-            let Some(cqe) = self.ring.reap() else { return };
+    /// Reaps up to `max` completions; returns how many.
+    fn reap(&mut self, max: usize) -> usize {
+        for n in 0..max {
+            let Some(cqe) = self.ring.reap() else { return n };
             let table = self.table.as_mut().expect("reaping with a table");
             match table.complete(cqe) {
                 // A cancel's own completion (tagged Ignore).
@@ -699,6 +718,7 @@ impl Model {
                 Completion::Finished { payload, op, cqe } => self.on_finished(payload, op, &cqe),
             }
         }
+        max
     }
 
     fn on_more(&mut self, serial: usize, event: &OpEvent) {
@@ -871,36 +891,33 @@ impl Model {
         if self.table.is_none() {
             return;
         }
-        for round in 0.. {
-            assert!(
-                round < 64,
-                "ops still in flight after 64 drain rounds: {:?}",
-                self.live.keys()
-            );
-            if self.live.is_empty() && self.pending_cancels.is_empty() {
+        // Each round cancels what is in flight, waits (a wait that would block
+        // releases held-back completions and flushes the overflow list), reaps,
+        // and runs the clock. Done when nothing is in flight, held back,
+        // overflowed or unreaped; a failure when nothing completes for 8 rounds.
+        let mut idle = 0;
+        loop {
+            let sim = self.ring.sim_ring().expect("a simulated ring");
+            let settled = sim.delayed() == 0 && sim.overflowed() == 0 && self.ring.cq_len() == 0;
+            if settled && self.live.is_empty() && self.pending_cancels.is_empty() {
                 break;
             }
             let table = self.table.as_mut().expect("checked above");
             self.pending_cancels.extend(table.cancel_all_sqes());
             self.push_cancels();
-            expect_retryable(self.ring.submit_and_wait(0, Some(Duration::ZERO)));
-            self.reap(usize::MAX);
-            self.kernel.advance(Duration::from_millis(64));
-            self.reap(usize::MAX);
-        }
-        // The cancels' own completions may still be held back or overflowed:
-        // a wait that would block releases them.
-        let sim_settled = |m: &Model| {
-            let sim = m.ring.sim_ring().expect("a simulated ring");
-            sim.delayed() == 0 && sim.overflowed() == 0
-        };
-        for round in 0.. {
-            assert!(round < 8, "completions still held back after 8 waits");
             expect_retryable(self.ring.submit_and_wait(1, Some(Duration::ZERO)));
-            self.reap(usize::MAX);
-            if sim_settled(self) {
-                break;
+            let mut reaped = self.reap(usize::MAX);
+            if !self.live.is_empty() {
+                self.kernel.advance(Duration::from_millis(64));
+                reaped += self.reap(usize::MAX);
             }
+            idle = if reaped == 0 { idle + 1 } else { 0 };
+            assert!(
+                idle < 8,
+                "nothing completes: ops {:?} in flight, {} cancels unpushed",
+                self.live.keys(),
+                self.pending_cancels.len()
+            );
         }
         // The stream: what was sent is in the file, and comes out whole.
         let stream = self
