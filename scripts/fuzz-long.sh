@@ -4,7 +4,8 @@
 #   FUZZ_SECONDS=3600 bash scripts/fuzz-long.sh              # every [[bin]] of fuzz/Cargo.toml
 #   FUZZ_SECONDS=1800 bash scripts/fuzz-long.sh op_lifecycle # only the named targets
 #
-# Each target runs for FUZZ_SECONDS (default 3600) with one job at low priority (nice 10), from
+# Each target runs for FUZZ_SECONDS (default 3600) as one process (libFuzzer's default: no -jobs,
+# which would fork workers logging to ./fuzz-N.log) at low priority (nice 10), from
 # its corpus fuzz/corpus/<target>/ plus its committed seeds fuzz/seeds/<target>/ when present, so
 # a long run continues where the previous one (or CI's short run) stopped. Its log goes to
 # fuzz/logs/<target>.log; at the end a table gives, per target, the runs, the coverage (libFuzzer's
@@ -54,7 +55,7 @@ for target in "${targets[@]}"; do
     start=$SECONDS
     set +e
     nice -n "$FUZZ_NICE" cargo +nightly fuzz run "$target" "${corpus[@]}" -- \
-        -max_total_time="$FUZZ_SECONDS" -jobs=1 -workers=1 -rss_limit_mb="$FUZZ_RSS_MB" \
+        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb="$FUZZ_RSS_MB" \
         -print_final_stats=1 >"$log" 2>&1
     rc=$?
     set -e

@@ -286,3 +286,24 @@ fn a_long_overflow_list_drains() {
     let report = lifecycle::run(input, Mode::Complete);
     assert!(report.stale > 64, "{report:?}");
 }
+
+/// Found by this suite under Miri: the SQE encoders (`sqe::Recv`, `Send`,
+/// `Accept`, … through `sqe::addr`) took a buffer's address without exposing
+/// its provenance, so the simulated kernel, which reaches memory outside its
+/// loans through exposed provenance, wrote a receive's bytes through a
+/// pointer without provenance: undefined behaviour that Miri reports
+/// (`Read`, whose SQE is built with an `as` cast, was fine). Natively nothing
+/// showed. Now every encoder exposes the addresses it puts in an SQE.
+#[test]
+fn a_receive_into_an_owned_buffer_is_reached_by_the_simulator() {
+    let actions = [
+        Action::Send { len: 5 },
+        Action::Submit,
+        Action::Recv { len: 4 },
+        Action::Submit,
+        Action::Reap { max: 15 },
+    ];
+    let report = lifecycle::run(&lifecycle::encode_input(NO_FAULTS, &actions), Mode::Complete);
+    // The send, the receive of 4 bytes, and the final drain's receive of the last byte.
+    assert_eq!((report.succeeded, report.stream_bytes), (3, 5), "{report:?}");
+}
