@@ -12,14 +12,11 @@ mod common;
 #[path = "support/runtime_lifecycle.rs"]
 mod model;
 
-use std::future::Future;
-use std::pin::Pin;
-
 use model::{Action, Body};
 use proptest::prelude::*;
 use spargio::sys::check::lifecycle::FAULT_BYTES;
 
-fn wait(what: &str, fut: Pin<Box<dyn Future<Output = ()> + Send>>) {
+fn wait(what: &str, fut: model::Waited) {
     common::wait(what, fut);
 }
 

@@ -116,7 +116,7 @@ impl Action {
             8 => Action::Drop(b[1]),
             9 => Action::Forget(b[1]),
             10 | 11 => Action::Await(b[1]),
-            12 | 13 | 14 => Action::Send(usize::from(b[1]) % SHARDS),
+            12..=14 => Action::Send(usize::from(b[1]) % SHARDS),
             // One in 256 actions shuts down: most inputs run to their end.
             _ if b[1] < 16 => Action::Shutdown,
             _ => Action::Await(b[1]),
@@ -241,9 +241,12 @@ async fn collect(received: Arc<Mutex<Vec<(usize, u32)>>>) {
     }
 }
 
+/// A future the caller's `wait` runs to completion from outside the runtime.
+pub type Waited = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Runs one input; panics when an invariant breaks. `wait` runs a future to
 /// completion from outside the runtime (with the caller's hang deadline).
-pub fn run(input: &[u8], wait: &dyn Fn(&str, Pin<Box<dyn Future<Output = ()> + Send>>)) {
+pub fn run(input: &[u8], wait: &dyn Fn(&str, Waited)) {
     let faults = faults_from_bytes(input);
     let actions: Vec<Action> = input
         .get(FAULT_BYTES..)
@@ -354,7 +357,7 @@ pub fn run(input: &[u8], wait: &dyn Fn(&str, Pin<Box<dyn Future<Output = ()> + S
                         sent.push((shard, val));
                     }
                     Err(e) => assert!(
-                        shut_down || matches!(e, spargio::SendError::Backpressure { .. }),
+                        shut_down || matches!(e, spargio::SendError::Backpressure),
                         "send refused before shutdown: {e:?}"
                     ),
                 }
