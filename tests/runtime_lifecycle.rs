@@ -21,7 +21,7 @@ fn wait(what: &str, fut: model::Waited) {
 }
 
 fn run(input: &[u8]) {
-    model::run(input, &wait);
+    model::run(input, &wait, true);
 }
 
 proptest! {

@@ -246,7 +246,10 @@ pub type Waited = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs one input; panics when an invariant breaks. `wait` runs a future to
 /// completion from outside the runtime (with the caller's hang deadline).
-pub fn run(input: &[u8], wait: &dyn Fn(&str, Waited)) {
+/// Without `forget`, the actions that `mem::forget` a handle or a future drop
+/// it instead (under LeakSanitizer, as in the fuzz target, a forgotten value
+/// is a reported leak).
+pub fn run(input: &[u8], wait: &dyn Fn(&str, Waited), forget: bool) {
     let faults = faults_from_bytes(input);
     let actions: Vec<Action> = input
         .get(FAULT_BYTES..)
@@ -254,6 +257,17 @@ pub fn run(input: &[u8], wait: &dyn Fn(&str, Waited)) {
         .chunks_exact(2)
         .take(MAX_ACTIONS)
         .map(|c| Action::decode([c[0], c[1]]))
+        .map(|a| match a {
+            Action::Forget(n) if !forget => Action::Drop(n),
+            Action::Spawn {
+                shard,
+                body: Body::PollOnceForget,
+            } if !forget => Action::Spawn {
+                shard,
+                body: Body::PollOnceDrop,
+            },
+            a => a,
+        })
         .collect();
     let kernel = SimKernel::new();
     let rt: Runtime = RuntimeBuilder::new()
