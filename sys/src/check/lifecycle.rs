@@ -15,7 +15,7 @@
 //! Checked after every action and at the end:
 //! - every buffer an op owned (and every timeout's timespec) is released
 //!   exactly once, and only after the op's final completion or after the
-//!   ring refused the op (drop-tracking buffers, [`Tracked`]);
+//!   ring refused the op (drop-tracking buffers);
 //! - no completion reaches an op other than the one that submitted it: the
 //!   payload, the op's type and the serial of its buffer agree, and a read's
 //!   bytes are the file's bytes at its offset;
@@ -278,7 +278,7 @@ impl Tracker {
 }
 
 /// A buffer whose release is recorded: it belongs to op `serial` of a run.
-pub struct Tracked {
+struct Tracked {
     vec: Vec<u8>,
     serial: usize,
     tracker: Tracker,
