@@ -12,7 +12,9 @@
 #   7. asan    the real-kernel suites under AddressSanitizer (nightly, -Zbuild-std, target/asan):
 #              spargio-sys's unit and integration tests, and spargio's tests fs, net, runtime_core,
 #              shutdown (and soundness, when tests/soundness.rs exists); no doctests
-#   8. fuzz    cargo +nightly fuzz run <target> -- -max_total_time=$FUZZ_SECONDS, every target
+#   8. fuzz    cargo +nightly fuzz run <target> -- -max_total_time=$FUZZ_SECONDS, every [[bin]] of
+#              fuzz/Cargo.toml (new targets are picked up from there), seeded from fuzz/seeds/<target>/
+#              when it exists. A long run: scripts/fuzz-long.sh.
 #
 # Every step runs even when an earlier one failed, so one run reports every problem; the script
 # exits 1 if any step failed. A step that cannot run here (no nightly, no miri, no cargo-fuzz)
@@ -301,7 +303,14 @@ step_fuzz() {
     for target in $targets; do
         echo "--> fuzz ${target}"
         local t0=$SECONDS
-        if cargo +nightly fuzz run "$target" -- -max_total_time="$FUZZ_SECONDS"; then
+        # A target's committed seeds (fuzz/seeds/<target>/, e.g. the scenarios of the
+        # lifecycle issues) are read as a second corpus; new inputs go to fuzz/corpus/<target>/.
+        local corpus=()
+        if [ -d "fuzz/seeds/$target" ]; then
+            mkdir -p "fuzz/corpus/$target"
+            corpus=("fuzz/corpus/$target" "fuzz/seeds/$target")
+        fi
+        if cargo +nightly fuzz run "$target" "${corpus[@]}" -- -max_total_time="$FUZZ_SECONDS"; then
             echo "<-- fuzz ${target}: ok in $(fmt_time $((SECONDS - t0)))"
         else
             echo "<-- fuzz ${target}: FAILED in $(fmt_time $((SECONDS - t0))); input (Base64 above) saved in fuzz/artifacts/${target}/"

@@ -4,6 +4,10 @@
 //! against its decoded tag, and every `user_data` must encode back to itself.
 //! The first 13 bytes of an input also become a message (shard, tag, value, extra) that
 //! must survive encoding into a `MSG_RING` SQE and the kernel's posting.
+//! Finally the input is read as 17-byte records (a CQE and a byte choosing how
+//! it is sent) for `check::msg::forged_completions`: each CQE is really posted
+//! into a simulated ring whose op table holds ops in flight (by a NOP on that
+//! ring or a `MSG_RING` from another), and none may reach an op.
 
 #![no_main]
 #![forbid(unsafe_code)]
@@ -23,4 +27,5 @@ fuzz_target!(|data: &[u8]| {
         };
         check::msg::message_delivery(&m, i32::from(b[12] >> 1));
     }
+    check::msg::forged_completions(data);
 });

@@ -664,5 +664,35 @@ mod tests {
         fn arbitrary_cqes_classify(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
             crate::check::msg::decode_arbitrary_cqe(&bytes);
         }
+
+        #[test]
+        fn forged_completions_never_reach_an_op(
+            records in proptest::collection::vec(
+                (
+                    prop_oneof![
+                        any_tag().prop_map(|t| t.to_user_data()),
+                        // The live ops' own tags, and those of their slots' next generation.
+                        (0u32..2, 0u32..2).prop_map(|(i, g)| UserData::op(OpId::new(i, g)).get()),
+                        any::<u64>(),
+                    ],
+                    any::<i32>(),
+                    any::<u32>(),
+                    any::<u8>(),
+                ),
+                0..if cfg!(miri) { 6 } else { 24 },
+            )
+        ) {
+            let bytes: Vec<u8> = records
+                .iter()
+                .flat_map(|&(user_data, res, flags, how)| {
+                    let mut b = user_data.to_ne_bytes().to_vec();
+                    b.extend(res.to_ne_bytes());
+                    b.extend(flags.to_ne_bytes());
+                    b.push(how);
+                    b
+                })
+                .collect();
+            crate::check::msg::forged_completions(&bytes);
+        }
     }
 }

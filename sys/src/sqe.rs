@@ -603,8 +603,14 @@ macro_rules! op {
 }
 
 /// The address of a pointer, as the kernel reads it.
+///
+/// Its provenance is exposed: the kernel is outside the program, but the
+/// simulated kernel ([`crate::sim`]) is inside it and reaches memory outside
+/// its loans through the address's exposed provenance, so an address taken
+/// with `addr()` alone would leave it nothing to reach (Miri reports the
+/// simulator's access as one through a pointer without provenance).
 fn addr<T>(p: *const T) -> u64 {
-    p.addr() as u64
+    p.expose_provenance() as u64
 }
 
 /// `poll32_events` is stored with its 16-bit halves swapped on big-endian machines.

@@ -5,6 +5,7 @@
 //! cargo-fuzz targets call the same functions, so a fuzz finding is one
 //! `check::…` call away from a regression test.
 
+pub mod lifecycle;
 pub mod msg;
 pub mod ring;
 pub mod sqe;

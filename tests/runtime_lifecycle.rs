@@ -1,0 +1,110 @@
+//! The task lifecycle of a runtime on the simulated kernel, with the kernel's
+//! faults: tasks that sleep, yield, never end, poll a future once and drop or
+//! forget it, or race a zero timeout; handles aborted, dropped, forgotten or
+//! awaited; messages into shards; shutdown mid-sequence. The model and its
+//! invariants are in `support/runtime_lifecycle.rs`.
+//!
+//! This needs threads (a runtime's shards), so it runs natively, not under
+//! Miri; `spargio-sys`'s `tests/lifecycle.rs` is the op-table twin Miri runs.
+#![forbid(unsafe_code)]
+
+mod common;
+#[path = "support/runtime_lifecycle.rs"]
+mod model;
+
+use model::{Action, Body};
+use proptest::prelude::*;
+use spargio::sys::check::lifecycle::FAULT_BYTES;
+
+fn wait(what: &str, fut: model::Waited) {
+    common::wait(what, fut);
+}
+
+fn run(input: &[u8]) {
+    model::run(input, &wait, true);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(debug_assertions) { 48 } else { 256 }))]
+
+    #[test]
+    fn task_lifecycle_holds_its_invariants(
+        faults in proptest::collection::vec(any::<u8>(), FAULT_BYTES),
+        actions in proptest::collection::vec(any::<u8>(), 0..2 * model::MAX_ACTIONS),
+    ) {
+        let mut input = faults;
+        input.extend(actions);
+        run(&input);
+    }
+}
+
+const NO_FAULTS: [u8; FAULT_BYTES] = [0; FAULT_BYTES];
+const EVERY_FAULT: [u8; FAULT_BYTES] = [
+    0x3f, 1, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x0f, 0x12, 0x34, 0x56,
+];
+
+/// Every kind of task and handle fate, with messages, then a shutdown with
+/// tasks that never end still running: all are cancelled, none leaks.
+#[test]
+fn every_fate_then_shutdown() {
+    for faults in [NO_FAULTS, EVERY_FAULT] {
+        let mut actions = Vec::new();
+        for round in 0..3u8 {
+            for (i, body) in [
+                Body::Sleep(round % 3),
+                Body::Yield(round),
+                Body::Never,
+                Body::PollOnceDrop,
+                Body::PollOnceForget,
+                Body::ZeroTimeout,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let shard = [Some(0), Some(1), None][(i + usize::from(round)) % 3];
+                actions.push(Action::Spawn { shard, body });
+                actions.push(Action::Send(i % model::SHARDS));
+            }
+            actions.extend([
+                Action::Abort(round),
+                Action::Drop(round + 1),
+                Action::Forget(round + 2),
+                Action::Await(round + 3),
+            ]);
+        }
+        actions.push(Action::Shutdown);
+        actions.push(Action::Spawn {
+            shard: None,
+            body: Body::Sleep(0),
+        });
+        actions.push(Action::Await(0));
+        run(&model::encode_input(faults, &actions));
+    }
+}
+
+/// Without a shutdown, every message sent into a shard arrives there once,
+/// under every fault the simulated kernel injects.
+#[test]
+fn messages_arrive_once_under_faults() {
+    let mut actions = Vec::new();
+    for i in 0..24 {
+        actions.push(Action::Send(i % model::SHARDS));
+        if i % 5 == 0 {
+            actions.push(Action::Spawn {
+                shard: Some(i % model::SHARDS),
+                body: Body::ZeroTimeout,
+            });
+        }
+    }
+    run(&model::encode_input(EVERY_FAULT, &actions));
+}
+
+#[test]
+fn actions_round_trip_through_their_bytes() {
+    for b0 in 0..=255u8 {
+        for b1 in [0u8, 1, 7, 15, 16, 0x21, 0x35, 0xff] {
+            let a = Action::decode([b0, b1]);
+            assert_eq!(Action::decode(a.encode()), a, "{b0} {b1}");
+        }
+    }
+}
