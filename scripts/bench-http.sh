@@ -81,6 +81,9 @@ for name in $SERVERS; do
             ;;
     esac
     stdout_file="$out_dir/$name.stdout"
+    # Created here, so the polling below never reads a file the server's
+    # shell has not opened yet.
+    : >"$stdout_file"
     "${cmd[@]}" --addr 127.0.0.1:0 >"$stdout_file" 2>"$out_dir/$name.stderr" &
     server_pid=$!
     addr=""
