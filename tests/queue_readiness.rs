@@ -569,3 +569,71 @@ fn idle_pipe_reads_hold_no_pool_threads_and_data_flows() {
     })
     .unwrap();
 }
+
+/// A task that receives from a peer whose data is always there completes
+/// every receive at once on the readiness driver; past the driver's inline
+/// budget its receives wait for the next turn, so the shard still runs its
+/// other tasks and timers (without the budget the reader never gave the one
+/// shard back and this test hung).
+#[test]
+fn a_reader_of_a_fast_peer_does_not_starve_its_shard() {
+    let _serial = serial();
+    use std::io::Write as _;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let rt = queue_rt();
+    let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let chunk = vec![7u8; 64 * 1024];
+            while !stop.load(Ordering::SeqCst) {
+                if theirs.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let ours = spargio::net::UnixStream::from_std(ours).unwrap();
+    let received = rt
+        .block_on({
+            let stop = stop.clone();
+            async move {
+                // Fill the socket before the reader starts: every receive
+                // then finds data at once.
+                spargio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let reader = {
+                    let stop = stop.clone();
+                    spargio::spawn(async move {
+                        let mut buf = vec![0u8; 16];
+                        let mut receives = 0u64;
+                        // A bound, so a starved shard fails the test instead
+                        // of hanging it: the stopper needs one turn.
+                        while !stop.load(Ordering::SeqCst) && receives < 10_000_000 {
+                            let (res, b) = ours.recv(buf).await;
+                            assert!(res.unwrap() > 0);
+                            buf = b;
+                            receives += 1;
+                        }
+                        (receives, stop.load(Ordering::SeqCst))
+                    })
+                };
+                // Runs on the same (only) shard as the reader.
+                let stopper = spargio::spawn(async move {
+                    spargio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    stop.store(true, Ordering::SeqCst);
+                });
+                finish(stopper).await;
+                finish(reader).await
+            }
+        })
+        .unwrap();
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let (receives, stopped) = received;
+    assert!(
+        stopped,
+        "the reader made {receives} receives and its shard never ran the stopper"
+    );
+}

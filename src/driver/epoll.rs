@@ -74,7 +74,7 @@ use spargio_sys::op::fs::SharedFd;
 use spargio_sys::op::{Attempt, Interest, Op};
 
 use super::Ctx;
-use super::op::{OpShared, blocking_cqe};
+use super::op::{OpShared, SteeredOp, blocking_cqe};
 
 /// The epoll token of the shard's doorbell (an fd token's low half is never
 /// `u32::MAX`: fds are below `i32::MAX`).
@@ -82,6 +82,14 @@ const DOORBELL: u64 = u64::MAX;
 
 /// Events fetched per `epoll_pwait`.
 const EVENTS_PER_WAIT: usize = 256;
+
+/// Ops a shard may finish inline (tried at submission and done at once) per
+/// turn of its loop. On io_uring every op returns to the loop before it
+/// completes; here an op whose data is already there completes inside the
+/// task's poll, so a task reading a fast peer in a loop would never give the
+/// shard back (its other tasks, timers and messages would starve). Past the
+/// budget, ops wait for the next turn, as if their fd had signalled.
+const INLINE_BUDGET: u32 = 128;
 
 /// What an fd is registered for, once, edge-triggered.
 const REGISTERED_FOR: u32 = epoll::READABLE | epoll::WRITABLE | epoll::READ_HANGUP | epoll::EDGE;
@@ -236,6 +244,10 @@ pub(crate) struct EpollDriver {
     events: RefCell<Vec<(u64, u32)>>,
     /// The last park ended on fd readiness alone (no doorbell).
     woken_by_io: Cell<bool>,
+    /// Inline completions left this turn (see [`INLINE_BUDGET`]).
+    inline_budget: Cell<u32>,
+    /// Ops submitted past the budget, tried at the next turn.
+    deferred: RefCell<Vec<SteeredOp>>,
 }
 
 impl EpollDriver {
@@ -250,6 +262,8 @@ impl EpollDriver {
             tables: RefCell::new(Tables::default()),
             events: RefCell::new(Vec::with_capacity(EVENTS_PER_WAIT)),
             woken_by_io: Cell::new(false),
+            inline_budget: Cell::new(INLINE_BUDGET),
+            deferred: RefCell::new(Vec::new()),
         })
     }
 
@@ -263,9 +277,10 @@ impl EpollDriver {
         self.tables.borrow().slab.len()
     }
 
-    /// True when a park fetched events not dispatched yet.
+    /// True when a park fetched events not dispatched yet, or ops wait for
+    /// the next turn's budget.
     pub(crate) fn has_pending_events(&self) -> bool {
-        !self.events.borrow().is_empty()
+        !self.events.borrow().is_empty() || !self.deferred.borrow().is_empty()
     }
 
     /// Runs `op`: tries it now if its fd has readiness; if it would block,
@@ -284,6 +299,12 @@ impl EpollDriver {
         if !readiness {
             return (ctx.pool)(op, shared);
         }
+        let budget = self.inline_budget.get();
+        if budget == 0 {
+            self.deferred.borrow_mut().push((op, shared));
+            return;
+        }
+        self.inline_budget.set(budget - 1);
         op.stream_fd();
         let outcome = match op.try_nonblocking() {
             None => {
@@ -395,6 +416,14 @@ impl EpollDriver {
     /// waiting) polls for new ones without blocking. Returns how many ops
     /// finished.
     pub(crate) fn dispatch(&self, ctx: &Ctx<'_>) -> usize {
+        // A new turn: a new inline budget, and the ops that waited for it.
+        self.inline_budget.set(INLINE_BUDGET);
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        let retried = deferred.len();
+        for (op, shared) in deferred {
+            // Finishing wakes a waiter (user code): contained, as in dispatch.
+            super::guarded("retrying a deferred op", || self.submit(op, shared, ctx));
+        }
         let mut events = std::mem::take(&mut *self.events.borrow_mut());
         if events.is_empty() && self.waiting() > 0 {
             let _ = self
@@ -416,7 +445,7 @@ impl EpollDriver {
             ctx.count_out();
             complete(ctx, outcome, true);
         }
-        finished
+        finished + retried
     }
 
     /// Retries the waiters of the fd behind `token` that `revents`
@@ -484,6 +513,10 @@ impl EpollDriver {
         for w in waiters {
             ctx.count_out();
             complete(ctx, Outcome::Finish(w.op, w.shared, -libc::ECANCELED), true);
+        }
+        // Never tried: they fail like any op that never reached the kernel.
+        for (op, shared) in std::mem::take(&mut *self.deferred.borrow_mut()) {
+            complete(ctx, Outcome::Finish(op, shared, -libc::ECANCELED), true);
         }
     }
 }
