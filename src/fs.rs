@@ -364,27 +364,7 @@ impl File {
     ///
     /// The first write error; `WriteZero` if the kernel accepted nothing.
     pub async fn write_all_at<B: IoBuf>(&self, buf: B, pos: u64) -> BufResult<(), B> {
-        let total = buf.bytes_init();
-        let mut written = 0usize;
-        let mut buf = buf;
-        while written < total {
-            let (res, slice) = self
-                .write_at(buf.slice(written..total), pos + written as u64)
-                .await;
-            buf = slice.into_inner();
-            match res {
-                Ok(0) => {
-                    return (
-                        Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
-                        buf,
-                    );
-                }
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Err(e), buf),
-            }
-        }
-        (Ok(()), buf)
+        crate::io::write_all_with(buf, |rest, done| self.write_at(rest, pos + done as u64)).await
     }
 
     /// Flushes data and metadata to the device (`fsync`).

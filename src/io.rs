@@ -354,3 +354,33 @@ pub(crate) fn created_fd(cqe: &Cqe, fd: Option<std::os::fd::OwnedFd>) -> io::Res
 pub(crate) fn cqe_result(cqe: &Cqe) -> io::Result<usize> {
     cqe.result().map(|n| n as usize)
 }
+
+/// Writes all of `buf`'s initialized bytes through `write_some`, which gets
+/// the part still unwritten and its offset into `buf`, and returns how much
+/// of it went out. Short writes loop; `EINTR` retries; a write of nothing is
+/// `WriteZero`; the first other error ends it. The buffer comes back in
+/// every case.
+pub(crate) async fn write_all_with<B, F, Fut>(buf: B, mut write_some: F) -> BufResult<(), B>
+where
+    B: IoBuf,
+    F: FnMut(Slice<B>, usize) -> Fut,
+    Fut: Future<Output = BufResult<usize, Slice<B>>>,
+{
+    let total = buf.bytes_init();
+    let mut done = 0usize;
+    let mut buf = buf;
+    while done < total {
+        let (res, slice) = write_some(buf.slice(done..total), done).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => {
+                let e = io::Error::new(io::ErrorKind::WriteZero, "a write took no bytes");
+                return (Err(e), buf);
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
+}

@@ -547,25 +547,7 @@ impl ChildStdin {
     ///
     /// As [`ChildStdin::write`]; `WriteZero` if a write took nothing.
     pub async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
-        let total = buf.bytes_init();
-        let mut done = 0;
-        let mut buf = buf;
-        while done < total {
-            let (res, slice) = self.write(buf.slice(done..total)).await;
-            buf = slice.into_inner();
-            match res {
-                Ok(0) => {
-                    return (
-                        Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
-                        buf,
-                    );
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Err(e), buf),
-            }
-        }
-        (Ok(()), buf)
+        crate::io::write_all_with(buf, |rest, _| self.write(rest)).await
     }
 }
 

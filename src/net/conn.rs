@@ -80,25 +80,7 @@ pub(crate) async fn send_zc<B: IoBuf>(sock: &Socket, buf: B) -> BufResult<usize,
 
 /// Sends all of `buf`'s initialized bytes with [`send_zc`], looping over short sends.
 pub(crate) async fn write_all_zc<B: IoBuf>(sock: &Socket, buf: B) -> BufResult<(), B> {
-    let total = buf.bytes_init();
-    let mut done = 0usize;
-    let mut buf = buf;
-    while done < total {
-        let (res, slice) = send_zc(sock, buf.slice(done..total)).await;
-        buf = slice.into_inner();
-        match res {
-            Ok(0) => {
-                return (
-                    Err(io::Error::new(io::ErrorKind::WriteZero, "send returned 0")),
-                    buf,
-                );
-            }
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return (Err(e), buf),
-        }
-    }
-    (Ok(()), buf)
+    crate::io::write_all_with(buf, |rest, _| send_zc(sock, rest)).await
 }
 
 /// Fills all `bytes_total()` bytes of `buf`, looping over short receives.
@@ -127,25 +109,7 @@ pub(crate) async fn read_exact<B: IoBufMut>(sock: &Socket, buf: B) -> BufResult<
 
 /// Sends all of `buf`'s initialized bytes, looping over short sends.
 pub(crate) async fn write_all<B: IoBuf>(sock: &Socket, buf: B) -> BufResult<(), B> {
-    let total = buf.bytes_init();
-    let mut done = 0usize;
-    let mut buf = buf;
-    while done < total {
-        let (res, slice) = send(sock, buf.slice(done..total)).await;
-        buf = slice.into_inner();
-        match res {
-            Ok(0) => {
-                return (
-                    Err(io::Error::new(io::ErrorKind::WriteZero, "send returned 0")),
-                    buf,
-                );
-            }
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return (Err(e), buf),
-        }
-    }
-    (Ok(()), buf)
+    crate::io::write_all_with(buf, |rest, _| send(sock, rest)).await
 }
 
 /// Generates the byte-stream methods of a type with a `sock: Socket` field.
