@@ -238,8 +238,8 @@ step_asan() {
     #   No doctests (--lib --tests / --test): they would need their own instrumented build.
     # - Leaks: spargio-sys runs with LeakSanitizer on (it leaks nothing by design: what the
     #   kernel may still use is in mmaps, which LSan does not track), except its
-    #   `intentionally_leaks_*` tests (tests/leaked_ops.rs: a dropped op table leaks what the
-    #   kernel may still write), which run in a pass of their own without it. The runtime suites run
+    #   `intentionally_leaks_*` tests (tests/leaked_ops.rs, tests/lifecycle.rs: a dropped op
+    #   table leaks what the kernel may still write), which run in a pass of their own without it. The runtime suites run
     #   with detect_leaks=0: at shutdown the runtime deliberately leaks every op the kernel
     #   still holds, buffer included (tests/fs.rs shutdown_with_ops_in_flight does this on
     #   purpose; other shutdown tests can, depending on timing), and LSan would fail those
@@ -260,7 +260,7 @@ step_asan() {
     ASAN_OPTIONS="detect_leaks=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
         cargo +nightly test "${common[@]}" -p spargio-sys --lib --tests -- --skip intentionally_leaks || rc=1
     ASAN_OPTIONS="detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
-        cargo +nightly test "${common[@]}" -p spargio-sys --test leaked_ops || rc=1
+        cargo +nightly test "${common[@]}" -p spargio-sys --lib --tests -- intentionally_leaks || rc=1
     ASAN_OPTIONS="detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
         cargo +nightly test "${common[@]}" -p spargio "${suites[@]}" || rc=1
     return "$rc"

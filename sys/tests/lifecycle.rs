@@ -195,7 +195,7 @@ fn the_issue_scenarios_hold() {
 /// mode under Miri.
 #[test]
 #[cfg_attr(miri, ignore)]
-fn the_dropped_table_scenario_leaks_its_ops_in_flight() {
+fn intentionally_leaks_the_ops_in_flight_of_the_dropped_table_scenario() {
     let (name, input) = scenarios().swap_remove(4);
     assert_eq!(name, "dropped-table");
     let r = lifecycle::run(&input, Mode::LeakTable);
