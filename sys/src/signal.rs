@@ -102,10 +102,10 @@ extern "C" fn forward(signo: libc::c_int, _info: *mut libc::siginfo_t, context: 
     let errno = io::Error::last_os_error().raw_os_error();
     let uc = context.cast::<libc::ucontext_t>();
     if !uc.is_null() {
-        // SAFETY: with SA_SIGINFO the kernel passes the interrupted thread's
-        // `ucontext_t`, whose `uc_sigmask` it restores when the handler returns;
-        // libc's layout of it matches the kernel's on Linux. `signo` is a valid
-        // signal (the kernel delivered it).
+        // With SA_SIGINFO the kernel passes the interrupted thread's
+        // `ucontext_t`, whose `uc_sigmask` it restores when the handler
+        // returns; libc's layout of it matches the kernel's on Linux.
+        // SAFETY: `uc` is that live, non-null context; `signo` is a valid signal (the kernel delivered it).
         unsafe { libc::sigaddset(&raw mut (*uc).uc_sigmask, signo) };
     }
     // SAFETY: kill and getpid are async-signal-safe and take no memory.
