@@ -5,11 +5,13 @@
 //!
 //! Each turn: take tasks other threads queued for us; poll up to
 //! `event_interval` tasks (a task that wakes itself goes to the back, so it
-//! cannot starve the rest); submit what those polls queued; reap completions
-//! (messages, doorbells, tickets, I/O); fire due timers. A turn that found
-//! nothing to do tries to steal, then polls for the spin window (at least
-//! `spin_before_park`, adaptive: [`SpinWindow`]) re-checking its queues and
-//! ring (yielding the CPU on each turn), then parks (protocol in [`Shared::unpark`]):
+//! cannot starve the rest), submitting what each poll queued and polling a
+//! task again at once when that submission completed it (bounded:
+//! [`Local::run_task`]); reap completions (messages, doorbells, tickets,
+//! I/O); fire due timers. A turn that found nothing to do tries to steal,
+//! then polls for the spin window (at least `spin_before_park`, adaptive:
+//! [`SpinWindow`]) re-checking its queues and ring (yielding the CPU on each
+//! turn), then parks (protocol in [`Shared::unpark`]):
 //! `parked = true`, re-check, `Driver::park` (`io_uring_enter(GETEVENTS,
 //! min_complete = 1)`, or `epoll_pwait2`) with the next timer as its timeout.
 
@@ -36,7 +38,7 @@ use crate::error::RuntimeError;
 use crate::mail::{Outbox, TicketFor};
 use crate::msg::{Event, TicketShared};
 use crate::runtime::{Shared, shard_ring_config};
-use crate::task::{Mobility, Task};
+use crate::task::{Mobility, PollOutcome, Task};
 use crate::time::wheel::Timers;
 use crate::wire::{self, Tag};
 use spargio_sys::msg::OpId;
@@ -243,13 +245,49 @@ impl Local {
         true
     }
 
+    /// Polls `task`, submits what the poll queued, and polls it again at
+    /// once while its own submissions complete it: the kernel posts many
+    /// completions during the submitting `io_uring_enter` (a send with buffer
+    /// room, a read of cached pages, a receive whose data is there). Reaping
+    /// them right away and polling the task again lets one task's sequence of
+    /// such ops (32 `write_all`s in a row) run back to back, as one
+    /// non-blocking system call each would, instead of one op per loop turn
+    /// interleaved with every other task. Ops pushed in one poll (a join of
+    /// 32 reads) still go to the kernel in one enter. At most
+    /// [`INLINE_REPOLLS`] extra polls, so a task whose ops always complete at
+    /// once cannot hold the shard.
     fn run_task(&self, task: Arc<Task>) {
-        // Counted before the poll: whoever sees the task's output (a join
-        // handle, say) then also sees its poll counted.
-        self.me().counters.polled.fetch_add(1, Ordering::Relaxed);
+        let counters = &self.me().counters;
         self.current_task.set(task.id);
-        task.run(|t, cx| t.poll_stored(cx));
+        task.run(|t, cx| {
+            let mut repolls = 0;
+            loop {
+                // Counted before the poll: whoever sees the task's output (a
+                // join handle, say) then also sees its poll counted.
+                counters.polled.fetch_add(1, Ordering::Relaxed);
+                let outcome = t.poll_stored(cx);
+                self.submit_after_poll();
+                // A task that woke itself during the poll (a yield) goes to the
+                // back of the queue as before: only a wake by its own
+                // completions earns the extra poll.
+                let pending = matches!(outcome, PollOutcome::Pending);
+                if !pending || repolls == INLINE_REPOLLS || t.is_woken() || !self.driver.has_ready() {
+                    return outcome;
+                }
+                self.reap();
+                if !t.take_wake_while_running() {
+                    return outcome;
+                }
+                repolls += 1;
+            }
+        });
         self.current_task.set(0);
+        // What finishing the task dropped (an op's cancel, a message).
+        self.submit_after_poll();
+    }
+
+    /// Hands what a poll queued to other shards and the kernel.
+    fn submit_after_poll(&self) {
         if self.outbox.is_dirty() {
             self.flush_outboxes();
         }
@@ -664,6 +702,9 @@ impl SpinWindow {
         }
     }
 }
+
+/// Most extra polls of one task in one [`Local::run_task`].
+const INLINE_REPOLLS: u32 = 32;
 
 /// How often a closing shard re-checks its shutdown deadline while parked.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(10);

@@ -190,6 +190,35 @@ impl Task {
         }
     }
 
+    /// True when a wake is pending (the task is queued, or will be when its
+    /// running poll returns).
+    pub(crate) fn is_woken(&self) -> bool {
+        self.state.load(Ordering::Acquire) & SCHEDULED != 0
+    }
+
+    /// Takes a wake that came in during the current poll, so the poller can
+    /// poll again at once instead of queueing the task. False when none came,
+    /// or when the task was cancelled meanwhile (the requeue after the poll
+    /// then finishes it). Called only by the shard running the task.
+    pub(crate) fn take_wake_while_running(&self) -> bool {
+        // Acquire pairs with the waker's AcqRel, as in `run`: what the waker
+        // wrote (an op's result) is visible to the next poll.
+        let mut s = self.state.load(Ordering::Acquire);
+        loop {
+            debug_assert_ne!(s & RUNNING, 0, "only the running poller takes a wake");
+            if s & SCHEDULED == 0 || s & CANCELLED != 0 {
+                return false;
+            }
+            match self
+                .state
+                .compare_exchange_weak(s, s & !SCHEDULED, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(actual) => s = actual,
+            }
+        }
+    }
+
     /// Polls the future stored in the task (Send tasks).
     pub(crate) fn poll_stored(self: &Arc<Self>, cx: &mut Context<'_>) -> PollOutcome {
         let mut slot = self.lock_future();
