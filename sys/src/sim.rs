@@ -16,15 +16,18 @@
 //! | `MSG_RING` | `IORING_MSG_DATA` to another simulated ring (or itself), with `FLAGS_PASS`; `-EBADFD` for a file fd, `-EBADF` for an unknown one |
 //! | `TIMEOUT` | relative or `ABS` timespec on the virtual clock ([`SimKernel::advance`]): `-ETIME` when it passes, 0 after `off` other completions; `MULTISHOT` repeats |
 //! | `TIMEOUT_REMOVE` | by `user_data`: the timeout completes `-ECANCELED` and the remove 0 (`-ENOENT` if none); `IORING_TIMEOUT_UPDATE` re-arms |
-//! | `ASYNC_CANCEL` | pending ops (timeouts) by `user_data`, `ANY`, `ALL`, `OP`; `FD` matches nothing (no pending op holds a file) |
-//! | `READ`, `WRITE` | in-memory files ([`SimKernel::create_file`]) at `off`, or at the file position when `off` is `u64::MAX` |
-//! | `RECV` | an in-memory file as a byte stream (from and advancing its position) |
+//! | `ASYNC_CANCEL` | pending ops (timeouts, stream ops) by `user_data`, `ANY`, `ALL`, `OP`, `FD` (stream ops) |
+//! | `READ`, `WRITE` | in-memory files ([`SimKernel::create_file`]) at `off`, or at the file position when `off` is `u64::MAX`; pipes and sockets (below) |
+//! | `RECV` | an in-memory file as a byte stream (from and advancing its position); a socket, once or `IORING_RECV_MULTISHOT` |
+//! | `SEND`, `ACCEPT` | simulated sockets and listeners ([`SimKernel::socket_pair`], [`SimKernel::listener`]); `ACCEPT` once or `IORING_ACCEPT_MULTISHOT` |
 //! | `PROVIDE_BUFFERS`, `REMOVE_BUFFERS` | classic provided buffers, used by `READ`/`RECV` with `IOSQE_BUFFER_SELECT` |
 //! | `SEND_ZC` | appends to an in-memory file: the count at once (`IORING_CQE_F_MORE`), and at a later enter the bytes, read from the buffer only then, with the `IORING_CQE_F_NOTIF` notification |
 //! | anything else | `-EINVAL` |
 //!
 //! Ops complete within the `enter` that submits them, except timeouts, which
-//! stay pending until the clock, a count, or a cancel ends them, and the
+//! stay pending until the clock, a count, or a cancel ends them, stream ops
+//! (pipes, sockets, listeners: see [Streams](#streams)), which wait
+//! for data, room or a connection, and the
 //! notification of a zero-copy send, which comes with the next enter of its
 //! ring (or before that enter blocks) and after its send's own completion: a
 //! send's buffer is read when its notification is posted, as a network card
@@ -33,6 +36,20 @@
 //! drains (`IOSQE_IO_LINK`, `IOSQE_IO_HARDLINK`, `IOSQE_IO_DRAIN`) are not
 //! simulated: such entries complete with `-EINVAL` rather than run unordered.
 //! There are no registered files: `IOSQE_FIXED_FILE` gives `-EBADF`.
+//!
+//! # Streams
+//!
+//! [`SimKernel::pipe`], [`SimKernel::socket_pair`], [`SimKernel::listener`]
+//! and [`SimKernel::connect`] make byte streams whose ops wait like the
+//! kernel's: a receive on an empty stream stays pending until the peer
+//! writes or closes, a multishot receive posts one CQE per arrival, an
+//! accept waits for a connection. Each end is numbered by a real
+//! placeholder fd that the caller owns (the write end of a pipe whose read
+//! end the simulator keeps, to see it close), so closing or dropping it as
+//! an `OwnedFd` is sound and closes the simulated end. The outside world
+//! writes and reads with [`SimKernel::stream_write`] and
+//! [`SimKernel::stream_read`]. Buffers hold [`STREAM_CAPACITY`] bytes.
+//! The module `sim::stream` documents every behaviour.
 //!
 //! # User memory
 //!
@@ -74,6 +91,10 @@ use crate::abi;
 use crate::cqe::Cqe;
 use crate::ring::{RingConfig, index};
 use crate::syscall::EnterWait;
+
+mod stream;
+
+pub use stream::STREAM_CAPACITY;
 
 /// Fake fd numbers start here, far above what a test process opens.
 const FIRST_SIM_FD: RawFd = 1 << 24;
@@ -571,6 +592,8 @@ struct KernelState {
     loans: Loans,
     /// Submission order of pending ops: breaks ties between equal deadlines.
     next_seq: u64,
+    /// Pipes, sockets, listeners and the ops pending on them.
+    streams: stream::Streams,
 }
 
 impl Default for KernelState {
@@ -585,6 +608,7 @@ impl Default for KernelState {
             faults: FaultState::new(Faults::default()),
             loans: Loans::default(),
             next_seq: 0,
+            streams: stream::Streams::default(),
         }
     }
 }
@@ -916,8 +940,23 @@ impl KernelState {
         if sqe.flags & NOT_SIMULATED != 0 || (sqe.flags & abi::IOSQE_BUFFER_SELECT != 0 && !reads) {
             return batch.complete(sqe, -libc::EINVAL, 0);
         }
+        let stream_op = matches!(
+            sqe.opcode,
+            abi::IORING_OP_READ
+                | abi::IORING_OP_RECV
+                | abi::IORING_OP_WRITE
+                | abi::IORING_OP_SEND
+                | abi::IORING_OP_ACCEPT
+        );
+        if stream_op && self.streams.contains(sqe.fd) {
+            return self.stream_submit(fd, sqe, batch);
+        }
         let (res, flags) = match sqe.opcode {
             abi::IORING_OP_NOP => (0, 0),
+            abi::IORING_OP_SEND | abi::IORING_OP_ACCEPT if self.files.contains_key(&sqe.fd) => {
+                (-libc::ENOTSOCK, 0)
+            }
+            abi::IORING_OP_SEND | abi::IORING_OP_ACCEPT => (-libc::EBADF, 0),
             abi::IORING_OP_MSG_RING => (self.msg_ring(fd, sqe, batch), 0),
             abi::IORING_OP_TIMEOUT => match self.timeout(fd, sqe) {
                 Ok(()) => return,
@@ -1058,7 +1097,8 @@ impl KernelState {
         let Some(i) = self.ring(fd).timeouts.iter().position(|t| t.user_data == target) else {
             return -libc::ENOENT;
         };
-        match self.cancel_pending(fd, vec![i], batch) {
+        let lost = self.faults.cancel_race.tick(self.faults.faults.cancel_race_every);
+        match self.cancel_pending(fd, vec![i], lost, batch) {
             Ok(_) => 0,
             Err(lost) => lost,
         }
@@ -1089,39 +1129,76 @@ impl KernelState {
             .iter()
             .enumerate()
             .filter(|(_, t)| {
-                // The only pending ops are timeouts, which hold no file.
+                // Timeouts hold no file.
                 any || (!by_fd
                     && (!by_op || opcode == u32::from(abi::IORING_OP_TIMEOUT))
                     && (!by_data || t.user_data == data))
             })
             .map(|(i, _)| i)
             .collect();
-        if hits.is_empty() {
+        let target_fd = sqe.fd;
+        let mut stream_hits = self.stream_cancel_hits(fd, |user_data, op_fd, op| {
+            any || ((!by_fd || op_fd == target_fd)
+                && (!by_op || opcode == u32::from(op))
+                && (!by_data || user_data == data))
+        });
+        if hits.is_empty() && stream_hits.is_empty() {
             return -libc::ENOENT;
         }
         let all = flags & (abi::IORING_ASYNC_CANCEL_ALL | abi::IORING_ASYNC_CANCEL_ANY) != 0;
         if !all {
-            hits.truncate(1);
+            if hits.is_empty() {
+                stream_hits.truncate(1);
+            } else {
+                hits.truncate(1);
+                stream_hits.clear();
+            }
         }
-        match self.cancel_pending(fd, hits, batch) {
-            Ok(n) if all => i32::try_from(n).unwrap_or(i32::MAX),
-            Ok(_) => 0,
+        let lost = self.faults.cancel_race.tick(self.faults.faults.cancel_race_every);
+        let mut cancelled = 0;
+        let mut lost_any = false;
+        if !hits.is_empty() {
+            match self.cancel_pending(fd, hits, lost, batch) {
+                Ok(n) => cancelled += n,
+                Err(_) => lost_any = true,
+            }
+        }
+        let mut raced = false;
+        for seq in stream_hits {
+            match self.stream_cancel(seq, lost, batch) {
+                Some(true) => {
+                    raced = true;
+                    lost_any = true;
+                }
+                Some(false) => {
+                    raced = true;
+                    cancelled += 1;
+                }
+                None => cancelled += 1,
+            }
+        }
+        if raced {
+            self.faults.injected.cancel_races += 1;
+        }
+        match (lost_any, cancelled) {
+            (_, n) if all && n > 0 => i32::try_from(n).unwrap_or(i32::MAX),
             // With ALL the kernel reports how many it cancelled: none.
-            Err(_) if all => -libc::ENOENT,
-            Err(lost) => lost,
+            (true, _) if all => -libc::ENOENT,
+            (true, _) => self.faults.lost_race_result(),
+            (false, _) => 0,
         }
     }
 
-    /// Ends the pending ops at `indices` of ring `fd` with `-ECANCELED`, or, if
-    /// the cancel-race fault fires, lets them complete normally and returns
-    /// `Err(the cancel's result)`.
+    /// Ends the pending timeouts at `indices` of ring `fd` with `-ECANCELED`,
+    /// or, if `lost` (the cancel-race fault fired), lets them complete
+    /// normally and returns `Err(the cancel's result)`.
     fn cancel_pending(
         &mut self,
         fd: RawFd,
         mut indices: Vec<usize>,
+        lost: bool,
         batch: &mut Batch,
     ) -> Result<usize, i32> {
-        let lost = self.faults.cancel_race.tick(self.faults.faults.cancel_race_every);
         indices.sort_unstable();
         let ring = self
             .rings
@@ -1768,9 +1845,15 @@ impl SimRing {
     }
 
     /// Ops the kernel still holds (pending timeouts, zero-copy sends awaiting
-    /// their notification): each will post at least one more CQE.
+    /// their notification, stream ops waiting for data, room or a
+    /// connection): each will post at least one more CQE.
     pub fn pending_ops(&self) -> usize {
-        self.with_state(|r| r.timeouts.len() + r.zc_sends.len())
+        let k = self.kernel.lock();
+        let r = k
+            .rings
+            .get(&self.shared.fd)
+            .expect("a live SimRing is registered with its kernel");
+        r.timeouts.len() + r.zc_sends.len() + k.streams.pending_on(self.shared.fd)
     }
 
     /// The kernel side of `io_uring_enter`.
@@ -1817,12 +1900,15 @@ impl SimRing {
         ring.release_delayed(faults, false);
         k.release_notifications(fd);
         let submitted = k.submit(fd, to_submit);
+        // Woken stream ops run after the SQEs (the kernel's task work).
+        k.stream_progress();
         if !getevents {
             return Ok((submitted, false));
         }
         let mut deadline: Option<Option<Instant>> = None;
         loop {
             let state = &mut *k;
+            state.stream_progress();
             let ring = state
                 .rings
                 .get_mut(&fd)
@@ -1870,6 +1956,8 @@ impl SimRing {
 impl Drop for SimRing {
     fn drop(&mut self) {
         // Pending ops and held CQEs of the ring go with it, as on close.
-        self.kernel.lock().rings.remove(&self.shared.fd);
+        let mut k = self.kernel.lock();
+        k.rings.remove(&self.shared.fd);
+        k.streams.drop_ring(self.shared.fd);
     }
 }
