@@ -5,7 +5,12 @@
 //! sequence of three-byte actions ([`Action::decode`]): start a read, a
 //! receive, a write or a timeout (single or multishot), cancel an op, submit,
 //! wait, reap, move the clock, take the data file away, or (in
-//! [`Mode::LeakTable`] only) drop the op table with ops in flight. The ring is
+//! [`Mode::LeakTable`] only) drop the op table with ops in flight; and on a
+//! simulated socket and listener: receive (pending while the socket is
+//! empty), receive multishot into provided buffers, accept once or
+//! multishot, have the outside write into the socket's peer or close it,
+//! connect a client, or abandon an op (cancel it and drop what it still
+//! delivers unread). The ring is
 //! tiny (SQ 4, CQ 8) and its indices start near `u32::MAX`, so full queues,
 //! overflow and wrap-around come early. The same input always gives the same
 //! run: every fault is drawn from the input.
@@ -21,6 +26,16 @@
 //!   bytes are the file's bytes at its offset;
 //! - the stream's bytes come out as they went in, in order, none lost or
 //!   duplicated (received == sent after a final drain);
+//! - the socket's bytes (single receives and multishot completions, in
+//!   completion order, across cancels, lost races and abandoned ops) are
+//!   the bytes the peer wrote, in order, and end of file comes only after
+//!   the last of them, once the peer closed;
+//! - each provided buffer is handed out only while provided (never twice),
+//!   and every one comes back;
+//! - every accepted connection is a simulated socket, taken once (from the
+//!   op, or from a multishot accept's event, which closes it when dropped
+//!   unread), and closed: after the drain only the socket and the listener
+//!   are open ([`SimKernel::open_streams`]);
 //! - after the drain, nothing is left in flight, held back, overflowed or
 //!   pending in the kernel, and each fd's reference count is back at its
 //!   baseline.
