@@ -44,8 +44,8 @@
 //! kernel's: a receive on an empty stream stays pending until the peer
 //! writes or closes, a multishot receive posts one CQE per arrival, an
 //! accept waits for a connection. Each end is numbered by a real
-//! placeholder fd that the caller owns (the write end of a pipe whose read
-//! end the simulator keeps, to see it close), so closing or dropping it as
+//! placeholder fd that the caller owns (one end of a pipe or socket pair
+//! whose other end the simulator keeps, to see it close), so closing or dropping it as
 //! an `OwnedFd` is sound and closes the simulated end. The outside world
 //! writes and reads with [`SimKernel::stream_write`] and
 //! [`SimKernel::stream_read`]. Buffers hold [`STREAM_CAPACITY`] bytes.

@@ -5,15 +5,16 @@
 //! # Fd numbers
 //!
 //! Every stream end the simulator hands out is numbered by a *real*
-//! placeholder fd of this process: the write end of a pipe the simulator
-//! made (`pipe2(O_CLOEXEC | O_NONBLOCK)`), whose read end the simulator
-//! keeps. The caller owns the placeholder (an [`OwnedFd`] from
+//! placeholder fd of this process: one end of a pipe (for pipe ends) or of an
+//! `AF_UNIX` stream socket pair (for sockets and listeners, so `SO_TYPE`
+//! says "stream") that the simulator made, whose other end it keeps. The
+//! caller owns the placeholder (an [`OwnedFd`] from
 //! [`SimKernel::pipe`], [`SimKernel::socket_pair`], [`SimKernel::listener`],
 //! [`SimKernel::connect`], or the number in an `ACCEPT` completion, which the
 //! kernel gives away as a real kernel does), so code above the simulator may
 //! close it, drop it, wrap it in an `OwnedFd`, exactly as a real fd: closing
 //! it closes only that placeholder. The simulator learns that the end was
-//! closed when its read end of the placeholder pipe sees end-of-file, which
+//! closed when its end of the placeholder sees end-of-file, which
 //! happens only once every copy of the placeholder is closed (so a `dup`
 //! keeps the end open, as on Linux). It checks at every enter and at every
 //! stream call of [`SimKernel`], before it looks a number up, so a number
@@ -215,7 +216,7 @@ impl Streams {
 
     /// Gives end `i` a placeholder fd; returns the caller's copy.
     fn open(&mut self, i: usize) -> io::Result<OwnedFd> {
-        let (user, watch) = placeholder()?;
+        let (user, watch) = placeholder(self.ends[i].kind)?;
         let fd = user.as_raw_fd();
         let end = &mut self.ends[i];
         end.watch = Some(watch);
@@ -239,18 +240,27 @@ impl Streams {
     }
 }
 
-/// A placeholder: the caller's (write) end and the simulator's (read) end of
-/// a new pipe, both close-on-exec and non-blocking.
-fn placeholder() -> io::Result<(OwnedFd, File)> {
+/// A placeholder for an end of `kind`: the caller's end and the simulator's
+/// end of a new pipe (for pipe ends: the caller gets the write end) or, for
+/// sockets and listeners, of a new `AF_UNIX` stream socket pair (so that
+/// code asking the fd for `SO_TYPE` learns it is a stream socket). All
+/// close-on-exec and non-blocking.
+fn placeholder(kind: EndKind) -> io::Result<(OwnedFd, File)> {
     let mut fds = [-1 as RawFd; 2];
-    // SAFETY: `fds` is an array of two ints, as pipe2 requires.
-    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    let r = if matches!(kind, EndKind::PipeRead | EndKind::PipeWrite) {
+        // SAFETY: `fds` is an array of two ints, as pipe2 requires.
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) }
+    } else {
+        let ty = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+        // SAFETY: `fds` is an array of two ints, as socketpair requires.
+        unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr()) }
+    };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: pipe2 succeeded: both fds are new and owned by nobody else.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((write, File::from(read)))
+    // SAFETY: the call succeeded: both fds are new and owned by nobody else.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((theirs, File::from(ours)))
 }
 
 /// What one attempt at a pending op came to.
