@@ -286,9 +286,7 @@ fn the_issue_scenarios_hold() {
             "multishot-recv-dropped-unread" => {
                 r.recv_shots >= 3 && r.buffers_handed_out >= 4 && r.cancelled >= 1 && r.sock_bytes == 60
             }
-            "multishot-accept-dropped-queued" => {
-                r.events_dropped == 3 && r.accepted == 1 && r.cancelled == 1
-            }
+            "multishot-accept-dropped-queued" => r.events_dropped == 3 && r.accepted == 1 && r.cancelled == 1,
             "streams-every-fault" | "streams-no-faults" => {
                 let i = r.injected;
                 r.sock_bytes > 0
@@ -296,7 +294,9 @@ fn the_issue_scenarios_hold() {
                     && r.accepted > 0
                     && r.cancelled > 0
                     && (name == "streams-no-faults"
-                        || [i.short_reads, i.overflowed, i.delayed_cqes, i.eagain].iter().all(|&n| n > 0))
+                        || [i.short_reads, i.overflowed, i.delayed_cqes, i.eagain]
+                            .iter()
+                            .all(|&n| n > 0))
             }
             _ => unreachable!("unknown scenario {name}"),
         };

@@ -62,7 +62,10 @@ fn a_receive_on_an_empty_socket_waits_for_the_peer() {
     let (a, b) = kernel.socket_pair().unwrap();
     let mut ring = ring(&kernel);
     let buf = kernel.lend(vec![0u8; 16]);
-    push(&mut ring, sqe(abi::IORING_OP_RECV, a.as_raw_fd(), buf.addr(), 16, 1));
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_RECV, a.as_raw_fd(), buf.addr(), 16, 1),
+    );
     assert!(enter(&mut ring).is_empty(), "nothing to receive yet");
     assert_eq!(ring.sim_ring().unwrap().pending_ops(), 1);
     assert_eq!(kernel.stream_write(&b, b"hello").unwrap(), 5);
@@ -82,10 +85,22 @@ fn a_closed_peer_gives_end_of_file_and_epipe() {
     kernel.close(b);
     let buf = kernel.lend(vec![0u8; 1]);
     let out = kernel.lend_readonly(vec![7u8; 4]);
-    push(&mut ring, sqe(abi::IORING_OP_RECV, a.as_raw_fd(), buf.addr(), 1, 1));
-    push(&mut ring, sqe(abi::IORING_OP_RECV, a.as_raw_fd(), buf.addr(), 1, 2));
-    push(&mut ring, sqe(abi::IORING_OP_RECV, a.as_raw_fd(), buf.addr(), 1, 3));
-    push(&mut ring, sqe(abi::IORING_OP_SEND, a.as_raw_fd(), out.addr(), 4, 4));
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_RECV, a.as_raw_fd(), buf.addr(), 1, 1),
+    );
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_RECV, a.as_raw_fd(), buf.addr(), 1, 2),
+    );
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_RECV, a.as_raw_fd(), buf.addr(), 1, 3),
+    );
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_SEND, a.as_raw_fd(), out.addr(), 4, 4),
+    );
     let mut got: Vec<(u64, i32)> = enter(&mut ring).iter().map(|c| (c.user_data, c.res)).collect();
     got.sort_unstable();
     // Buffered bytes first, then end of file; a send to the closed peer fails.
@@ -102,11 +117,30 @@ fn a_send_into_a_full_buffer_waits_for_room_and_short_counts_fill_it() {
     let mut ring = ring(&kernel);
     let data = kernel.lend_readonly(vec![1u8; STREAM_CAPACITY - 3]);
     let more = kernel.lend_readonly(vec![2u8; 10]);
-    push(&mut ring, sqe(abi::IORING_OP_SEND, a.as_raw_fd(), data.addr(), data.len() as u32, 1));
-    push(&mut ring, sqe(abi::IORING_OP_SEND, a.as_raw_fd(), more.addr(), 10, 2));
-    push(&mut ring, sqe(abi::IORING_OP_SEND, a.as_raw_fd(), more.addr(), 10, 3));
+    push(
+        &mut ring,
+        sqe(
+            abi::IORING_OP_SEND,
+            a.as_raw_fd(),
+            data.addr(),
+            data.len() as u32,
+            1,
+        ),
+    );
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_SEND, a.as_raw_fd(), more.addr(), 10, 2),
+    );
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_SEND, a.as_raw_fd(), more.addr(), 10, 3),
+    );
     let got: Vec<(u64, i32)> = enter(&mut ring).iter().map(|c| (c.user_data, c.res)).collect();
-    assert_eq!(got, [(1, STREAM_CAPACITY as i32 - 3), (2, 3)], "the third waits for room");
+    assert_eq!(
+        got,
+        [(1, STREAM_CAPACITY as i32 - 3), (2, 3)],
+        "the third waits for room"
+    );
     assert_eq!(kernel.stream_buffered(&b), Some(STREAM_CAPACITY));
     assert_eq!(kernel.stream_read(&b, 4).unwrap().len(), 4);
     let got: Vec<(u64, i32)> = enter(&mut ring).iter().map(|c| (c.user_data, c.res)).collect();
@@ -120,10 +154,22 @@ fn pipes_read_and_write_and_refuse_socket_ops() {
     let mut ring = ring(&kernel);
     let src = kernel.lend_readonly(b"pipe".to_vec());
     let dst = kernel.lend(vec![0u8; 8]);
-    push(&mut ring, sqe(abi::IORING_OP_READ, r.as_raw_fd(), dst.addr(), 8, 1));
-    push(&mut ring, sqe(abi::IORING_OP_WRITE, w.as_raw_fd(), src.addr(), 4, 2));
-    push(&mut ring, sqe(abi::IORING_OP_RECV, r.as_raw_fd(), dst.addr(), 8, 3));
-    push(&mut ring, sqe(abi::IORING_OP_READ, w.as_raw_fd(), dst.addr(), 8, 4));
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_READ, r.as_raw_fd(), dst.addr(), 8, 1),
+    );
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_WRITE, w.as_raw_fd(), src.addr(), 4, 2),
+    );
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_RECV, r.as_raw_fd(), dst.addr(), 8, 3),
+    );
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_READ, w.as_raw_fd(), dst.addr(), 8, 4),
+    );
     let mut got: Vec<(u64, i32)> = enter(&mut ring).iter().map(|c| (c.user_data, c.res)).collect();
     got.sort_unstable();
     assert_eq!(got, [(1, 4), (2, 4), (3, -libc::ENOTSOCK), (4, -libc::EBADF)]);
@@ -144,7 +190,10 @@ fn a_multishot_receive_posts_one_cqe_per_arrival_until_end_of_file() {
     recv.ioprio = abi::IORING_RECV_MULTISHOT;
     recv.buf_index_or_group = 3;
     push(&mut ring, recv);
-    assert_eq!(enter(&mut ring).iter().map(|c| c.user_data).collect::<Vec<_>>(), [9]);
+    assert_eq!(
+        enter(&mut ring).iter().map(|c| c.user_data).collect::<Vec<_>>(),
+        [9]
+    );
     kernel.stream_write(&b, b"abc").unwrap();
     let got = enter(&mut ring);
     assert_eq!(got.len(), 1);
@@ -154,7 +203,8 @@ fn a_multishot_receive_posts_one_cqe_per_arrival_until_end_of_file() {
     // Ten bytes fill one 8-byte buffer and part of the next.
     kernel.stream_write(&b, b"0123456789").unwrap();
     let got = enter(&mut ring);
-    let shots: Vec<(i32, Option<u16>, bool)> = got.iter().map(|c| (c.res, c.buffer_id(), c.has_more())).collect();
+    let shots: Vec<(i32, Option<u16>, bool)> =
+        got.iter().map(|c| (c.res, c.buffer_id(), c.has_more())).collect();
     assert_eq!(shots, [(8, Some(1), true), (2, Some(2), true)]);
     kernel.close(b);
     let got = enter(&mut ring);
@@ -171,7 +221,10 @@ fn a_multishot_receive_ends_with_enobufs_when_the_group_runs_dry() {
     let (a, b) = kernel.socket_pair().unwrap();
     let mut ring = ring(&kernel);
     let pool = kernel.lend(vec![0u8; 4]);
-    push(&mut ring, sqe(abi::IORING_OP_PROVIDE_BUFFERS, 1, pool.addr(), 4, 9));
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_PROVIDE_BUFFERS, 1, pool.addr(), 4, 9),
+    );
     let mut recv = sqe(abi::IORING_OP_RECV, a.as_raw_fd(), 0, 0, 1);
     recv.flags = abi::IOSQE_BUFFER_SELECT;
     recv.ioprio = abi::IORING_RECV_MULTISHOT;
@@ -244,10 +297,16 @@ fn a_closed_listener_releases_its_queued_connections() {
     let kernel = SimKernel::new();
     let listener = kernel.listener().unwrap();
     let client = kernel.connect(&listener).unwrap();
-    assert_eq!(kernel.stream_read(&client, 8).unwrap_err().raw_os_error(), Some(libc::EAGAIN));
+    assert_eq!(
+        kernel.stream_read(&client, 8).unwrap_err().raw_os_error(),
+        Some(libc::EAGAIN)
+    );
     kernel.close(listener);
     assert_eq!(kernel.stream_read(&client, 8).unwrap(), b"");
-    assert_eq!(kernel.stream_write(&client, b"x").unwrap_err().raw_os_error(), Some(libc::EPIPE));
+    assert_eq!(
+        kernel.stream_write(&client, b"x").unwrap_err().raw_os_error(),
+        Some(libc::EPIPE)
+    );
 }
 
 #[test]
@@ -256,7 +315,10 @@ fn a_cancelled_receive_leaves_the_data_for_the_next_one() {
     let (a, b) = kernel.socket_pair().unwrap();
     let mut ring = ring(&kernel);
     let buf = kernel.lend(vec![0u8; 8]);
-    push(&mut ring, sqe(abi::IORING_OP_RECV, a.as_raw_fd(), buf.addr(), 8, 1));
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_RECV, a.as_raw_fd(), buf.addr(), 8, 1),
+    );
     assert!(enter(&mut ring).is_empty());
     // The data arrives as the cancel does: the cancel wins, the data stays.
     kernel.stream_write(&b, b"kept").unwrap();
@@ -280,8 +342,14 @@ fn a_receive_that_wins_its_cancel_race_completes_with_the_data() {
     let (a, b) = kernel.socket_pair().unwrap();
     let mut ring = ring(&kernel);
     let buf = kernel.lend(vec![0u8; 8]);
-    push(&mut ring, sqe(abi::IORING_OP_RECV, a.as_raw_fd(), buf.addr(), 8, 1));
-    push(&mut ring, sqe(abi::IORING_OP_RECV, b.as_raw_fd(), buf.addr(), 8, 2));
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_RECV, a.as_raw_fd(), buf.addr(), 8, 1),
+    );
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_RECV, b.as_raw_fd(), buf.addr(), 8, 2),
+    );
     assert!(enter(&mut ring).is_empty());
     kernel.stream_write(&b, b"raced").unwrap();
     push(&mut ring, cancel(10, 1));
@@ -308,7 +376,10 @@ fn a_pending_op_keeps_its_closed_end_alive_until_it_ends() {
     assert!(enter(&mut ring).is_empty());
     // The fd goes, the request keeps the socket: the peer sees no end of file.
     kernel.close(a);
-    assert_eq!(kernel.stream_read(&b, 8).unwrap_err().raw_os_error(), Some(libc::EAGAIN));
+    assert_eq!(
+        kernel.stream_read(&b, 8).unwrap_err().raw_os_error(),
+        Some(libc::EAGAIN)
+    );
     kernel.stream_write(&b, b"late").unwrap();
     assert_eq!(enter(&mut ring)[0].res, 4);
     assert_eq!(kernel.stream_read(&b, 8).unwrap(), b"");
@@ -320,8 +391,14 @@ fn cancel_by_fd_ends_every_op_on_that_end() {
     let (a, _b) = kernel.socket_pair().unwrap();
     let mut ring = ring(&kernel);
     let buf = kernel.lend(vec![0u8; 8]);
-    push(&mut ring, sqe(abi::IORING_OP_RECV, a.as_raw_fd(), buf.addr(), 4, 1));
-    push(&mut ring, sqe(abi::IORING_OP_RECV, a.as_raw_fd(), buf.addr(), 4, 2));
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_RECV, a.as_raw_fd(), buf.addr(), 4, 1),
+    );
+    push(
+        &mut ring,
+        sqe(abi::IORING_OP_RECV, a.as_raw_fd(), buf.addr(), 4, 2),
+    );
     let mut by_fd = cancel(10, 0);
     by_fd.fd = a.as_raw_fd();
     by_fd.op_flags = abi::IORING_ASYNC_CANCEL_FD | abi::IORING_ASYNC_CANCEL_ALL;

@@ -1186,7 +1186,10 @@ impl Model {
             }
             Kind::SockRecvMulti => {
                 assert!(cqe.res > 0, "a multishot receive's shot of {} bytes", cqe.res);
-                assert!(cqe.buffer_id().is_some(), "a multishot receive's shot names its buffer");
+                assert!(
+                    cqe.buffer_id().is_some(),
+                    "a multishot receive's shot names its buffer"
+                );
                 self.report.recv_shots += 1;
                 self.take_provided(&cqe);
             }
@@ -1197,7 +1200,9 @@ impl Model {
                     self.report.events_dropped += 1;
                     drop(event);
                 } else {
-                    let fd = event.take_fd().expect("a multishot accept's event carries its fd");
+                    let fd = event
+                        .take_fd()
+                        .expect("a multishot accept's event carries its fd");
                     self.adopt(fd);
                 }
             }
@@ -1346,7 +1351,10 @@ impl Model {
                     .unwrap_or_else(|_| panic!("op {serial} came back as another type"));
                 let got = recv.received().to_vec();
                 let buf = recv.into_buf();
-                assert_eq!(buf.serial, serial, "op {serial} came back with another op's buffer");
+                assert_eq!(
+                    buf.serial, serial,
+                    "op {serial} came back with another op's buffer"
+                );
                 match res {
                     0 if len > 0 => self.sock_end(),
                     0.. => {
@@ -1368,7 +1376,10 @@ impl Model {
                 let op = any
                     .downcast::<RecvMultiOp>()
                     .unwrap_or_else(|_| panic!("op {serial} came back as another type"));
-                assert_eq!(op.token.serial, serial, "op {serial} came back with another op's token");
+                assert_eq!(
+                    op.token.serial, serial,
+                    "op {serial} came back with another op's token"
+                );
                 match res {
                     0 if cqe.buffer_id().is_none() => self.sock_end(),
                     0.. => self.take_provided(cqe),
@@ -1385,9 +1396,15 @@ impl Model {
                 let op = any
                     .downcast::<TrackedAccept>()
                     .unwrap_or_else(|_| panic!("op {serial} came back as another type"));
-                assert_eq!(op.token.serial, serial, "op {serial} came back with another op's token");
+                assert_eq!(
+                    op.token.serial, serial,
+                    "op {serial} came back with another op's token"
+                );
                 if res >= 0 {
-                    let fd = op.inner.into_fd().expect("a successful accept holds its connection");
+                    let fd = op
+                        .inner
+                        .into_fd()
+                        .expect("a successful accept holds its connection");
                     if abandoned {
                         // Nobody takes it: it closes with the op's remains.
                         self.report.events_dropped += 1;
@@ -1486,18 +1503,35 @@ impl Model {
             assert!(rounds < 64, "the socket never reaches end of file");
         }
         (self.report.started, self.report.succeeded, self.report.eof) = counts;
-        assert_eq!(self.sock_received, self.peer_sent, "bytes received == bytes the peer wrote, in order");
+        assert_eq!(
+            self.sock_received, self.peer_sent,
+            "bytes received == bytes the peer wrote, in order"
+        );
         self.report.sock_bytes = self.peer_sent.len();
         assert!(
-            self.bufs.iter().all(|&b| b == BufState::Ours || b == BufState::Provided),
+            self.bufs
+                .iter()
+                .all(|&b| b == BufState::Ours || b == BufState::Provided),
             "every provided buffer came back"
         );
         // Every accepted connection was closed once: only the socket and the
         // listener are left open once the clients go.
         self.clients.clear();
-        assert_eq!(Arc::strong_count(&self.sock), 1, "the socket's references are back at baseline");
-        assert_eq!(Arc::strong_count(&self.listener), 1, "the listener's references are back at baseline");
-        assert_eq!(self.kernel.open_streams(), 2, "a simulated fd was leaked (or closed twice)");
+        assert_eq!(
+            Arc::strong_count(&self.sock),
+            1,
+            "the socket's references are back at baseline"
+        );
+        assert_eq!(
+            Arc::strong_count(&self.listener),
+            1,
+            "the listener's references are back at baseline"
+        );
+        assert_eq!(
+            self.kernel.open_streams(),
+            2,
+            "a simulated fd was leaked (or closed twice)"
+        );
     }
 
     fn check_end(&self, mode: Mode) {

@@ -191,7 +191,11 @@ impl Streams {
             let mut changed = false;
             for i in 0..self.ends.len() {
                 let end = &self.ends[i];
-                if end.released || end.watch.is_some() || end.queued || self.pending.iter().any(|op| op.end == i) {
+                if end.released
+                    || end.watch.is_some()
+                    || end.queued
+                    || self.pending.iter().any(|op| op.end == i)
+                {
                     continue;
                 }
                 let end = &mut self.ends[i];
@@ -563,7 +567,11 @@ impl KernelState {
 
     /// Pending stream ops of ring `ring` that an `ASYNC_CANCEL` matches,
     /// by sequence number, in submission order.
-    pub(super) fn stream_cancel_hits(&self, ring: RawFd, matches: impl Fn(u64, RawFd, u8) -> bool) -> Vec<u64> {
+    pub(super) fn stream_cancel_hits(
+        &self,
+        ring: RawFd,
+        matches: impl Fn(u64, RawFd, u8) -> bool,
+    ) -> Vec<u64> {
         let mut hits: Vec<&StreamOp> = self
             .streams
             .pending
@@ -632,7 +640,9 @@ impl KernelState {
     }
 
     fn stream_post(&mut self, ring: RawFd, cqe: Cqe, multishot: bool) {
-        let Some(r) = self.rings.get_mut(&ring) else { return };
+        let Some(r) = self.rings.get_mut(&ring) else {
+            return;
+        };
         if multishot {
             r.post(&mut self.faults, cqe, true);
         } else {
@@ -666,7 +676,15 @@ impl KernelState {
             Outcome::Final(res, flags) => {
                 self.streams.pending.remove(i);
                 if !(skip && res >= 0) {
-                    out.push((ring, Cqe { user_data, res, flags }, multishot));
+                    out.push((
+                        ring,
+                        Cqe {
+                            user_data,
+                            res,
+                            flags,
+                        },
+                        multishot,
+                    ));
                 }
                 true
             }
