@@ -587,7 +587,7 @@ pub fn run(input: &[u8], wait: &dyn Fn(&str, Waited), forget: bool) -> StreamSum
                 let data: Vec<u8> = (start..start + usize::from(n)).map(peer_byte).collect();
                 match kernel.stream_write(p, &data) {
                     Ok(k) => peer_sent.extend_from_slice(&data[..k]),
-                    Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => panic!("writing into the peer: {e}"),
                 }
             }
