@@ -175,7 +175,8 @@ pub struct Faults {
     pub delay_cqes: u32,
     /// Each `READ`/`RECV` transfers at most a random 1 to n bytes.
     pub short_read_max: Option<u32>,
-    /// Every n-th `READ`, `WRITE` or `RECV` completes with `-EAGAIN`, doing nothing.
+    /// Every n-th `READ`, `WRITE` or `RECV` (and `SEND` on a simulated
+    /// socket) completes with `-EAGAIN`, doing nothing.
     pub eagain_every: Option<u32>,
     /// Every n-th `READ`/`RECV` with `IOSQE_BUFFER_SELECT` completes with
     /// `-ENOBUFS` even when a buffer is available (none is consumed).
@@ -1899,6 +1900,9 @@ impl SimRing {
         }
         ring.release_delayed(faults, false);
         k.release_notifications(fd);
+        // Stream ends whose fds were closed are forgotten before any SQE names
+        // a number (which may since name another file).
+        k.streams.sync_closed();
         let submitted = k.submit(fd, to_submit);
         // Woken stream ops run after the SQEs (the kernel's task work).
         k.stream_progress();
