@@ -312,6 +312,19 @@ impl SimKernel {
     /// # Errors
     ///
     /// As [`SimKernel::pipe`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use spargio_sys::sim::SimKernel;
+    ///
+    /// let kernel = SimKernel::new();
+    /// let (a, b) = kernel.socket_pair().unwrap();
+    /// kernel.stream_write(&a, b"ping").unwrap();
+    /// assert_eq!(kernel.stream_buffered(&b), Some(4));
+    /// drop(b); // closes the simulated end: writes to it fail
+    /// assert_eq!(kernel.stream_write(&a, b"x").unwrap_err().raw_os_error(), Some(libc::EPIPE));
+    /// ```
     pub fn socket_pair(&self) -> io::Result<(OwnedFd, OwnedFd)> {
         let mut k = self.lock();
         k.streams.sync_closed();
@@ -329,6 +342,36 @@ impl SimKernel {
     /// # Errors
     ///
     /// As [`SimKernel::pipe`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    /// use spargio_sys::ring::{Ring, RingConfig};
+    /// use spargio_sys::sim::SimKernel;
+    /// use spargio_sys::{abi, Sqe};
+    ///
+    /// let kernel = SimKernel::new();
+    /// let listener = kernel.listener().unwrap();
+    /// let mut ring = Ring::sim(&kernel, &RingConfig::with_entries(4)).unwrap();
+    /// let accept = Sqe::from_raw(abi::io_uring_sqe {
+    ///     opcode: abi::IORING_OP_ACCEPT,
+    ///     fd: listener.as_raw_fd(),
+    ///     user_data: 1,
+    ///     ..Default::default()
+    /// });
+    /// // SAFETY: the SQE points at no memory (no peer address asked for).
+    /// unsafe { ring.push_unchecked(&accept) }.unwrap();
+    /// ring.submit().unwrap();
+    /// assert!(ring.pop_cqe().is_none()); // waits for a connection
+    /// let client = kernel.connect(&listener).unwrap();
+    /// ring.submit_and_wait(1, None).unwrap();
+    /// let cqe = ring.pop_cqe().unwrap();
+    /// // SAFETY: a successful accept's result is a new fd, now ours.
+    /// let server = unsafe { OwnedFd::from_raw_fd(cqe.res) };
+    /// kernel.stream_write(&client, b"hi").unwrap();
+    /// assert_eq!(kernel.stream_read(&server, 8).unwrap(), b"hi");
+    /// ```
     pub fn listener(&self) -> io::Result<OwnedFd> {
         let mut k = self.lock();
         k.streams.sync_closed();
