@@ -346,6 +346,21 @@ impl SimKernel {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Unregisters provided-buffer ring `bgid` of simulated ring `ring`
+    /// (`IORING_UNREGISTER_PBUF_RING`): no later op selects from it.
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` when no such group is registered (or the ring is gone).
+    pub(crate) fn unregister_pbuf_ring(&self, ring: RawFd, bgid: u16) -> io::Result<()> {
+        let mut k = self.lock();
+        let removed = k.rings.get_mut(&ring).and_then(|r| r.pbuf_rings.remove(&bgid));
+        match removed {
+            Some(_) => Ok(()),
+            None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+        }
+    }
+
     /// Replaces the faults to inject, restarting their counters, their
     /// generator (from `faults.seed`) and the [`injected`](Self::injected) tally.
     pub fn set_faults(&self, faults: Faults) {
@@ -629,6 +644,15 @@ struct ProvidedBuf {
     bid: u16,
 }
 
+/// A provided-buffer ring (`IORING_REGISTER_PBUF_RING`): entries in user
+/// memory, the tail published by the owner, the head ours.
+struct PbufRing {
+    /// User address of the entries (the tail overlays entry 0's `resv`).
+    addr: u64,
+    entries: u16,
+    head: u16,
+}
+
 /// A CQE held back by [`Faults::delay_cqes`].
 struct Delayed {
     cqe: Cqe,
@@ -666,6 +690,8 @@ struct RingState {
     /// Completions posted that count for `TIMEOUT` with a count (all but timeouts').
     counted: u64,
     buffers: HashMap<u16, VecDeque<ProvidedBuf>>,
+    /// Provided-buffer rings, by group id.
+    pbuf_rings: HashMap<u16, PbufRing>,
     /// Zero-copy sends whose notification is still to come, in submission order.
     zc_sends: Vec<ZcSend>,
 }
@@ -715,6 +741,50 @@ impl Batch {
 }
 
 impl RingState {
+    /// Selects a buffer of `group` for a buffer-select op: the next entry of
+    /// its buffer ring, or the first of its classic provided buffers.
+    fn select_buffer(&mut self, loans: &Loans, group: u16) -> Option<ProvidedBuf> {
+        let Some(pr) = self.pbuf_rings.get_mut(&group) else {
+            return self.buffers.get_mut(&group).and_then(VecDeque::pop_front);
+        };
+        let tail_at = pr.addr + abi::BUF_RING_TAIL_OFFSET as u64;
+        let tail_ptr = loans.pointer(tail_at, 2, false).ok()?;
+        // SAFETY: the ring's memory stays valid while registered (the contract
+        // of `SimRing::register_pbuf_ring`); the tail is 2-byte aligned (the
+        // ring is page aligned) and only accessed atomically.
+        let tail = unsafe { std::sync::atomic::AtomicU16::from_ptr(tail_ptr.cast()) };
+        // Acquire pairs with the owner's release store of the tail: the entries
+        // it covers are written.
+        if tail.load(Ordering::Acquire) == pr.head {
+            return None;
+        }
+        let slot = u64::from(pr.head & (pr.entries - 1));
+        let entry_at = pr.addr + slot * size_of::<abi::io_uring_buf>() as u64;
+        // Bytes 0..14 of the entry: address, length, id (not the tail bytes).
+        let entry_ptr = loans.pointer(entry_at, abi::BUF_RING_TAIL_OFFSET, false).ok()?;
+        // SAFETY: as above, the entry lies in the registered ring memory; the
+        // owner does not write slots in [head, tail) (the buffer ring
+        // protocol); reads are unaligned-tolerant.
+        let (addr, len, bid) = unsafe {
+            (
+                entry_ptr.cast::<u64>().read_unaligned(),
+                entry_ptr.add(8).cast::<u32>().read_unaligned(),
+                entry_ptr.add(12).cast::<u16>().read_unaligned(),
+            )
+        };
+        pr.head = pr.head.wrapping_add(1);
+        Some(ProvidedBuf { addr, len, bid })
+    }
+
+    /// Puts back a buffer [`RingState::select_buffer`] just took (its op
+    /// failed before using it).
+    fn unselect_buffer(&mut self, group: u16, buf: ProvidedBuf) {
+        match self.pbuf_rings.get_mut(&group) {
+            Some(pr) => pr.head = pr.head.wrapping_sub(1),
+            None => self.buffers.entry(group).or_default().push_front(buf),
+        }
+    }
+
     /// Posts a CQE now; a counted one may complete count-based timeouts.
     fn post(&mut self, faults: &mut FaultState, cqe: Cqe, counted: bool) {
         self.post_one(faults, cqe);
@@ -1251,7 +1321,7 @@ impl KernelState {
                 .get_mut(&fd)
                 .expect("a live SimRing is registered with its kernel");
             let group = sqe.buf_index_or_group;
-            let Some(buf) = ring.buffers.get_mut(&group).and_then(VecDeque::pop_front) else {
+            let Some(buf) = ring.select_buffer(loans, group) else {
                 return (-libc::ENOBUFS, 0);
             };
             let cap = if sqe.len == 0 {
@@ -1427,6 +1497,9 @@ impl KernelState {
         }
         if addr.checked_add(count * u64::from(len)).is_none() {
             return -libc::EOVERFLOW;
+        }
+        if self.ring(fd).pbuf_rings.contains_key(&sqe.buf_index_or_group) {
+            return -libc::EINVAL;
         }
         let list = self.ring(fd).buffers.entry(sqe.buf_index_or_group).or_default();
         for i in 0..count {
@@ -1783,6 +1856,7 @@ impl SimRing {
                 timeouts: Vec::new(),
                 counted: 0,
                 buffers: HashMap::new(),
+                pbuf_rings: HashMap::new(),
                 zc_sends: Vec::new(),
             },
         );
@@ -1833,6 +1907,42 @@ impl SimRing {
         f(k.rings
             .get(&self.shared.fd)
             .expect("a live SimRing is registered with its kernel"))
+    }
+
+    /// Registers a provided-buffer ring with this ring
+    /// (`IORING_REGISTER_PBUF_RING`).
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for flags, or entries that are not a power of two up to
+    /// 32768; `EEXIST` when `reg.bgid` is taken.
+    ///
+    /// # Safety
+    ///
+    /// `reg.ring_addr` points at `reg.ring_entries` `io_uring_buf` entries,
+    /// page aligned, that stay valid until the group is unregistered, which
+    /// the caller writes only as the buffer ring protocol allows (slots
+    /// outside the kernel's window, the tail atomically); every buffer an
+    /// entry names is writable for its length until an op's CQE hands it over.
+    pub(crate) unsafe fn register_pbuf_ring(&self, reg: &abi::io_uring_buf_reg) -> io::Result<()> {
+        let entries = reg.ring_entries;
+        if reg.flags != 0 || !entries.is_power_of_two() || entries > 32768 || reg.ring_addr == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut k = self.kernel.lock();
+        let ring = k.ring(self.shared.fd);
+        if ring.pbuf_rings.contains_key(&reg.bgid) || ring.buffers.contains_key(&reg.bgid) {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        ring.pbuf_rings.insert(
+            reg.bgid,
+            PbufRing {
+                addr: reg.ring_addr,
+                entries: entries as u16,
+                head: 0,
+            },
+        );
+        Ok(())
     }
 
     /// CQEs held on the simulated kernel's overflow list.

@@ -763,7 +763,7 @@ impl KernelState {
                 let Some(ring) = rings.get_mut(&op.ring) else {
                     return Outcome::Stay;
                 };
-                let Some(buf) = ring.buffers.get_mut(&group).and_then(VecDeque::pop_front) else {
+                let Some(buf) = ring.select_buffer(loans, group) else {
                     return Outcome::Final(-libc::ENOBUFS, 0);
                 };
                 let cap = if op.len == 0 { buf.len } else { op.len.min(buf.len) };
@@ -787,7 +787,7 @@ impl KernelState {
         // bytes there, untouched by anyone else, until the op's final CQE.
         if let Err(res) = unsafe { copy_to_user(loans, dest, &bytes) } {
             if let (Some((group, buf)), Some(ring)) = (buf, rings.get_mut(&op.ring)) {
-                ring.buffers.entry(group).or_default().push_front(buf);
+                ring.unselect_buffer(group, buf);
             }
             return Outcome::Final(res, 0);
         }
