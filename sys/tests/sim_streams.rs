@@ -413,6 +413,7 @@ fn cancel_by_fd_ends_every_op_on_that_end() {
 /// is claimed, read and recycled; an empty ring ends the receive with
 /// `-ENOBUFS`, and recycled buffers are selected again.
 #[test]
+#[cfg_attr(miri, ignore)] // the ring's memory is mmapped, with madvise, which Miri lacks
 fn a_multishot_receive_selects_from_a_buffer_ring() {
     use spargio_sys::bufring::BufRing;
 

@@ -59,7 +59,7 @@ use crate::abi;
 use crate::buf::{IoBuf, IoBufMut};
 use crate::msg::OpId;
 use crate::op::fs::{Read, Write};
-use crate::op::net::{Accept, Recv};
+use crate::op::net::{Accept, Recv, RecvBufGroup, RecvMulti};
 use crate::op::{Completion, InFlight, Nop, Op, OpEvent};
 use crate::ring::{PushError, Ring, RingConfig};
 use crate::sim::{Faults, Injected, SimKernel};
@@ -197,10 +197,20 @@ pub enum Action {
     /// the completions it still gets are dropped unread (a multishot
     /// accept's events then close the fds they carry themselves).
     Abandon {
-        /// Which live op.
+        /// Which live op (0 to 127).
         nth: u8,
     },
+    /// A multishot receive on the socket with [`RecvMulti`] on a
+    /// provided-buffer ring ([`RecvBufGroup`], group [`RING_GROUP`],
+    /// [`BUFS`] buffers of [`BUF_LEN`] bytes): each completion's buffer is
+    /// read with [`OpEvent::read_into`] (or, for an abandoned op, dropped
+    /// unread with its event, which gives it back). Skipped under Miri, which
+    /// cannot map the ring's memory.
+    SockRecvRing,
 }
+
+/// The provided-buffer ring group of [`Action::SockRecvRing`].
+pub const RING_GROUP: u16 = 9;
 
 /// The provided-buffer group of [`Action::SockRecvMulti`].
 pub const BUF_GROUP: u16 = 7;
@@ -222,7 +232,8 @@ impl Action {
                 5 => Action::Accept {
                     multishot: b[1] & 1 != 0,
                 },
-                _ => Action::Abandon { nth: b[1] },
+                6 if b[1] >= 128 => Action::SockRecvRing,
+                _ => Action::Abandon { nth: b[1] % 128 },
             };
         }
         match b[0] % 16 {
@@ -271,7 +282,8 @@ impl Action {
             Action::PeerClose => [131, 0, 0],
             Action::Connect => [132, 0, 0],
             Action::Accept { multishot } => [133, u8::from(multishot), 0],
-            Action::Abandon { nth } => [134, nth, 0],
+            Action::Abandon { nth } => [134, nth % 128, 0],
+            Action::SockRecvRing => [134, 128, 0],
         }
     }
 
@@ -620,6 +632,32 @@ unsafe impl Op for TrackedAccept {
     crate::op::op_any!();
 }
 
+/// A [`RecvMulti`] with a tracked release.
+struct TrackedRecvMulti {
+    inner: RecvMulti,
+    token: Tracked,
+}
+
+// SAFETY: every call goes to the `RecvMulti`, whose SQE points at no memory
+// of its own (its group outlives it); the token is never reached by the kernel.
+unsafe impl Op for TrackedRecvMulti {
+    fn prepare(&mut self) -> Sqe {
+        self.inner.prepare()
+    }
+    fn run_blocking(&mut self) -> i32 {
+        -libc::EOPNOTSUPP
+    }
+    unsafe fn complete(&mut self, cqe: &Cqe) {
+        // SAFETY: the caller's contract is the inner op's.
+        unsafe { self.inner.complete(cqe) }
+    }
+    unsafe fn progress(&mut self, cqe: &Cqe) -> OpEvent {
+        // SAFETY: the caller's contract is the inner op's.
+        unsafe { self.inner.progress(cqe) }
+    }
+    crate::op::op_any!();
+}
+
 /// Where a provided buffer is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BufState {
@@ -717,6 +755,7 @@ enum Kind {
     SockRecvMulti,
     Accept { multishot: bool },
     Provide { bid: u16 },
+    SockRecvRing,
 }
 
 struct Live {
@@ -761,6 +800,8 @@ struct Model {
     clients: Vec<OwnedFd>,
     pool: Arc<Pool>,
     bufs: Vec<BufState>,
+    /// The provided-buffer ring of [`Action::SockRecvRing`], made on first use.
+    group: Option<Arc<RecvBufGroup>>,
     /// Bytes the outside wrote into the peer, and those the socket's reader got.
     peer_sent: Vec<u8>,
     sock_received: Vec<u8>,
@@ -809,6 +850,7 @@ impl Model {
             clients: Vec::new(),
             pool: Pool::new(),
             bufs: vec![BufState::Ours; usize::from(BUFS)],
+            group: None,
             peer_sent: Vec::new(),
             sock_received: Vec::new(),
             sock_reader: false,
@@ -846,7 +888,9 @@ impl Model {
                 match kind {
                     Kind::Send { .. } => self.send_in_flight = true,
                     Kind::Recv { .. } => self.recv_in_flight = true,
-                    Kind::SockRecv { .. } | Kind::SockRecvMulti => self.sock_reader = true,
+                    Kind::SockRecv { .. } | Kind::SockRecvMulti | Kind::SockRecvRing => {
+                        self.sock_reader = true;
+                    }
                     Kind::Provide { bid } => self.bufs[usize::from(bid)] = BufState::Provided,
                     _ => {}
                 }
@@ -999,6 +1043,25 @@ impl Model {
                 };
                 self.submit_op(serial, Box::new(op), Kind::SockRecvMulti);
             }
+            Action::SockRecvRing => {
+                // Buffer rings live in `mmap`ed memory, which Miri cannot make
+                // (no `madvise`): the action is skipped there.
+                if self.sock_reader || self.sock_eof || cfg!(miri) {
+                    return;
+                }
+                if self.group.is_none() {
+                    let group = RecvBufGroup::new(&self.ring, RING_GROUP, BUFS, BUF_LEN)
+                        .expect("a provided-buffer ring on the simulated ring");
+                    self.group = Some(group);
+                }
+                let group = self.group.clone().expect("made above");
+                let serial = self.tracker.new_serial();
+                let op = TrackedRecvMulti {
+                    inner: RecvMulti::new(self.sock.clone(), group),
+                    token: self.buffer(serial, Vec::new()),
+                };
+                self.submit_op(serial, Box::new(op), Kind::SockRecvRing);
+            }
             Action::PeerWrite { len } => {
                 let Some(peer) = &self.peer else { return };
                 let start = self.peer_sent.len();
@@ -1102,6 +1165,19 @@ impl Model {
         );
     }
 
+    /// `n` bytes delivered to a completion nobody reads (an abandoned op's):
+    /// gone, but accounted for, in order.
+    fn sock_dropped(&mut self, n: usize) {
+        let at = self.sock_received.len();
+        assert!(
+            at + n <= self.peer_sent.len(),
+            "a dropped completion of {n} bytes at {at}: more than the peer wrote ({})",
+            self.peer_sent.len()
+        );
+        let skipped = self.peer_sent[at..at + n].to_vec();
+        self.sock_received.extend_from_slice(&skipped);
+    }
+
     /// End of file on the socket: only once the peer closed and every byte it
     /// wrote was received.
     fn sock_end(&mut self) {
@@ -1192,6 +1268,22 @@ impl Model {
                 );
                 self.report.recv_shots += 1;
                 self.take_provided(&cqe);
+            }
+            Kind::SockRecvRing => {
+                assert!(cqe.res > 0, "a multishot receive's shot of {} bytes", cqe.res);
+                self.report.recv_shots += 1;
+                self.report.buffers_handed_out += 1;
+                if self.abandoned.contains(&serial) {
+                    // Dropped unread: its buffer goes back to the ring with it.
+                    self.report.events_dropped += 1;
+                    drop(event);
+                    self.sock_dropped(cqe.res as usize);
+                } else {
+                    let mut data = Vec::new();
+                    let n = event.read_into(&mut data).expect("a shot with data");
+                    assert_eq!(n, cqe.res as usize, "a shot's bytes");
+                    self.sock_data(&data);
+                }
             }
             Kind::Accept { multishot: true } => {
                 assert!(cqe.res >= 0, "a multishot accept's connection: {}", cqe.res);
@@ -1392,6 +1484,34 @@ impl Model {
                     }
                 }
             }
+            Kind::SockRecvRing => {
+                self.sock_reader = false;
+                let mut op = any
+                    .downcast::<TrackedRecvMulti>()
+                    .unwrap_or_else(|_| panic!("op {serial} came back as another type"));
+                assert_eq!(
+                    op.token.serial, serial,
+                    "op {serial} came back with another op's token"
+                );
+                match res {
+                    0 if cqe.buffer_id().is_none() => self.sock_end(),
+                    0.. if abandoned => {
+                        // Its buffer goes back with the op.
+                        drop(op);
+                        self.sock_dropped(res as usize);
+                    }
+                    0.. => {
+                        let mut data = Vec::new();
+                        let n = op.inner.take_final(&mut data).expect("a final shot with data");
+                        assert_eq!(n, res as usize);
+                        self.sock_data(&data);
+                    }
+                    _ => assert!(
+                        [-libc::EAGAIN, -libc::ECANCELED, -libc::ENOBUFS].contains(&res),
+                        "multishot receive {serial} failed with {res}"
+                    ),
+                }
+            }
             Kind::Accept { .. } => {
                 let op = any
                     .downcast::<TrackedAccept>()
@@ -1514,6 +1634,14 @@ impl Model {
                 .all(|&b| b == BufState::Ours || b == BufState::Provided),
             "every provided buffer came back"
         );
+        if let Some(group) = &self.group {
+            assert_eq!(group.taken(), 0, "every buffer of the ring came back to it");
+            assert_eq!(
+                Arc::strong_count(group),
+                1,
+                "no op holds the ring's group any more"
+            );
+        }
         // Every accepted connection was closed once: only the socket and the
         // listener are left open once the clients go.
         self.clients.clear();
