@@ -122,6 +122,10 @@ pub enum RecvFate {
     ZeroTimeout,
     /// Polled once, then `mem::forget`ten (boxed).
     PollOnceForget,
+    /// A `RecvStream` (a multishot receive on a provided-buffer ring) whose
+    /// first chunk is awaited, then the stream is dropped with whatever else
+    /// it received (the socket's next receive gets that first).
+    StreamOnce,
 }
 
 /// Most bytes one receive asks for.
@@ -139,8 +143,12 @@ impl Action {
             ];
             return match (b[0] - 128) % 8 {
                 0 | 1 => Action::PeerWrite(b[1]),
-                2..=5 => Action::Recv {
+                2..=4 => Action::Recv {
                     fate: fates[usize::from(b[1] >> 6)],
+                    len: 1 + (b[1] & 0x3f) % MAX_RECV,
+                },
+                5 => Action::Recv {
+                    fate: RecvFate::StreamOnce,
                     len: 1 + (b[1] & 0x3f) % MAX_RECV,
                 },
                 6 => Action::AbortReader,
@@ -211,13 +219,14 @@ impl Action {
             Action::PeerWrite(n) => [128, n],
             Action::PeerClose => [135, 0],
             Action::Recv { fate, len } => {
-                let f = match fate {
-                    RecvFate::Await => 0,
-                    RecvFate::PollOnceDrop => 1,
-                    RecvFate::ZeroTimeout => 2,
-                    RecvFate::PollOnceForget => 3,
+                let (op, f) = match fate {
+                    RecvFate::Await => (130, 0),
+                    RecvFate::PollOnceDrop => (130, 1),
+                    RecvFate::ZeroTimeout => (130, 2),
+                    RecvFate::PollOnceForget => (130, 3),
+                    RecvFate::StreamOnce => (133, 0),
                 };
-                [130, f << 6 | (len.clamp(1, MAX_RECV) - 1)]
+                [op, f << 6 | (len.clamp(1, MAX_RECV) - 1)]
             }
             Action::AbortReader => [134, 0],
         }
@@ -324,6 +333,8 @@ struct StreamLog {
     eof: bool,
     /// Receives forgotten while in flight (each may take bytes with it).
     forgotten: usize,
+    /// `RecvStream`s that ran multishot (on the simulated buffer ring).
+    multishot_streams: usize,
     errors: Vec<io::Error>,
 }
 
@@ -358,6 +369,17 @@ async fn receive(
         RecvFate::Await => {
             let (r, buf) = stream.recv(Vec::with_capacity(len)).await;
             log.lock().unwrap().record(r, &buf);
+        }
+        RecvFate::StreamOnce => {
+            let mut rs = stream.recv_stream();
+            let mut out = Vec::new();
+            let r = rs.next_into(&mut out).await;
+            let mut log = log.lock().unwrap();
+            log.multishot_streams += usize::from(rs.is_multishot());
+            log.record(r, &out);
+            drop(log);
+            // Dropped with what else it received: the socket keeps it.
+            drop(rs);
         }
         RecvFate::ZeroTimeout => {
             if let Ok((r, buf)) =
@@ -422,6 +444,8 @@ pub struct StreamSummary {
     pub drained: usize,
     /// Receives forgotten in flight.
     pub forgotten: usize,
+    /// `RecvStream`s that ran multishot.
+    pub multishot_streams: usize,
 }
 
 /// A future the caller's `wait` runs to completion from outside the runtime.
@@ -619,7 +643,7 @@ pub fn run(input: &[u8], wait: &dyn Fn(&str, Waited), forget: bool) -> StreamSum
                 }
                 let fut = receive(stream.clone(), fate, usize::from(len), log.clone(), forget);
                 match handle.spawn_stealable(fut) {
-                    Ok(h) if fate == RecvFate::Await => reader = Some(h),
+                    Ok(h) if matches!(fate, RecvFate::Await | RecvFate::StreamOnce) => reader = Some(h),
                     Ok(h) => wait_task("a receiving task", h),
                     Err(e) => assert!(shut_down, "spawn refused before shutdown: {e}"),
                 }
@@ -662,6 +686,7 @@ pub fn run(input: &[u8], wait: &dyn Fn(&str, Waited), forget: bool) -> StreamSum
     }
     summary.sent = peer_sent.len();
     summary.forgotten = log.lock().unwrap().forgotten;
+    summary.multishot_streams = log.lock().unwrap().multishot_streams;
     if let Some(r) = reader.take() {
         r.abort();
     }
