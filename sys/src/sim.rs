@@ -20,7 +20,7 @@
 //! | `READ`, `WRITE` | in-memory files ([`SimKernel::create_file`]) at `off`, or at the file position when `off` is `u64::MAX`; pipes and sockets (below) |
 //! | `RECV` | an in-memory file as a byte stream (from and advancing its position); a socket, once or `IORING_RECV_MULTISHOT` |
 //! | `SEND`, `ACCEPT` | simulated sockets and listeners ([`SimKernel::socket_pair`], [`SimKernel::listener`]); `ACCEPT` once or `IORING_ACCEPT_MULTISHOT` |
-//! | `PROVIDE_BUFFERS`, `REMOVE_BUFFERS` | classic provided buffers, used by `READ`/`RECV` with `IOSQE_BUFFER_SELECT` |
+//! | `PROVIDE_BUFFERS`, `REMOVE_BUFFERS` | classic provided buffers, used by `READ`/`RECV` with `IOSQE_BUFFER_SELECT`; so are provided-buffer rings, which [`BufRing`](crate::bufring::BufRing) registers with the simulator (`IORING_REGISTER_PBUF_RING`) |
 //! | `SEND_ZC` | appends to an in-memory file: the count at once (`IORING_CQE_F_MORE`), and at a later enter the bytes, read from the buffer only then, with the `IORING_CQE_F_NOTIF` notification |
 //! | anything else | `-EINVAL` |
 //!
