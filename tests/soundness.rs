@@ -346,7 +346,8 @@ fn item7_a_panicking_waker_does_not_take_a_shard_down() {
             .unwrap();
         let (res, buf) = join("read after a panicking waker", task);
         if kernel == Kernel::Sim {
-            // The simulated kernel has no pipes: the read fails, but it completes.
+            // The pipe is a real one, unknown to the simulated kernel: the read
+            // fails, but it completes.
             assert!(res.is_err() || buf == b"ok");
         } else {
             assert_eq!(res.unwrap(), 2);

@@ -4,7 +4,10 @@
 //! suite `tests/runtime_lifecycle.rs`: the first 12 bytes choose the kernel's
 //! faults, the rest are two-byte actions (spawn tasks that sleep, yield, never
 //! end, poll once, race a zero timeout; abort, drop or await handles; send
-//! messages into shards; shut down mid-sequence). Forgetting handles and
+//! messages into shards; shut down mid-sequence; write numbered bytes into
+//! a simulated socket's peer or close it, and receive from the socket in
+//! tasks whose receives are awaited, dropped after one poll, raced against a
+//! zero timeout or aborted). Forgetting handles and
 //! futures is left to the proptest suite: LeakSanitizer reports what is
 //! forgotten as a leak.
 

@@ -132,8 +132,8 @@ enum Mode {
 /// A stream on a socket bound to a shard (e.g. from
 /// [`RuntimeHandle::bind_tcp_stream`](crate::RuntimeHandle::bind_tcp_stream))
 /// registers its group on that shard and works from any thread. Where
-/// multishot receive is unavailable (the Queue backend, a simulated ring,
-/// kernels before 6.0) the same API issues one plain `RECV` per call
+/// multishot receive is unavailable (the Queue backend, kernels before 6.0)
+/// the same API issues one plain `RECV` per call
 /// ([`RecvStream::is_multishot`] says which).
 ///
 /// ```

@@ -60,6 +60,7 @@ use crate::abi;
 use crate::mmap::Mmap;
 use crate::register;
 use crate::ring::{Ring, RingFd};
+use crate::sim::SimKernel;
 #[cfg(doc)]
 use crate::sqe::Sqe;
 
@@ -94,6 +95,8 @@ pub struct BufRing {
     registered: bool,
     /// Set by `release`: the caller vouched that no op uses the group.
     quiescent: bool,
+    /// The simulated kernel, for a ring on it (registration goes there).
+    sim: Option<SimKernel>,
 }
 
 impl fmt::Debug for BufRing {
@@ -119,9 +122,9 @@ impl BufRing {
     /// # Errors
     ///
     /// `InvalidInput` unless `entries` is a power of two up to [`MAX_ENTRIES`]
-    /// and `buf_len` is non-zero; `Unsupported` on a simulated ring; the
-    /// `mmap` errno; from the kernel `EINVAL` (no buffer rings before 5.19) or
-    /// `EEXIST` (the group id is taken).
+    /// and `buf_len` is non-zero; the `mmap` errno; from the kernel `EINVAL`
+    /// (no buffer rings before 5.19) or `EEXIST` (the group id is taken). A
+    /// simulated ring registers the group with its simulated kernel.
     ///
     /// # Example
     ///
@@ -140,12 +143,13 @@ impl BufRing {
         if buf_len == 0 {
             return Err(invalid("buffer length must not be zero"));
         }
-        let Some(fd) = ring.kernel_fd() else {
+        let (fd, sim) = (ring.kernel_fd(), ring.sim_ring());
+        if fd.is_none() && sim.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "buffer rings need a kernel ring",
+                "buffer rings need a kernel or simulated ring",
             ));
-        };
+        }
         let total = usize::from(entries)
             .checked_mul(buf_len as usize)
             .ok_or_else(|| invalid("buffer ring larger than the address space"))?;
@@ -163,6 +167,7 @@ impl BufRing {
             claimed: vec![true; usize::from(entries)],
             registered: false,
             quiescent: false,
+            sim: sim.map(|s| s.kernel().clone()),
         };
         for bid in 0..entries {
             this.write_entry(bid, bid);
@@ -174,10 +179,16 @@ impl BufRing {
             flags: 0,
             resv: [0; 3],
         };
-        // SAFETY: `ring_addr` is page-aligned memory for `entries` entries that
-        // `this` owns and unregisters on drop before unmapping; every buffer the
-        // entries name lives in `this.buffers`, which is dropped with it.
-        unsafe { register::register_pbuf_ring(fd, &reg) }?;
+        match (fd, sim) {
+            // SAFETY: `ring_addr` is page-aligned memory for `entries` entries that
+            // `this` owns and unregisters on drop before unmapping; every buffer the
+            // entries name lives in `this.buffers`, which is dropped with it.
+            (Some(fd), _) => unsafe { register::register_pbuf_ring(fd, &reg) }?,
+            // SAFETY: as for the kernel: the simulated one is held to the same
+            // contract, and unregistered in `Drop` the same way.
+            (None, Some(sim)) => unsafe { sim.register_pbuf_ring(&reg) }?,
+            (None, None) => unreachable!("checked above"),
+        }
         this.registered = true;
         this.local_tail = entries;
         this.claimed.fill(false);
@@ -338,11 +349,15 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        let unregistered = !self.registered || {
-            // SAFETY: `ring_fd` keeps the ring's fd open for as long as `self` lives.
-            let fd = unsafe { BorrowedFd::borrow_raw(self.ring_fd.raw()) };
-            register::unregister_pbuf_ring(fd, self.bgid).is_ok()
-        };
+        let unregistered = !self.registered
+            || match &self.sim {
+                Some(sim) => sim.unregister_pbuf_ring(self.ring_fd.raw(), self.bgid).is_ok(),
+                None => {
+                    // SAFETY: `ring_fd` keeps the ring's fd open for as long as `self` lives.
+                    let fd = unsafe { BorrowedFd::borrow_raw(self.ring_fd.raw()) };
+                    register::unregister_pbuf_ring(fd, self.bgid).is_ok()
+                }
+            };
         if !unregistered {
             // The kernel may still read the ring and select buffers: keep both.
             return;

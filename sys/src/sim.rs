@@ -16,15 +16,18 @@
 //! | `MSG_RING` | `IORING_MSG_DATA` to another simulated ring (or itself), with `FLAGS_PASS`; `-EBADFD` for a file fd, `-EBADF` for an unknown one |
 //! | `TIMEOUT` | relative or `ABS` timespec on the virtual clock ([`SimKernel::advance`]): `-ETIME` when it passes, 0 after `off` other completions; `MULTISHOT` repeats |
 //! | `TIMEOUT_REMOVE` | by `user_data`: the timeout completes `-ECANCELED` and the remove 0 (`-ENOENT` if none); `IORING_TIMEOUT_UPDATE` re-arms |
-//! | `ASYNC_CANCEL` | pending ops (timeouts) by `user_data`, `ANY`, `ALL`, `OP`; `FD` matches nothing (no pending op holds a file) |
-//! | `READ`, `WRITE` | in-memory files ([`SimKernel::create_file`]) at `off`, or at the file position when `off` is `u64::MAX` |
-//! | `RECV` | an in-memory file as a byte stream (from and advancing its position) |
-//! | `PROVIDE_BUFFERS`, `REMOVE_BUFFERS` | classic provided buffers, used by `READ`/`RECV` with `IOSQE_BUFFER_SELECT` |
+//! | `ASYNC_CANCEL` | pending ops (timeouts, stream ops) by `user_data`, `ANY`, `ALL`, `OP`, `FD` (stream ops) |
+//! | `READ`, `WRITE` | in-memory files ([`SimKernel::create_file`]) at `off`, or at the file position when `off` is `u64::MAX`; pipes and sockets (below) |
+//! | `RECV` | an in-memory file as a byte stream (from and advancing its position); a socket, once or `IORING_RECV_MULTISHOT` |
+//! | `SEND`, `ACCEPT` | simulated sockets and listeners ([`SimKernel::socket_pair`], [`SimKernel::listener`]); `ACCEPT` once or `IORING_ACCEPT_MULTISHOT` |
+//! | `PROVIDE_BUFFERS`, `REMOVE_BUFFERS` | classic provided buffers, used by `READ`/`RECV` with `IOSQE_BUFFER_SELECT`; so are provided-buffer rings, which [`BufRing`](crate::bufring::BufRing) registers with the simulator (`IORING_REGISTER_PBUF_RING`) |
 //! | `SEND_ZC` | appends to an in-memory file: the count at once (`IORING_CQE_F_MORE`), and at a later enter the bytes, read from the buffer only then, with the `IORING_CQE_F_NOTIF` notification |
 //! | anything else | `-EINVAL` |
 //!
 //! Ops complete within the `enter` that submits them, except timeouts, which
-//! stay pending until the clock, a count, or a cancel ends them, and the
+//! stay pending until the clock, a count, or a cancel ends them, stream ops
+//! (pipes, sockets, listeners: see [Streams](#streams)), which wait
+//! for data, room or a connection, and the
 //! notification of a zero-copy send, which comes with the next enter of its
 //! ring (or before that enter blocks) and after its send's own completion: a
 //! send's buffer is read when its notification is posted, as a network card
@@ -33,6 +36,20 @@
 //! drains (`IOSQE_IO_LINK`, `IOSQE_IO_HARDLINK`, `IOSQE_IO_DRAIN`) are not
 //! simulated: such entries complete with `-EINVAL` rather than run unordered.
 //! There are no registered files: `IOSQE_FIXED_FILE` gives `-EBADF`.
+//!
+//! # Streams
+//!
+//! [`SimKernel::pipe`], [`SimKernel::socket_pair`], [`SimKernel::listener`]
+//! and [`SimKernel::connect`] make byte streams whose ops wait like the
+//! kernel's: a receive on an empty stream stays pending until the peer
+//! writes or closes, a multishot receive posts one CQE per arrival, an
+//! accept waits for a connection. Each end is numbered by a real
+//! placeholder fd that the caller owns (one end of a pipe or socket pair
+//! whose other end the simulator keeps, to see it close), so closing or dropping it as
+//! an `OwnedFd` is sound and closes the simulated end. The outside world
+//! writes and reads with [`SimKernel::stream_write`] and
+//! [`SimKernel::stream_read`]. Buffers hold [`STREAM_CAPACITY`] bytes.
+//! The module `sim::stream` documents every behaviour.
 //!
 //! # User memory
 //!
@@ -74,6 +91,10 @@ use crate::abi;
 use crate::cqe::Cqe;
 use crate::ring::{RingConfig, index};
 use crate::syscall::EnterWait;
+
+mod stream;
+
+pub use stream::STREAM_CAPACITY;
 
 /// Fake fd numbers start here, far above what a test process opens.
 const FIRST_SIM_FD: RawFd = 1 << 24;
@@ -154,7 +175,8 @@ pub struct Faults {
     pub delay_cqes: u32,
     /// Each `READ`/`RECV` transfers at most a random 1 to n bytes.
     pub short_read_max: Option<u32>,
-    /// Every n-th `READ`, `WRITE` or `RECV` completes with `-EAGAIN`, doing nothing.
+    /// Every n-th `READ`, `WRITE` or `RECV` (and `SEND` on a simulated
+    /// socket) completes with `-EAGAIN`, doing nothing.
     pub eagain_every: Option<u32>,
     /// Every n-th `READ`/`RECV` with `IOSQE_BUFFER_SELECT` completes with
     /// `-ENOBUFS` even when a buffer is available (none is consumed).
@@ -322,6 +344,21 @@ impl SimKernel {
 
     fn lock(&self) -> MutexGuard<'_, KernelState> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Unregisters provided-buffer ring `bgid` of simulated ring `ring`
+    /// (`IORING_UNREGISTER_PBUF_RING`): no later op selects from it.
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` when no such group is registered (or the ring is gone).
+    pub(crate) fn unregister_pbuf_ring(&self, ring: RawFd, bgid: u16) -> io::Result<()> {
+        let mut k = self.lock();
+        let removed = k.rings.get_mut(&ring).and_then(|r| r.pbuf_rings.remove(&bgid));
+        match removed {
+            Some(_) => Ok(()),
+            None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+        }
     }
 
     /// Replaces the faults to inject, restarting their counters, their
@@ -571,6 +608,8 @@ struct KernelState {
     loans: Loans,
     /// Submission order of pending ops: breaks ties between equal deadlines.
     next_seq: u64,
+    /// Pipes, sockets, listeners and the ops pending on them.
+    streams: stream::Streams,
 }
 
 impl Default for KernelState {
@@ -585,6 +624,7 @@ impl Default for KernelState {
             faults: FaultState::new(Faults::default()),
             loans: Loans::default(),
             next_seq: 0,
+            streams: stream::Streams::default(),
         }
     }
 }
@@ -602,6 +642,15 @@ struct ProvidedBuf {
     addr: u64,
     len: u32,
     bid: u16,
+}
+
+/// A provided-buffer ring (`IORING_REGISTER_PBUF_RING`): entries in user
+/// memory, the tail published by the owner, the head ours.
+struct PbufRing {
+    /// User address of the entries (the tail overlays entry 0's `resv`).
+    addr: u64,
+    entries: u16,
+    head: u16,
 }
 
 /// A CQE held back by [`Faults::delay_cqes`].
@@ -641,6 +690,8 @@ struct RingState {
     /// Completions posted that count for `TIMEOUT` with a count (all but timeouts').
     counted: u64,
     buffers: HashMap<u16, VecDeque<ProvidedBuf>>,
+    /// Provided-buffer rings, by group id.
+    pbuf_rings: HashMap<u16, PbufRing>,
     /// Zero-copy sends whose notification is still to come, in submission order.
     zc_sends: Vec<ZcSend>,
 }
@@ -690,6 +741,50 @@ impl Batch {
 }
 
 impl RingState {
+    /// Selects a buffer of `group` for a buffer-select op: the next entry of
+    /// its buffer ring, or the first of its classic provided buffers.
+    fn select_buffer(&mut self, loans: &Loans, group: u16) -> Option<ProvidedBuf> {
+        let Some(pr) = self.pbuf_rings.get_mut(&group) else {
+            return self.buffers.get_mut(&group).and_then(VecDeque::pop_front);
+        };
+        let tail_at = pr.addr + abi::BUF_RING_TAIL_OFFSET as u64;
+        let tail_ptr = loans.pointer(tail_at, 2, false).ok()?;
+        // SAFETY: the ring's memory stays valid while registered (the contract
+        // of `SimRing::register_pbuf_ring`); the tail is 2-byte aligned (the
+        // ring is page aligned) and only accessed atomically.
+        let tail = unsafe { std::sync::atomic::AtomicU16::from_ptr(tail_ptr.cast()) };
+        // Acquire pairs with the owner's release store of the tail: the entries
+        // it covers are written.
+        if tail.load(Ordering::Acquire) == pr.head {
+            return None;
+        }
+        let slot = u64::from(pr.head & (pr.entries - 1));
+        let entry_at = pr.addr + slot * size_of::<abi::io_uring_buf>() as u64;
+        // Bytes 0..14 of the entry: address, length, id (not the tail bytes).
+        let entry_ptr = loans.pointer(entry_at, abi::BUF_RING_TAIL_OFFSET, false).ok()?;
+        // SAFETY: as above, the entry lies in the registered ring memory; the
+        // owner does not write slots in [head, tail) (the buffer ring
+        // protocol); reads are unaligned-tolerant.
+        let (addr, len, bid) = unsafe {
+            (
+                entry_ptr.cast::<u64>().read_unaligned(),
+                entry_ptr.add(8).cast::<u32>().read_unaligned(),
+                entry_ptr.add(12).cast::<u16>().read_unaligned(),
+            )
+        };
+        pr.head = pr.head.wrapping_add(1);
+        Some(ProvidedBuf { addr, len, bid })
+    }
+
+    /// Puts back a buffer [`RingState::select_buffer`] just took (its op
+    /// failed before using it).
+    fn unselect_buffer(&mut self, group: u16, buf: ProvidedBuf) {
+        match self.pbuf_rings.get_mut(&group) {
+            Some(pr) => pr.head = pr.head.wrapping_sub(1),
+            None => self.buffers.entry(group).or_default().push_front(buf),
+        }
+    }
+
     /// Posts a CQE now; a counted one may complete count-based timeouts.
     fn post(&mut self, faults: &mut FaultState, cqe: Cqe, counted: bool) {
         self.post_one(faults, cqe);
@@ -916,8 +1011,23 @@ impl KernelState {
         if sqe.flags & NOT_SIMULATED != 0 || (sqe.flags & abi::IOSQE_BUFFER_SELECT != 0 && !reads) {
             return batch.complete(sqe, -libc::EINVAL, 0);
         }
+        let stream_op = matches!(
+            sqe.opcode,
+            abi::IORING_OP_READ
+                | abi::IORING_OP_RECV
+                | abi::IORING_OP_WRITE
+                | abi::IORING_OP_SEND
+                | abi::IORING_OP_ACCEPT
+        );
+        if stream_op && self.streams.contains(sqe.fd) {
+            return self.stream_submit(fd, sqe, batch);
+        }
         let (res, flags) = match sqe.opcode {
             abi::IORING_OP_NOP => (0, 0),
+            abi::IORING_OP_SEND | abi::IORING_OP_ACCEPT if self.files.contains_key(&sqe.fd) => {
+                (-libc::ENOTSOCK, 0)
+            }
+            abi::IORING_OP_SEND | abi::IORING_OP_ACCEPT => (-libc::EBADF, 0),
             abi::IORING_OP_MSG_RING => (self.msg_ring(fd, sqe, batch), 0),
             abi::IORING_OP_TIMEOUT => match self.timeout(fd, sqe) {
                 Ok(()) => return,
@@ -1058,7 +1168,8 @@ impl KernelState {
         let Some(i) = self.ring(fd).timeouts.iter().position(|t| t.user_data == target) else {
             return -libc::ENOENT;
         };
-        match self.cancel_pending(fd, vec![i], batch) {
+        let lost = self.faults.cancel_race.tick(self.faults.faults.cancel_race_every);
+        match self.cancel_pending(fd, vec![i], lost, batch) {
             Ok(_) => 0,
             Err(lost) => lost,
         }
@@ -1089,39 +1200,76 @@ impl KernelState {
             .iter()
             .enumerate()
             .filter(|(_, t)| {
-                // The only pending ops are timeouts, which hold no file.
+                // Timeouts hold no file.
                 any || (!by_fd
                     && (!by_op || opcode == u32::from(abi::IORING_OP_TIMEOUT))
                     && (!by_data || t.user_data == data))
             })
             .map(|(i, _)| i)
             .collect();
-        if hits.is_empty() {
+        let target_fd = sqe.fd;
+        let mut stream_hits = self.stream_cancel_hits(fd, |user_data, op_fd, op| {
+            any || ((!by_fd || op_fd == target_fd)
+                && (!by_op || opcode == u32::from(op))
+                && (!by_data || user_data == data))
+        });
+        if hits.is_empty() && stream_hits.is_empty() {
             return -libc::ENOENT;
         }
         let all = flags & (abi::IORING_ASYNC_CANCEL_ALL | abi::IORING_ASYNC_CANCEL_ANY) != 0;
         if !all {
-            hits.truncate(1);
+            if hits.is_empty() {
+                stream_hits.truncate(1);
+            } else {
+                hits.truncate(1);
+                stream_hits.clear();
+            }
         }
-        match self.cancel_pending(fd, hits, batch) {
-            Ok(n) if all => i32::try_from(n).unwrap_or(i32::MAX),
-            Ok(_) => 0,
+        let lost = self.faults.cancel_race.tick(self.faults.faults.cancel_race_every);
+        let mut cancelled = 0;
+        let mut lost_any = false;
+        if !hits.is_empty() {
+            match self.cancel_pending(fd, hits, lost, batch) {
+                Ok(n) => cancelled += n,
+                Err(_) => lost_any = true,
+            }
+        }
+        let mut raced = false;
+        for seq in stream_hits {
+            match self.stream_cancel(seq, lost, batch) {
+                Some(true) => {
+                    raced = true;
+                    lost_any = true;
+                }
+                Some(false) => {
+                    raced = true;
+                    cancelled += 1;
+                }
+                None => cancelled += 1,
+            }
+        }
+        if raced {
+            self.faults.injected.cancel_races += 1;
+        }
+        match (lost_any, cancelled) {
+            (_, n) if all && n > 0 => i32::try_from(n).unwrap_or(i32::MAX),
             // With ALL the kernel reports how many it cancelled: none.
-            Err(_) if all => -libc::ENOENT,
-            Err(lost) => lost,
+            (true, _) if all => -libc::ENOENT,
+            (true, _) => self.faults.lost_race_result(),
+            (false, _) => 0,
         }
     }
 
-    /// Ends the pending ops at `indices` of ring `fd` with `-ECANCELED`, or, if
-    /// the cancel-race fault fires, lets them complete normally and returns
-    /// `Err(the cancel's result)`.
+    /// Ends the pending timeouts at `indices` of ring `fd` with `-ECANCELED`,
+    /// or, if `lost` (the cancel-race fault fired), lets them complete
+    /// normally and returns `Err(the cancel's result)`.
     fn cancel_pending(
         &mut self,
         fd: RawFd,
         mut indices: Vec<usize>,
+        lost: bool,
         batch: &mut Batch,
     ) -> Result<usize, i32> {
-        let lost = self.faults.cancel_race.tick(self.faults.faults.cancel_race_every);
         indices.sort_unstable();
         let ring = self
             .rings
@@ -1173,7 +1321,7 @@ impl KernelState {
                 .get_mut(&fd)
                 .expect("a live SimRing is registered with its kernel");
             let group = sqe.buf_index_or_group;
-            let Some(buf) = ring.buffers.get_mut(&group).and_then(VecDeque::pop_front) else {
+            let Some(buf) = ring.select_buffer(loans, group) else {
                 return (-libc::ENOBUFS, 0);
             };
             let cap = if sqe.len == 0 {
@@ -1349,6 +1497,9 @@ impl KernelState {
         }
         if addr.checked_add(count * u64::from(len)).is_none() {
             return -libc::EOVERFLOW;
+        }
+        if self.ring(fd).pbuf_rings.contains_key(&sqe.buf_index_or_group) {
+            return -libc::EINVAL;
         }
         let list = self.ring(fd).buffers.entry(sqe.buf_index_or_group).or_default();
         for i in 0..count {
@@ -1705,6 +1856,7 @@ impl SimRing {
                 timeouts: Vec::new(),
                 counted: 0,
                 buffers: HashMap::new(),
+                pbuf_rings: HashMap::new(),
                 zc_sends: Vec::new(),
             },
         );
@@ -1757,6 +1909,42 @@ impl SimRing {
             .expect("a live SimRing is registered with its kernel"))
     }
 
+    /// Registers a provided-buffer ring with this ring
+    /// (`IORING_REGISTER_PBUF_RING`).
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for flags, or entries that are not a power of two up to
+    /// 32768; `EEXIST` when `reg.bgid` is taken.
+    ///
+    /// # Safety
+    ///
+    /// `reg.ring_addr` points at `reg.ring_entries` `io_uring_buf` entries,
+    /// page aligned, that stay valid until the group is unregistered, which
+    /// the caller writes only as the buffer ring protocol allows (slots
+    /// outside the kernel's window, the tail atomically); every buffer an
+    /// entry names is writable for its length until an op's CQE hands it over.
+    pub(crate) unsafe fn register_pbuf_ring(&self, reg: &abi::io_uring_buf_reg) -> io::Result<()> {
+        let entries = reg.ring_entries;
+        if reg.flags != 0 || !entries.is_power_of_two() || entries > 32768 || reg.ring_addr == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut k = self.kernel.lock();
+        let ring = k.ring(self.shared.fd);
+        if ring.pbuf_rings.contains_key(&reg.bgid) || ring.buffers.contains_key(&reg.bgid) {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        ring.pbuf_rings.insert(
+            reg.bgid,
+            PbufRing {
+                addr: reg.ring_addr,
+                entries: entries as u16,
+                head: 0,
+            },
+        );
+        Ok(())
+    }
+
     /// CQEs held on the simulated kernel's overflow list.
     pub fn overflowed(&self) -> usize {
         self.with_state(|r| r.overflow.len())
@@ -1768,9 +1956,15 @@ impl SimRing {
     }
 
     /// Ops the kernel still holds (pending timeouts, zero-copy sends awaiting
-    /// their notification): each will post at least one more CQE.
+    /// their notification, stream ops waiting for data, room or a
+    /// connection): each will post at least one more CQE.
     pub fn pending_ops(&self) -> usize {
-        self.with_state(|r| r.timeouts.len() + r.zc_sends.len())
+        let k = self.kernel.lock();
+        let r = k
+            .rings
+            .get(&self.shared.fd)
+            .expect("a live SimRing is registered with its kernel");
+        r.timeouts.len() + r.zc_sends.len() + k.streams.pending_on(self.shared.fd)
     }
 
     /// The kernel side of `io_uring_enter`.
@@ -1816,13 +2010,19 @@ impl SimRing {
         }
         ring.release_delayed(faults, false);
         k.release_notifications(fd);
+        // Stream ends whose fds were closed are forgotten before any SQE names
+        // a number (which may since name another file).
+        k.streams.sync_closed();
         let submitted = k.submit(fd, to_submit);
+        // Woken stream ops run after the SQEs (the kernel's task work).
+        k.stream_progress();
         if !getevents {
             return Ok((submitted, false));
         }
         let mut deadline: Option<Option<Instant>> = None;
         loop {
             let state = &mut *k;
+            state.stream_progress();
             let ring = state
                 .rings
                 .get_mut(&fd)
@@ -1870,6 +2070,8 @@ impl SimRing {
 impl Drop for SimRing {
     fn drop(&mut self) {
         // Pending ops and held CQEs of the ring go with it, as on close.
-        self.kernel.lock().rings.remove(&self.shared.fd);
+        let mut k = self.kernel.lock();
+        k.rings.remove(&self.shared.fd);
+        k.streams.drop_ring(self.shared.fd);
     }
 }

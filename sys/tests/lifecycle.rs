@@ -1,5 +1,6 @@
 //! The op lifecycle on the simulated kernel: `op::InFlight` with owned ops,
-//! cancels, multishot timeouts, full queues and injected kernel faults,
+//! cancels, multishot timeouts, receives and accepts (pending, multishot,
+//! abandoned) on a simulated socket, full queues and injected kernel faults,
 //! checked by `spargio_sys::check::lifecycle` (the same function the
 //! `op_lifecycle` fuzz target calls).
 //!
@@ -135,6 +136,98 @@ fn scenarios() -> Vec<(&'static str, Vec<u8>)> {
         Action::DropTable,
         Action::Submit,
     ];
+    // A receive pending on an empty socket, cancelled as data arrives: the
+    // receive wins the race and completes with the data; the cancel finds
+    // nothing.
+    let recv_race = [
+        Action::SockRecv { len: 16 },
+        Action::Submit,
+        Action::PeerWrite { len: 10 },
+        Action::Cancel { nth: 0 },
+        Action::Submit,
+        Action::Reap { max: 15 },
+        Action::SockRecv { len: 16 },
+        Action::PeerWrite { len: 5 },
+        Action::Flush,
+        Action::Reap { max: 15 },
+    ];
+    // A multishot receive whose waiter goes away with three completions
+    // unread in the CQ and more data arriving: its buffers come back, and
+    // its bytes are not lost (they reach the reader in order).
+    let recv_dropped = [
+        Action::SockRecvMulti { len: 0 },
+        Action::Submit,
+        Action::PeerWrite { len: 40 },
+        Action::Flush,
+        Action::Abandon { nth: 0 },
+        Action::PeerWrite { len: 20 },
+        Action::Submit,
+        Action::Reap { max: 15 },
+        Action::SockRecvMulti { len: 5 },
+        Action::Flush,
+        Action::Reap { max: 15 },
+    ];
+    // The same with `RecvMulti` on a provided-buffer ring: the completions
+    // dropped unread give their buffers back to the ring as they drop.
+    let ring_dropped = [
+        Action::SockRecvRing,
+        Action::Submit,
+        Action::PeerWrite { len: 40 },
+        Action::Flush,
+        Action::Abandon { nth: 0 },
+        Action::PeerWrite { len: 20 },
+        Action::Submit,
+        Action::Reap { max: 15 },
+        Action::SockRecvRing,
+        Action::Flush,
+        Action::Reap { max: 15 },
+    ];
+    // A multishot accept whose waiter goes away with connections accepted but
+    // unread and another still queued: the dropped events close their fds.
+    let accept_dropped = [
+        Action::Accept { multishot: true },
+        Action::Submit,
+        Action::Connect,
+        Action::Connect,
+        Action::Connect,
+        Action::Flush,
+        Action::Abandon { nth: 0 },
+        Action::Connect,
+        Action::Submit,
+        Action::Reap { max: 15 },
+        Action::Accept { multishot: false },
+        Action::Flush,
+        Action::Reap { max: 15 },
+    ];
+    // Everything on the socket and the listener at once, under every fault.
+    let mut streams = Vec::new();
+    for round in 0..8u8 {
+        streams.extend([
+            Action::PeerWrite { len: 30 + round },
+            if round % 2 == 0 {
+                Action::SockRecv { len: 9 + round }
+            } else {
+                Action::SockRecvMulti { len: round * 3 }
+            },
+            Action::Connect,
+            Action::Accept {
+                multishot: round % 3 != 0,
+            },
+            Action::Submit,
+            Action::Flush,
+            Action::Reap { max: 4 },
+            Action::PeerWrite { len: 20 },
+            Action::Flush,
+            Action::Reap { max: 6 },
+        ]);
+        match round {
+            2 | 5 => streams.push(Action::Cancel { nth: round }),
+            3 | 4 => streams.push(Action::Abandon { nth: round / 2 }),
+            6 => streams.push(Action::PeerClose),
+            _ => {}
+        }
+        streams.extend([Action::Flush, Action::Reap { max: 15 }]);
+    }
     vec![
         (
             "cancel-race-multishot",
@@ -150,6 +243,27 @@ fn scenarios() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("mixed-no-faults", lifecycle::encode_input(NO_FAULTS, &mixed)),
         ("dropped-table", lifecycle::encode_input(NO_FAULTS, &dropped)),
+        (
+            "socket-recv-cancel-race",
+            lifecycle::encode_input(CANCEL_RACES, &recv_race),
+        ),
+        (
+            "multishot-recv-dropped-unread",
+            lifecycle::encode_input(NO_FAULTS, &recv_dropped),
+        ),
+        (
+            "multishot-accept-dropped-queued",
+            lifecycle::encode_input(NO_FAULTS, &accept_dropped),
+        ),
+        (
+            "streams-every-fault",
+            lifecycle::encode_input(every_fault(3), &streams),
+        ),
+        ("streams-no-faults", lifecycle::encode_input(NO_FAULTS, &streams)),
+        (
+            "multishot-recv-ring-dropped-unread",
+            lifecycle::encode_input(NO_FAULTS, &ring_dropped),
+        ),
     ]
 }
 
@@ -184,6 +298,29 @@ fn the_issue_scenarios_hold() {
                 r.stream_bytes > 0 && r.more > 0 && r.cancelled > 0 && r.failed > r.cancelled
             }
             "dropped-table" => r.succeeded == 2 && r.cancelled == 1 && r.leaked == 0,
+            // The first receive got the 10 bytes its cancel raced with.
+            "socket-recv-cancel-race" => {
+                r.injected.cancel_races == 1 && r.stale == 1 && r.sock_bytes == 15 && r.succeeded == 2
+            }
+            "multishot-recv-dropped-unread" => {
+                r.recv_shots >= 3 && r.buffers_handed_out >= 4 && r.cancelled >= 1 && r.sock_bytes == 60
+            }
+            // Buffer rings are skipped under Miri (no `madvise` for their mmap).
+            "multishot-recv-ring-dropped-unread" => {
+                cfg!(miri) || (r.events_dropped >= 3 && r.recv_shots >= 4 && r.sock_bytes == 60)
+            }
+            "multishot-accept-dropped-queued" => r.events_dropped == 3 && r.accepted == 1 && r.cancelled == 1,
+            "streams-every-fault" | "streams-no-faults" => {
+                let i = r.injected;
+                r.sock_bytes > 0
+                    && r.recv_shots > 0
+                    && r.accepted > 0
+                    && r.cancelled > 0
+                    && (name == "streams-no-faults"
+                        || [i.short_reads, i.overflowed, i.delayed_cqes, i.eagain]
+                            .iter()
+                            .all(|&n| n > 0))
+            }
             _ => unreachable!("unknown scenario {name}"),
         };
         assert!(reached, "scenario {name} did not reach what it exercises: {r:?}");

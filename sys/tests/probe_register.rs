@@ -186,16 +186,20 @@ fn register_ring_fd_and_eventfd() {
 
 #[test]
 #[cfg_attr(miri, ignore)]
-fn simulated_rings_refuse_registration() {
+fn simulated_rings_refuse_registration_but_simulate_buffer_rings() {
     let mut ring = Ring::sim(&spargio_sys::sim::SimKernel::new(), &RingConfig::default()).unwrap();
     assert_eq!(
         ring.register_files(&[None]).unwrap_err().kind(),
         std::io::ErrorKind::Unsupported
     );
+    // Buffer rings are simulated: a group id is taken once.
+    let bufs = BufRing::new(&ring, 0, 4, 16).unwrap();
     assert_eq!(
-        BufRing::new(&ring, 0, 4, 16).unwrap_err().kind(),
-        std::io::ErrorKind::Unsupported
+        BufRing::new(&ring, 0, 4, 16).unwrap_err().raw_os_error(),
+        Some(libc::EEXIST)
     );
+    drop(bufs);
+    BufRing::new(&ring, 0, 4, 16).expect("the group id is free again");
 }
 
 #[test]

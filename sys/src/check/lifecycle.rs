@@ -5,7 +5,12 @@
 //! sequence of three-byte actions ([`Action::decode`]): start a read, a
 //! receive, a write or a timeout (single or multishot), cancel an op, submit,
 //! wait, reap, move the clock, take the data file away, or (in
-//! [`Mode::LeakTable`] only) drop the op table with ops in flight. The ring is
+//! [`Mode::LeakTable`] only) drop the op table with ops in flight; and on a
+//! simulated socket and listener: receive (pending while the socket is
+//! empty), receive multishot into provided buffers, accept once or
+//! multishot, have the outside write into the socket's peer or close it,
+//! connect a client, or abandon an op (cancel it and drop what it still
+//! delivers unread). The ring is
 //! tiny (SQ 4, CQ 8) and its indices start near `u32::MAX`, so full queues,
 //! overflow and wrap-around come early. The same input always gives the same
 //! run: every fault is drawn from the input.
@@ -21,6 +26,16 @@
 //!   bytes are the file's bytes at its offset;
 //! - the stream's bytes come out as they went in, in order, none lost or
 //!   duplicated (received == sent after a final drain);
+//! - the socket's bytes (single receives and multishot completions, in
+//!   completion order, across cancels, lost races and abandoned ops) are
+//!   the bytes the peer wrote, in order, and end of file comes only after
+//!   the last of them, once the peer closed;
+//! - each provided buffer is handed out only while provided (never twice),
+//!   and every one comes back;
+//! - every accepted connection is a simulated socket, taken once (from the
+//!   op, or from a multishot accept's event, which closes it when dropped
+//!   unread), and closed: after the drain only the socket and the listener
+//!   are open ([`SimKernel::open_streams`]);
 //! - after the drain, nothing is left in flight, held back, overflowed or
 //!   pending in the kernel, and each fd's reference count is back at its
 //!   baseline.
@@ -32,9 +47,10 @@
 //! those writes against freed memory.
 #![allow(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -43,7 +59,7 @@ use crate::abi;
 use crate::buf::{IoBuf, IoBufMut};
 use crate::msg::OpId;
 use crate::op::fs::{Read, Write};
-use crate::op::net::Recv;
+use crate::op::net::{Accept, Recv, RecvBufGroup, RecvMulti};
 use crate::op::{Completion, InFlight, Nop, Op, OpEvent};
 use crate::ring::{PushError, Ring, RingConfig};
 use crate::sim::{Faults, Injected, SimKernel};
@@ -146,11 +162,80 @@ pub enum Action {
     /// Drop the op table with ops in flight and end the input
     /// ([`Mode::LeakTable`] only; a no-op otherwise).
     DropTable,
+    /// Receive up to `len` bytes from the simulated socket (at most one
+    /// socket receive, single or multishot, in flight: a stream has one
+    /// reader). Stays pending while the socket is empty.
+    SockRecv {
+        /// Buffer capacity (0 allowed: completes with 0 at once).
+        len: u8,
+    },
+    /// A multishot receive on the socket with provided buffers (group
+    /// [`BUF_GROUP`], [`BUFS`] buffers of [`BUF_LEN`] bytes): one completion
+    /// per arrival of data, each handing out a buffer that the check reads
+    /// and provides again.
+    SockRecvMulti {
+        /// Most bytes per completion (0: the buffer's length).
+        len: u8,
+    },
+    /// The outside writes `len` numbered bytes into the socket's peer (what
+    /// fits in its buffer).
+    PeerWrite {
+        /// Bytes to write.
+        len: u8,
+    },
+    /// The outside closes the socket's peer: receives then read end of file.
+    PeerClose,
+    /// A client connects to the simulated listener (its end is kept open
+    /// until the end of the run).
+    Connect,
+    /// Accept on the listener, once or multishot.
+    Accept {
+        /// `IORING_ACCEPT_MULTISHOT`.
+        multishot: bool,
+    },
+    /// The waiter of the `nth` live op goes away: its cancel is asked for and
+    /// the completions it still gets are dropped unread (a multishot
+    /// accept's events then close the fds they carry themselves).
+    Abandon {
+        /// Which live op (0 to 127).
+        nth: u8,
+    },
+    /// A multishot receive on the socket with [`RecvMulti`] on a
+    /// provided-buffer ring ([`RecvBufGroup`], group [`RING_GROUP`],
+    /// [`BUFS`] buffers of [`BUF_LEN`] bytes): each completion's buffer is
+    /// read with [`OpEvent::read_into`] (or, for an abandoned op, dropped
+    /// unread with its event, which gives it back). Skipped under Miri, which
+    /// cannot map the ring's memory.
+    SockRecvRing,
 }
+
+/// The provided-buffer ring group of [`Action::SockRecvRing`].
+pub const RING_GROUP: u16 = 9;
+
+/// The provided-buffer group of [`Action::SockRecvMulti`].
+pub const BUF_GROUP: u16 = 7;
+/// Buffers in that group.
+pub const BUFS: u16 = 4;
+/// Bytes per provided buffer.
+pub const BUF_LEN: u32 = 16;
 
 impl Action {
     /// Decodes one action from three bytes.
     pub fn decode(b: [u8; 3]) -> Action {
+        if b[0] >= 128 {
+            return match (b[0] - 128) % 8 {
+                0 | 7 => Action::SockRecv { len: b[1] },
+                1 => Action::SockRecvMulti { len: b[1] % 32 },
+                2 => Action::PeerWrite { len: b[1] },
+                3 => Action::PeerClose,
+                4 => Action::Connect,
+                5 => Action::Accept {
+                    multishot: b[1] & 1 != 0,
+                },
+                6 if b[1] >= 128 => Action::SockRecvRing,
+                _ => Action::Abandon { nth: b[1] % 128 },
+            };
+        }
         match b[0] % 16 {
             0 | 1 => Action::Read {
                 len: b[1],
@@ -191,6 +276,14 @@ impl Action {
             Action::Advance { ms } => [12, ms % 64, 0],
             Action::CloseData => [13, 0, 0],
             Action::DropTable => [14, 0, 0],
+            Action::SockRecv { len } => [128, len, 0],
+            Action::SockRecvMulti { len } => [129, len % 32, 0],
+            Action::PeerWrite { len } => [130, len, 0],
+            Action::PeerClose => [131, 0, 0],
+            Action::Connect => [132, 0, 0],
+            Action::Accept { multishot } => [133, u8::from(multishot), 0],
+            Action::Abandon { nth } => [134, nth % 128, 0],
+            Action::SockRecvRing => [134, 128, 0],
         }
     }
 
@@ -395,6 +488,185 @@ unsafe impl Op for TrackedNop {
     crate::op::op_any!();
 }
 
+/// The memory of the provided buffers of [`Action::SockRecvMulti`]: a heap
+/// block reached only through raw pointers (the kernel writes into it while
+/// the check reads other buffers of it), freed when the last op or model that
+/// holds it goes. Every op that lets the kernel select from the group holds
+/// an `Arc` of it until its final completion, so no selection can write into
+/// freed memory; a leaked op leaks it.
+struct Pool {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the block is plain bytes owned by the pool; who touches which part
+// when is ordered by the buffer protocol (a buffer is the kernel's from its
+// PROVIDE_BUFFERS until the CQE that hands it out, then the check's).
+unsafe impl Send for Pool {}
+// SAFETY: as for `Send`: the pool has no interior state besides those bytes.
+unsafe impl Sync for Pool {}
+
+impl Pool {
+    fn new() -> Arc<Pool> {
+        let len = usize::from(BUFS) * BUF_LEN as usize;
+        let block: Box<[u8]> = vec![0u8; len].into_boxed_slice();
+        let ptr = NonNull::new(Box::into_raw(block).cast::<u8>()).expect("a box is never null");
+        Arc::new(Pool { ptr, len })
+    }
+
+    /// The user address of buffer `bid`, with its provenance exposed for the
+    /// simulated kernel, which reaches memory outside its loans that way.
+    fn addr(&self, bid: u16) -> u64 {
+        // SAFETY: `bid < BUFS`, so the offset stays inside the block.
+        let p = unsafe { self.ptr.as_ptr().add(usize::from(bid) * BUF_LEN as usize) };
+        p.expose_provenance() as u64
+    }
+
+    /// The first `n` bytes of buffer `bid`, which the kernel handed out.
+    fn read(&self, bid: u16, n: usize) -> Vec<u8> {
+        assert!(bid < BUFS && n <= BUF_LEN as usize, "buffer {bid} of {n} bytes");
+        let mut out = vec![0u8; n];
+        // SAFETY: inside the block (checked above); the kernel handed this
+        // buffer out and will not write it again before it is provided again.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(usize::from(bid) * BUF_LEN as usize),
+                out.as_mut_ptr(),
+                n,
+            );
+        }
+        out
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let slice = std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len);
+        // SAFETY: made by `Box::into_raw` of a boxed slice of `len` bytes in
+        // `Pool::new`, freed once, here.
+        drop(unsafe { Box::from_raw(slice) });
+    }
+}
+
+/// `PROVIDE_BUFFERS` of one buffer of the pool, with a tracked release.
+struct ProvideOp {
+    pool: Arc<Pool>,
+    bid: u16,
+    token: Tracked,
+}
+
+// SAFETY: the SQE points at one buffer of the pool, which the op keeps alive
+// through its `Arc` (and every multishot receive that may select it, too).
+unsafe impl Op for ProvideOp {
+    fn prepare(&mut self) -> Sqe {
+        Sqe::from_raw(abi::io_uring_sqe {
+            opcode: abi::IORING_OP_PROVIDE_BUFFERS,
+            fd: 1,
+            addr_or_splice_off_in: self.pool.addr(self.bid),
+            len: BUF_LEN,
+            off_or_addr2: u64::from(self.bid),
+            buf_index_or_group: BUF_GROUP,
+            ..Default::default()
+        })
+    }
+    fn run_blocking(&mut self) -> i32 {
+        -libc::EOPNOTSUPP
+    }
+    crate::op::op_any!();
+}
+
+/// A multishot receive (`IORING_RECV_MULTISHOT`) selecting from the pool's
+/// group: its completions name the buffer they filled, which the check reads
+/// and provides again.
+struct RecvMultiOp {
+    fd: Arc<OwnedFd>,
+    len: u32,
+    _pool: Arc<Pool>,
+    token: Tracked,
+}
+
+// SAFETY: the SQE points at no memory of its own; the kernel selects buffers
+// of the pool, which the op keeps alive through its `Arc` until its final
+// completion. It names `fd`, which it keeps open.
+unsafe impl Op for RecvMultiOp {
+    fn prepare(&mut self) -> Sqe {
+        Sqe::from_raw(abi::io_uring_sqe {
+            opcode: abi::IORING_OP_RECV,
+            flags: abi::IOSQE_BUFFER_SELECT,
+            ioprio: abi::IORING_RECV_MULTISHOT,
+            fd: self.fd.as_raw_fd(),
+            len: self.len,
+            buf_index_or_group: BUF_GROUP,
+            ..Default::default()
+        })
+    }
+    fn run_blocking(&mut self) -> i32 {
+        -libc::EOPNOTSUPP
+    }
+    crate::op::op_any!();
+}
+
+/// An [`Accept`] with a tracked release (the op owns no buffer to track).
+struct TrackedAccept {
+    inner: Accept,
+    token: Tracked,
+}
+
+// SAFETY: every call goes to the `Accept`, whose SQE points only into
+// memory it owns; the token is never reached by the kernel.
+unsafe impl Op for TrackedAccept {
+    fn prepare(&mut self) -> Sqe {
+        self.inner.prepare()
+    }
+    fn run_blocking(&mut self) -> i32 {
+        -libc::EOPNOTSUPP
+    }
+    unsafe fn complete(&mut self, cqe: &Cqe) {
+        // SAFETY: the caller's contract is the inner op's.
+        unsafe { self.inner.complete(cqe) }
+    }
+    unsafe fn progress(&mut self, cqe: &Cqe) -> OpEvent {
+        // SAFETY: the caller's contract is the inner op's.
+        unsafe { self.inner.progress(cqe) }
+    }
+    crate::op::op_any!();
+}
+
+/// A [`RecvMulti`] with a tracked release.
+struct TrackedRecvMulti {
+    inner: RecvMulti,
+    token: Tracked,
+}
+
+// SAFETY: every call goes to the `RecvMulti`, whose SQE points at no memory
+// of its own (its group outlives it); the token is never reached by the kernel.
+unsafe impl Op for TrackedRecvMulti {
+    fn prepare(&mut self) -> Sqe {
+        self.inner.prepare()
+    }
+    fn run_blocking(&mut self) -> i32 {
+        -libc::EOPNOTSUPP
+    }
+    unsafe fn complete(&mut self, cqe: &Cqe) {
+        // SAFETY: the caller's contract is the inner op's.
+        unsafe { self.inner.complete(cqe) }
+    }
+    unsafe fn progress(&mut self, cqe: &Cqe) -> OpEvent {
+        // SAFETY: the caller's contract is the inner op's.
+        unsafe { self.inner.progress(cqe) }
+    }
+    crate::op::op_any!();
+}
+
+/// Where a provided buffer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BufState {
+    /// The check's: to be provided.
+    Ours,
+    /// Provided (its PROVIDE_BUFFERS is in flight or done): the kernel's.
+    Provided,
+}
+
 /// A simulated fd number held as the `Arc<OwnedFd>` ops take. It is never
 /// closed through the `OwnedFd` (the number means nothing to the host): on
 /// drop the number is taken back out, or, if ops still hold it (a leaked
@@ -455,6 +727,20 @@ pub struct Report {
     pub leaked: usize,
     /// Faults the kernel injected before the final drain.
     pub injected: Injected,
+    /// Bytes the socket's peer wrote and its reader received.
+    pub sock_bytes: usize,
+    /// Provided buffers handed out by multishot receives (each read and
+    /// provided again).
+    pub buffers_handed_out: usize,
+    /// Intermediate completions of multishot receives.
+    pub recv_shots: usize,
+    /// Connections accepted and adopted by the check.
+    pub accepted: usize,
+    /// Multishot accept completions dropped unread (their fds closed by
+    /// the dropped event).
+    pub events_dropped: usize,
+    /// Socket receives that ended at end of file.
+    pub eof: usize,
 }
 
 /// What kind of op a serial is, and what the model expects of it.
@@ -465,6 +751,11 @@ enum Kind {
     Send { data: Vec<u8>, offset: u64 },
     Timeout { multishot: bool, shots: u8 },
     Nop,
+    SockRecv { len: usize },
+    SockRecvMulti,
+    Accept { multishot: bool },
+    Provide { bid: u16 },
+    SockRecvRing,
 }
 
 struct Live {
@@ -501,7 +792,34 @@ struct Model {
     next_send_offset: u64,
     send_in_flight: bool,
     recv_in_flight: bool,
+    /// Our end of the simulated socket, its peer (the outside's, `None` once
+    /// closed), the listener, and the clients connected to it.
+    sock: Arc<OwnedFd>,
+    peer: Option<OwnedFd>,
+    listener: Arc<OwnedFd>,
+    clients: Vec<OwnedFd>,
+    pool: Arc<Pool>,
+    bufs: Vec<BufState>,
+    /// The provided-buffer ring of [`Action::SockRecvRing`], made on first use.
+    group: Option<Arc<RecvBufGroup>>,
+    /// Bytes the outside wrote into the peer, and those the socket's reader got.
+    peer_sent: Vec<u8>,
+    sock_received: Vec<u8>,
+    /// A socket receive (single or multishot) is in flight.
+    sock_reader: bool,
+    sock_eof: bool,
+    /// A multishot receive was started: from then on the pool's buffers are
+    /// provided again as they come back.
+    pool_used: bool,
+    /// Ops whose waiter went away ([`Action::Abandon`]).
+    abandoned: BTreeSet<usize>,
     report: Report,
+}
+
+/// The `i`-th byte written into the socket's peer: numbered, so a lost,
+/// duplicated or reordered stretch shows.
+fn peer_byte(i: usize) -> u8 {
+    (i % 251) as u8
 }
 
 /// Errors an enter may return under injected faults; anything else is a bug.
@@ -522,8 +840,23 @@ impl Model {
         let data_raw = kernel.create_file(data);
         let stream_raw = kernel.create_file(Vec::new());
         let ring = Ring::sim(&kernel, &RingConfig::with_entries(4)).expect("simulated ring");
+        let (sock, peer) = kernel.socket_pair().expect("a simulated socket pair");
+        let listener = kernel.listener().expect("a simulated listener");
         kernel.set_faults(faults);
         Model {
+            sock: Arc::new(sock),
+            peer: Some(peer),
+            listener: Arc::new(listener),
+            clients: Vec::new(),
+            pool: Pool::new(),
+            bufs: vec![BufState::Ours; usize::from(BUFS)],
+            group: None,
+            peer_sent: Vec::new(),
+            sock_received: Vec::new(),
+            sock_reader: false,
+            sock_eof: false,
+            pool_used: false,
+            abandoned: BTreeSet::new(),
             data_fd: SimFd::new(data_raw),
             stream_fd: SimFd::new(stream_raw),
             kernel,
@@ -548,12 +881,17 @@ impl Model {
         let table = self.table.as_mut().expect("checked by the caller");
         // Marked before the push: the kernel may run the SQE at any enter after it.
         self.tracker.set(serial, Life::InFlight);
-        self.report.started += 1;
+        let counted = !matches!(kind, Kind::Provide { .. });
+        self.report.started += usize::from(counted);
         match table.submit(&mut self.ring, op, serial) {
             Ok(id) => {
                 match kind {
                     Kind::Send { .. } => self.send_in_flight = true,
                     Kind::Recv { .. } => self.recv_in_flight = true,
+                    Kind::SockRecv { .. } | Kind::SockRecvMulti | Kind::SockRecvRing => {
+                        self.sock_reader = true;
+                    }
+                    Kind::Provide { bid } => self.bufs[usize::from(bid)] = BufState::Provided,
                     _ => {}
                 }
                 self.live.insert(serial, Live { id, kind, more: 0 });
@@ -561,7 +899,7 @@ impl Model {
             Err((op, e)) => {
                 assert_eq!(e, PushError::Full, "the only refusal on this ring is a full SQ");
                 self.tracker.set(serial, Life::Refused);
-                self.report.refused += 1;
+                self.report.refused += usize::from(counted);
                 // Nothing reached the ring (a refused send queued no bytes).
                 drop(op);
             }
@@ -576,6 +914,7 @@ impl Model {
         if self.table.is_none() {
             return;
         }
+        self.provide_ours();
         match action {
             Action::Read { len, offset } => {
                 let serial = self.tracker.new_serial();
@@ -677,8 +1016,190 @@ impl Model {
                     self.drop_table();
                 }
             }
+            Action::SockRecv { len } => {
+                if self.sock_reader || self.sock_eof {
+                    return;
+                }
+                let serial = self.tracker.new_serial();
+                let buf = self.buffer(serial, Vec::with_capacity(usize::from(len)));
+                let op = Recv::new(self.sock.clone(), buf, 0);
+                let kind = Kind::SockRecv {
+                    len: usize::from(len),
+                };
+                self.submit_op(serial, Box::new(op), kind);
+            }
+            Action::SockRecvMulti { len } => {
+                if self.sock_reader || self.sock_eof {
+                    return;
+                }
+                self.pool_used = true;
+                self.provide_ours();
+                let serial = self.tracker.new_serial();
+                let op = RecvMultiOp {
+                    fd: self.sock.clone(),
+                    len: u32::from(len),
+                    _pool: self.pool.clone(),
+                    token: self.buffer(serial, Vec::new()),
+                };
+                self.submit_op(serial, Box::new(op), Kind::SockRecvMulti);
+            }
+            Action::SockRecvRing => {
+                // Buffer rings live in `mmap`ed memory, which Miri cannot make
+                // (no `madvise`): the action is skipped there.
+                if self.sock_reader || self.sock_eof || cfg!(miri) {
+                    return;
+                }
+                if self.group.is_none() {
+                    let group = RecvBufGroup::new(&self.ring, RING_GROUP, BUFS, BUF_LEN)
+                        .expect("a provided-buffer ring on the simulated ring");
+                    self.group = Some(group);
+                }
+                let group = self.group.clone().expect("made above");
+                let serial = self.tracker.new_serial();
+                let op = TrackedRecvMulti {
+                    inner: RecvMulti::new(self.sock.clone(), group),
+                    token: self.buffer(serial, Vec::new()),
+                };
+                self.submit_op(serial, Box::new(op), Kind::SockRecvRing);
+            }
+            Action::PeerWrite { len } => {
+                let Some(peer) = &self.peer else { return };
+                let start = self.peer_sent.len();
+                let data: Vec<u8> = (start..start + usize::from(len)).map(peer_byte).collect();
+                match self.kernel.stream_write(peer, &data) {
+                    Ok(n) => self.peer_sent.extend_from_slice(&data[..n]),
+                    Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                    Err(e) => panic!("writing into the peer: {e}"),
+                }
+            }
+            Action::PeerClose => {
+                if let Some(peer) = self.peer.take() {
+                    self.kernel.close(peer);
+                }
+            }
+            Action::Connect => {
+                if self.clients.len() < 16 {
+                    let client = self.kernel.connect(&*self.listener).expect("connecting a client");
+                    self.clients.push(client);
+                }
+            }
+            Action::Accept { multishot } => {
+                let serial = self.tracker.new_serial();
+                let inner = if multishot {
+                    Accept::multishot(self.listener.clone())
+                } else {
+                    Accept::new(self.listener.clone())
+                };
+                let op = TrackedAccept {
+                    inner,
+                    token: self.buffer(serial, Vec::new()),
+                };
+                self.submit_op(serial, Box::new(op), Kind::Accept { multishot });
+            }
+            Action::Abandon { nth } => {
+                let candidates: Vec<usize> = self
+                    .live
+                    .iter()
+                    .filter(|(_, l)| !matches!(l.kind, Kind::Provide { .. }))
+                    .map(|(&s, _)| s)
+                    .collect();
+                if candidates.is_empty() {
+                    return;
+                }
+                let serial = candidates[usize::from(nth) % candidates.len()];
+                self.abandoned.insert(serial);
+                let id = self.live[&serial].id;
+                let table = self.table.as_mut().expect("checked above");
+                if let Some(sqe) = table.cancel_sqe(id) {
+                    self.pending_cancels.push(sqe);
+                }
+                self.push_cancels();
+            }
         }
         self.tracker.assert_clean();
+    }
+
+    /// Provides again every buffer of the pool that is the check's.
+    fn provide_ours(&mut self) {
+        if !self.pool_used {
+            return;
+        }
+        for bid in 0..BUFS {
+            if self.bufs[usize::from(bid)] != BufState::Ours || self.table.is_none() {
+                continue;
+            }
+            let serial = self.tracker.new_serial();
+            let op = ProvideOp {
+                pool: self.pool.clone(),
+                bid,
+                token: self.buffer(serial, Vec::new()),
+            };
+            self.submit_op(serial, Box::new(op), Kind::Provide { bid });
+        }
+    }
+
+    /// Takes the data of a receive completion that names a provided buffer:
+    /// the buffer must be the kernel's (handed out once), becomes the
+    /// check's, and is provided again later.
+    fn take_provided(&mut self, cqe: &Cqe) {
+        let Some(bid) = cqe.buffer_id() else {
+            assert!(cqe.res <= 0, "a receive of {} bytes without a buffer", cqe.res);
+            return;
+        };
+        assert!(cqe.res >= 0, "a failed receive handed out buffer {bid}");
+        assert!(bid < BUFS, "buffer id {bid} was never provided");
+        let state = &mut self.bufs[usize::from(bid)];
+        assert_eq!(*state, BufState::Provided, "buffer {bid} handed out twice");
+        *state = BufState::Ours;
+        self.report.buffers_handed_out += 1;
+        let data = self.pool.read(bid, cqe.res as usize);
+        self.sock_data(&data);
+    }
+
+    /// Bytes the socket's reader got, in completion order.
+    fn sock_data(&mut self, data: &[u8]) {
+        self.sock_received.extend_from_slice(data);
+        assert!(
+            self.peer_sent.starts_with(&self.sock_received),
+            "the socket's bytes came out lost, duplicated or out of order"
+        );
+    }
+
+    /// `n` bytes delivered to a completion nobody reads (an abandoned op's):
+    /// gone, but accounted for, in order.
+    fn sock_dropped(&mut self, n: usize) {
+        let at = self.sock_received.len();
+        assert!(
+            at + n <= self.peer_sent.len(),
+            "a dropped completion of {n} bytes at {at}: more than the peer wrote ({})",
+            self.peer_sent.len()
+        );
+        let skipped = self.peer_sent[at..at + n].to_vec();
+        self.sock_received.extend_from_slice(&skipped);
+    }
+
+    /// End of file on the socket: only once the peer closed and every byte it
+    /// wrote was received.
+    fn sock_end(&mut self) {
+        assert!(self.peer.is_none(), "end of file while the peer is open");
+        assert_eq!(
+            self.sock_received, self.peer_sent,
+            "end of file before every byte the peer wrote"
+        );
+        self.sock_eof = true;
+        self.report.eof += 1;
+    }
+
+    /// An accepted connection: a simulated socket the check now owns,
+    /// closed at once.
+    fn adopt(&mut self, fd: OwnedFd) {
+        assert!(
+            self.kernel.is_stream(fd.as_fd()),
+            "accepted fd {} is no simulated socket",
+            fd.as_raw_fd()
+        );
+        self.report.accepted += 1;
+        drop(fd);
     }
 
     fn push_cancels(&mut self) {
@@ -714,34 +1235,73 @@ impl Model {
             match table.complete(cqe) {
                 // A cancel's own completion (tagged Ignore).
                 Completion::Stale => self.report.stale += 1,
-                Completion::More { payload, event } => self.on_more(payload, &event),
+                Completion::More { payload, event } => self.on_more(payload, event),
                 Completion::Finished { payload, op, cqe } => self.on_finished(payload, op, &cqe),
             }
         }
         max
     }
 
-    fn on_more(&mut self, serial: usize, event: &OpEvent) {
+    fn on_more(&mut self, serial: usize, mut event: OpEvent) {
         let live = self
             .live
             .get_mut(&serial)
             .unwrap_or_else(|| panic!("F_MORE completion for op {serial}, which is not in flight"));
-        let cqe = event.cqe();
-        let Kind::Timeout {
-            multishot: true,
-            shots,
-        } = live.kind
-        else {
-            panic!(
-                "F_MORE completion {cqe:?} reached op {serial} ({:?}), not a multishot op",
-                live.kind
-            )
-        };
-        assert_eq!(cqe.res, -libc::ETIME, "a multishot timeout's shot");
+        let cqe = *event.cqe();
         live.more += 1;
         self.report.more += 1;
-        if shots > 0 {
-            assert!(live.more < u32::from(shots), "more shots than asked for");
+        match live.kind {
+            Kind::Timeout {
+                multishot: true,
+                shots,
+            } => {
+                assert_eq!(cqe.res, -libc::ETIME, "a multishot timeout's shot");
+                if shots > 0 {
+                    assert!(live.more < u32::from(shots), "more shots than asked for");
+                }
+            }
+            Kind::SockRecvMulti => {
+                assert!(cqe.res > 0, "a multishot receive's shot of {} bytes", cqe.res);
+                assert!(
+                    cqe.buffer_id().is_some(),
+                    "a multishot receive's shot names its buffer"
+                );
+                self.report.recv_shots += 1;
+                self.take_provided(&cqe);
+            }
+            Kind::SockRecvRing => {
+                assert!(cqe.res > 0, "a multishot receive's shot of {} bytes", cqe.res);
+                self.report.recv_shots += 1;
+                self.report.buffers_handed_out += 1;
+                if self.abandoned.contains(&serial) {
+                    // Dropped unread: its buffer goes back to the ring with it.
+                    self.report.events_dropped += 1;
+                    drop(event);
+                    self.sock_dropped(cqe.res as usize);
+                } else {
+                    let mut data = Vec::new();
+                    let n = event.read_into(&mut data).expect("a shot with data");
+                    assert_eq!(n, cqe.res as usize, "a shot's bytes");
+                    self.sock_data(&data);
+                }
+            }
+            Kind::Accept { multishot: true } => {
+                assert!(cqe.res >= 0, "a multishot accept's connection: {}", cqe.res);
+                if self.abandoned.contains(&serial) {
+                    // Nobody reads it: the event closes its fd as it drops.
+                    self.report.events_dropped += 1;
+                    drop(event);
+                } else {
+                    let fd = event
+                        .take_fd()
+                        .expect("a multishot accept's event carries its fd");
+                    self.adopt(fd);
+                }
+            }
+            _ => panic!(
+                "F_MORE completion {cqe:?} reached op {serial} ({:?}), not a multishot op",
+                live.kind
+            ),
         }
     }
 
@@ -757,8 +1317,10 @@ impl Model {
         );
         assert!(!cqe.has_more(), "a final completion without F_MORE");
         self.tracker.set(serial, Life::Finished);
+        let abandoned = self.abandoned.remove(&serial);
         let res = cqe.res;
         match res {
+            _ if matches!(live.kind, Kind::Provide { .. }) => {}
             0.. => self.report.succeeded += 1,
             r if r == -libc::ECANCELED => {
                 self.report.failed += 1;
@@ -874,6 +1436,114 @@ impl Model {
                 assert_eq!(nop._token.serial, serial);
                 assert_eq!(res, 0, "a NOP completes with 0");
             }
+            Kind::SockRecv { len } => {
+                self.sock_reader = false;
+                let recv = any
+                    .downcast::<Recv<Tracked>>()
+                    .unwrap_or_else(|_| panic!("op {serial} came back as another type"));
+                let got = recv.received().to_vec();
+                let buf = recv.into_buf();
+                assert_eq!(
+                    buf.serial, serial,
+                    "op {serial} came back with another op's buffer"
+                );
+                match res {
+                    0 if len > 0 => self.sock_end(),
+                    0.. => {
+                        assert!(res as usize <= len, "receive of {len} returned {res}");
+                        assert_eq!(got.len(), res as usize);
+                        self.sock_data(&got);
+                    }
+                    _ => {
+                        assert!(
+                            [-libc::EAGAIN, -libc::ECANCELED].contains(&res),
+                            "socket receive {serial} failed with {res}"
+                        );
+                        assert!(got.is_empty());
+                    }
+                }
+            }
+            Kind::SockRecvMulti => {
+                self.sock_reader = false;
+                let op = any
+                    .downcast::<RecvMultiOp>()
+                    .unwrap_or_else(|_| panic!("op {serial} came back as another type"));
+                assert_eq!(
+                    op.token.serial, serial,
+                    "op {serial} came back with another op's token"
+                );
+                match res {
+                    0 if cqe.buffer_id().is_none() => self.sock_end(),
+                    0.. => self.take_provided(cqe),
+                    _ => {
+                        assert!(cqe.buffer_id().is_none(), "a failed receive names a buffer");
+                        assert!(
+                            [-libc::EAGAIN, -libc::ECANCELED, -libc::ENOBUFS].contains(&res),
+                            "multishot receive {serial} failed with {res}"
+                        );
+                    }
+                }
+            }
+            Kind::SockRecvRing => {
+                self.sock_reader = false;
+                let mut op = any
+                    .downcast::<TrackedRecvMulti>()
+                    .unwrap_or_else(|_| panic!("op {serial} came back as another type"));
+                assert_eq!(
+                    op.token.serial, serial,
+                    "op {serial} came back with another op's token"
+                );
+                match res {
+                    0 if cqe.buffer_id().is_none() => self.sock_end(),
+                    0.. if abandoned => {
+                        // Its buffer goes back with the op.
+                        drop(op);
+                        self.sock_dropped(res as usize);
+                    }
+                    0.. => {
+                        let mut data = Vec::new();
+                        let n = op.inner.take_final(&mut data).expect("a final shot with data");
+                        assert_eq!(n, res as usize);
+                        self.sock_data(&data);
+                    }
+                    _ => assert!(
+                        [-libc::EAGAIN, -libc::ECANCELED, -libc::ENOBUFS].contains(&res),
+                        "multishot receive {serial} failed with {res}"
+                    ),
+                }
+            }
+            Kind::Accept { .. } => {
+                let op = any
+                    .downcast::<TrackedAccept>()
+                    .unwrap_or_else(|_| panic!("op {serial} came back as another type"));
+                assert_eq!(
+                    op.token.serial, serial,
+                    "op {serial} came back with another op's token"
+                );
+                if res >= 0 {
+                    let fd = op
+                        .inner
+                        .into_fd()
+                        .expect("a successful accept holds its connection");
+                    if abandoned {
+                        // Nobody takes it: it closes with the op's remains.
+                        self.report.events_dropped += 1;
+                        drop(fd);
+                    } else {
+                        self.adopt(fd);
+                    }
+                } else {
+                    assert_eq!(res, -libc::ECANCELED, "accept {serial} failed with {res}");
+                    assert!(op.inner.into_fd().is_none());
+                }
+            }
+            Kind::Provide { bid } => {
+                let op = any
+                    .downcast::<ProvideOp>()
+                    .unwrap_or_else(|_| panic!("op {serial} came back as another type"));
+                assert_eq!((op.token.serial, op.bid), (serial, bid));
+                assert_eq!(res, 0, "providing buffer {bid}");
+            }
         }
         // The op (and its buffer) was released just now, after its final completion.
         assert_eq!(
@@ -895,6 +1565,10 @@ impl Model {
         // releases held-back completions and flushes the overflow list), reaps,
         // and runs the clock. Done when nothing is in flight, held back,
         // overflowed or unreaped; a failure when nothing completes for 8 rounds.
+        // The peer closes: receives waiting on the socket end at end of file.
+        if let Some(peer) = self.peer.take() {
+            self.kernel.close(peer);
+        }
         let mut idle = 0;
         loop {
             let sim = self.ring.sim_ring().expect("a simulated ring");
@@ -937,6 +1611,55 @@ impl Model {
         }
         assert_eq!(self.received, self.sent, "bytes received == bytes sent, in order");
         self.report.stream_bytes = self.sent.len();
+        // The socket: read what is left, to end of file (not counted in the
+        // report's op counts, which tell what the input itself did).
+        let counts = (self.report.started, self.report.succeeded, self.report.eof);
+        let mut rounds = 0;
+        while !self.sock_eof {
+            self.act(Action::SockRecv { len: 64 }, Mode::Complete);
+            expect_retryable(self.ring.submit_and_wait(1, Some(Duration::ZERO)));
+            self.reap(usize::MAX);
+            rounds += 1;
+            assert!(rounds < 64, "the socket never reaches end of file");
+        }
+        (self.report.started, self.report.succeeded, self.report.eof) = counts;
+        assert_eq!(
+            self.sock_received, self.peer_sent,
+            "bytes received == bytes the peer wrote, in order"
+        );
+        self.report.sock_bytes = self.peer_sent.len();
+        assert!(
+            self.bufs
+                .iter()
+                .all(|&b| b == BufState::Ours || b == BufState::Provided),
+            "every provided buffer came back"
+        );
+        if let Some(group) = &self.group {
+            assert_eq!(group.taken(), 0, "every buffer of the ring came back to it");
+            assert_eq!(
+                Arc::strong_count(group),
+                1,
+                "no op holds the ring's group any more"
+            );
+        }
+        // Every accepted connection was closed once: only the socket and the
+        // listener are left open once the clients go.
+        self.clients.clear();
+        assert_eq!(
+            Arc::strong_count(&self.sock),
+            1,
+            "the socket's references are back at baseline"
+        );
+        assert_eq!(
+            Arc::strong_count(&self.listener),
+            1,
+            "the listener's references are back at baseline"
+        );
+        assert_eq!(
+            self.kernel.open_streams(),
+            2,
+            "a simulated fd was leaked (or closed twice)"
+        );
     }
 
     fn check_end(&self, mode: Mode) {

@@ -1486,6 +1486,15 @@ impl RecvBufGroup {
         self.lock().as_ref().map_or(0, BufRing::buf_len)
     }
 
+    /// Buffers taken out of the group (by completions) and not yet given
+    /// back: each is held by a [`ProvidedBuf`], or by an [`OpEvent`] or op
+    /// that still owns one. Zero when every buffer is back with the kernel.
+    pub fn taken(&self) -> usize {
+        self.lock()
+            .as_ref()
+            .map_or(0, |r| (0..r.entries()).filter(|&bid| r.is_claimed(bid)).count())
+    }
+
     /// Claims the buffer a completion reports filled, as a [`ProvidedBuf`]
     /// that gives it back to the kernel when dropped. `None` for a completion
     /// without a buffer (an error, or end of stream).
