@@ -592,31 +592,24 @@ impl Local {
                 continue;
             }
             let started = *idle_since.get_or_insert_with(Instant::now);
-            let now = Instant::now();
-            if !closing && now.duration_since(started) < self.spin.window(now) {
+            if !closing && started.elapsed() < self.spin.window() {
                 if shared.config.spin_yields || self.driver.spin_yields() {
                     // Give the CPU to any other runnable thread first: where
                     // shards may share a CPU, a pure spin starves the very
                     // shard that would send us work until the scheduler's
                     // slice ends. Measured: fanout_fanin (4 shards, 2 CPUs)
                     // 6.7 -> 2.5 ms (balanced) and 15 -> 3.6 ms (skewed) per
-                    // iteration, and the 2-shard ping-pong beside two `nice
-                    // 19` busy loops 195 -> 8.2 ms per 256 round trips
-                    // (without the yield, both shards spun on one CPU for a
-                    // slice each). The readiness driver
-                    // always yields: its peers are other threads or
-                    // processes (the socket's or pipe's other end), which a
-                    // spin keeps off the CPU it shares with them (measured
-                    // on `queue_echo_bench`, 2 CPUs, with and without two
-                    // `nice 19` busy loops: echo RTT mean 23-39 -> 16-19 µs,
-                    // p99 75-128 -> 23-38 µs; each turn makes a system call
-                    // anyway, `epoll_pwait2(0)`).
+                    // iteration; the 2-shard ping-pong beside two `nice 19`
+                    // busy loops 195 -> 8.2 ms per 256 round trips (without
+                    // the yield both shards spun on one CPU for a slice each).
+                    // The readiness driver always yields: its peers are other
+                    // threads or processes (the socket's or pipe's other
+                    // end), which a spin keeps off the CPU it shares with
+                    // them (measured on `queue_echo_bench`, 2 CPUs, with and
+                    // without two `nice 19` busy loops: echo RTT mean 23-39
+                    // -> 16-19 µs, p99 75-128 -> 23-38 µs; each turn makes a
+                    // system call anyway, `epoll_pwait2(0)`).
                     std::thread::yield_now();
-                    // A yield that handed the CPU away for a scheduler slice
-                    // says other work wants this CPU: spinning on would lose
-                    // a slice per turn, where a park is woken (and preempts
-                    // that work) within microseconds. See `SpinWindow`.
-                    self.spin.after_yield(now, Instant::now());
                 } else {
                     // Each shard pinned to a CPU of its own: no shard waits
                     // for this CPU, and a yield would only hand it to other
@@ -661,20 +654,9 @@ impl Local {
 /// base window (idle CPU stays ~0 %). Measured on `fanout_fanin` (4 shards,
 /// 2 vCPUs): with a fixed 50 µs window, skewed 4.0 ms and balanced 2.9 ms
 /// per iteration; with a fixed 200–300 µs window, 2.9 and 2.2 ms.
-///
-/// A yield in the spin that lasts a scheduler slice (other runnable work got
-/// the CPU: another process, or `nice` busy loops) turns spinning off for
-/// [`SpinWindow::CONTENDED_PAUSE`]: on a contended CPU every spinning turn
-/// can lose a slice (milliseconds), while a parked shard's wake-up preempts
-/// lower-priority work at once. Measured on the 2-shard ping-pong beside two
-/// `nice -n 19` busy loops (`benches/latency.rs`): spinning with yields
-/// 37-50 µs per round trip (p99 3.3 ms), parking at once 7-11 µs (p99
-/// 11-16 µs).
 pub(crate) struct SpinWindow {
     base: Duration,
     current: Cell<Duration>,
-    /// No spinning before this instant (a contended CPU was seen).
-    paused_until: Cell<Option<Instant>>,
 }
 
 impl SpinWindow {
@@ -682,41 +664,16 @@ impl SpinWindow {
     pub(crate) const MAX_FACTOR: u32 = 8;
     /// A park this many times longer than the window shrinks it.
     const IDLE_FACTOR: u32 = 8;
-    /// A yield that kept the shard off its CPU this long lost a scheduler
-    /// slice to other work (a yield that finds nothing else to run returns
-    /// in about a microsecond; one that hands the CPU to a sibling shard for
-    /// a short poll, in tens).
-    pub(crate) const CONTENDED_YIELD: Duration = Duration::from_micros(200);
-    /// How long spinning stays off once a contended CPU was seen. Each probe
-    /// after it may lose one more slice, so the pause bounds that cost to a
-    /// few percent.
-    pub(crate) const CONTENDED_PAUSE: Duration = Duration::from_millis(100);
 
     fn new(base: Duration) -> SpinWindow {
         SpinWindow {
             base,
             current: Cell::new(base),
-            paused_until: Cell::new(None),
         }
     }
 
-    /// The window at `now`: zero while spinning is paused.
-    fn window(&self, now: Instant) -> Duration {
-        match self.paused_until.get() {
-            Some(until) if now < until => Duration::ZERO,
-            Some(_) => {
-                self.paused_until.set(None);
-                self.current.get()
-            }
-            None => self.current.get(),
-        }
-    }
-
-    /// Adapts to a yield that began at `before` and returned at `after`.
-    fn after_yield(&self, before: Instant, after: Instant) {
-        if after.duration_since(before) >= Self::CONTENDED_YIELD {
-            self.paused_until.set(Some(after + Self::CONTENDED_PAUSE));
-        }
+    fn window(&self) -> Duration {
+        self.current.get()
     }
 
     /// Adapts the window to a park that lasted `slept`.
@@ -901,7 +858,7 @@ impl Drop for LocalBootstrap {
 #[cfg(test)]
 mod tests {
     use super::SpinWindow;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     const US: Duration = Duration::from_micros(1);
 
@@ -911,15 +868,15 @@ mod tests {
         // Work came back sooner than the window: it doubles, up to 8x.
         for expected in [100, 200, 400, 400] {
             w.after_park(10 * US);
-            assert_eq!(w.window(Instant::now()), expected * US);
+            assert_eq!(w.window(), expected * US);
         }
         // A park within 8 windows changes nothing.
         w.after_park(3 * Duration::from_millis(1));
-        assert_eq!(w.window(Instant::now()), 400 * US);
+        assert_eq!(w.window(), 400 * US);
         // Long parks halve it, down to the base and no further.
         for expected in [200, 100, 50, 50] {
             w.after_park(Duration::from_secs(1));
-            assert_eq!(w.window(Instant::now()), expected * US);
+            assert_eq!(w.window(), expected * US);
         }
     }
 
@@ -928,24 +885,6 @@ mod tests {
         let w = SpinWindow::new(Duration::ZERO);
         w.after_park(Duration::ZERO);
         w.after_park(Duration::from_secs(1));
-        assert_eq!(w.window(Instant::now()), Duration::ZERO);
-    }
-
-    #[test]
-    fn a_yield_that_lost_a_slice_pauses_spinning() {
-        let w = SpinWindow::new(50 * US);
-        let t0 = Instant::now();
-        // A yield that came back at once, or after a sibling's short poll.
-        w.after_yield(t0, t0 + US);
-        w.after_yield(t0, t0 + 150 * US);
-        assert_eq!(w.window(t0 + 200 * US), 50 * US);
-        // One that lost a scheduler slice: no spinning for the pause...
-        let back = t0 + 2 * Duration::from_millis(1);
-        w.after_yield(t0, back);
-        assert_eq!(w.window(back), Duration::ZERO);
-        assert_eq!(w.window(back + SpinWindow::CONTENDED_PAUSE - US), Duration::ZERO);
-        // ...then the window is back, adaptation kept.
-        assert_eq!(w.window(back + SpinWindow::CONTENDED_PAUSE), 50 * US);
-        assert_eq!(w.window(back), 50 * US);
+        assert_eq!(w.window(), Duration::ZERO);
     }
 }
