@@ -289,6 +289,16 @@ impl Driver {
         }
     }
 
+    /// True when completions are ready to dispatch without another system
+    /// call: CQEs in the ring (task work the kernel has yet to run does not
+    /// count), or readiness events already fetched.
+    pub(crate) fn has_completions(&self) -> bool {
+        match self {
+            Driver::Uring(d) => d.has_cqes(),
+            Driver::Epoll(d) => d.has_pending_events(),
+        }
+    }
+
     /// Sleeps until a completion, a wake-up or `timeout`. False when the
     /// wait failed (it ended early).
     pub(crate) fn park(&self, timeout: Option<Duration>) -> bool {

@@ -239,6 +239,12 @@ impl UringDriver {
         ring.cq_len() > 0 || ring.needs_flush()
     }
 
+    /// True when completions sit in the CQ (not counting task work the
+    /// kernel has yet to run, which only an enter posts).
+    pub(crate) fn has_cqes(&self) -> bool {
+        self.ring.borrow().cq_len() > 0
+    }
+
     /// Sleeps in `io_uring_enter` until a completion or `timeout`. False when
     /// the wait failed (it ended early).
     pub(crate) fn park(&self, timeout: Option<Duration>) -> bool {
