@@ -606,41 +606,17 @@ unsafe impl Op for RecvMultiOp {
     crate::op::op_any!();
 }
 
-/// An [`Accept`] with a tracked release (the op owns no buffer to track).
-struct TrackedAccept {
-    inner: Accept,
+/// A product op (an [`Accept`], a [`RecvMulti`]) with a tracked release:
+/// the op owns no buffer to track, so a token stands for it.
+struct TrackedOp<O> {
+    inner: O,
     token: Tracked,
 }
 
-// SAFETY: every call goes to the `Accept`, whose SQE points only into
-// memory it owns; the token is never reached by the kernel.
-unsafe impl Op for TrackedAccept {
-    fn prepare(&mut self) -> Sqe {
-        self.inner.prepare()
-    }
-    fn run_blocking(&mut self) -> i32 {
-        -libc::EOPNOTSUPP
-    }
-    unsafe fn complete(&mut self, cqe: &Cqe) {
-        // SAFETY: the caller's contract is the inner op's.
-        unsafe { self.inner.complete(cqe) }
-    }
-    unsafe fn progress(&mut self, cqe: &Cqe) -> OpEvent {
-        // SAFETY: the caller's contract is the inner op's.
-        unsafe { self.inner.progress(cqe) }
-    }
-    crate::op::op_any!();
-}
-
-/// A [`RecvMulti`] with a tracked release.
-struct TrackedRecvMulti {
-    inner: RecvMulti,
-    token: Tracked,
-}
-
-// SAFETY: every call goes to the `RecvMulti`, whose SQE points at no memory
-// of its own (its group outlives it); the token is never reached by the kernel.
-unsafe impl Op for TrackedRecvMulti {
+// SAFETY: every call goes to the inner op, whose SQE points only into memory
+// it owns or at none (a `RecvMulti`'s group outlives it); the token is never
+// reached by the kernel.
+unsafe impl<O: Op> Op for TrackedOp<O> {
     fn prepare(&mut self) -> Sqe {
         self.inner.prepare()
     }
@@ -1056,7 +1032,7 @@ impl Model {
                 }
                 let group = self.group.clone().expect("made above");
                 let serial = self.tracker.new_serial();
-                let op = TrackedRecvMulti {
+                let op = TrackedOp {
                     inner: RecvMulti::new(self.sock.clone(), group),
                     token: self.buffer(serial, Vec::new()),
                 };
@@ -1090,7 +1066,7 @@ impl Model {
                 } else {
                     Accept::new(self.listener.clone())
                 };
-                let op = TrackedAccept {
+                let op = TrackedOp {
                     inner,
                     token: self.buffer(serial, Vec::new()),
                 };
@@ -1487,7 +1463,7 @@ impl Model {
             Kind::SockRecvRing => {
                 self.sock_reader = false;
                 let mut op = any
-                    .downcast::<TrackedRecvMulti>()
+                    .downcast::<TrackedOp<RecvMulti>>()
                     .unwrap_or_else(|_| panic!("op {serial} came back as another type"));
                 assert_eq!(
                     op.token.serial, serial,
@@ -1514,7 +1490,7 @@ impl Model {
             }
             Kind::Accept { .. } => {
                 let op = any
-                    .downcast::<TrackedAccept>()
+                    .downcast::<TrackedOp<Accept>>()
                     .unwrap_or_else(|_| panic!("op {serial} came back as another type"));
                 assert_eq!(
                     op.token.serial, serial,
